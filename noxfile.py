@@ -1,0 +1,82 @@
+"""Developer tasks. `nox -s tests` is the whole test suite; `nox -s gateway` runs the example gateway."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "typecheck", "tests"]
+
+# Dependency order: each package only needs the ones before it.
+PACKAGE_ORDER = [
+    "llmproxy-core",
+    "llmproxy-ratelimit-config",
+    "llmproxy-auth",
+    "llmproxy-quota",
+    "llmproxy-flags",
+    "llmproxy-metering",
+    "llmproxy-audit",
+    "llmproxy-observability",
+]
+TEST_DEPS = [
+    "pytest>=8",
+    "pytest-asyncio>=0.24",
+    "hypothesis>=6.100",
+    "httpx>=0.27",
+    "openai>=1.40",
+    "uvicorn>=0.30",
+]
+
+
+def local_packages() -> list[str]:
+    found = [f"packages/{name}" for name in PACKAGE_ORDER if (ROOT / "packages" / name / "pyproject.toml").exists()]
+    if (ROOT / "examples/gateway/pyproject.toml").exists():
+        found.append("examples/gateway")
+    return found
+
+
+def install_workspace(session: nox.Session, *extra: str) -> None:
+    editable: list[str] = []
+    for path in local_packages():
+        editable += ["-e", path]
+    session.install(*editable, "llmproxy-core[redis,postgres,sqlite-async,testing] @ file:packages/llmproxy-core",
+                    *extra)  # fmt: skip
+
+
+@nox.session(python="3.11")
+def tests(session: nox.Session) -> None:
+    """The whole test suite: every package and the gateway, on embedded and real backends."""
+    install_workspace(session, *TEST_DEPS)
+    session.run("pytest", *(session.posargs or ["-q"]))
+
+
+@nox.session(python="3.11")
+def lint(session: nox.Session) -> None:
+    session.install("ruff>=0.6")
+    session.run("ruff", "check", ".")
+    session.run("ruff", "format", "--check", ".")
+
+
+@nox.session(python="3.11")
+def typecheck(session: nox.Session) -> None:
+    install_workspace(session, "mypy>=1.11", "types-cachetools", *TEST_DEPS)
+    session.run("mypy", *[f"{p}/src" for p in local_packages()])
+
+
+@nox.session(python="3.11")
+def gateway(session: nox.Session) -> None:
+    """Run the example gateway on embedded defaults (SQLite + in-memory Redis + mock provider)."""
+    install_workspace(session)
+    session.run("llmproxy-gateway", "serve", *session.posargs)
+
+
+@nox.session(python="3.11")
+def bench(session: nox.Session) -> None:
+    """Run a benchmark: `nox -s bench -- quota` runs bench/bench_quota.py (real services needed)."""
+    install_workspace(session, "limits[redis]>=5", "httpx>=0.27", "uvicorn>=0.30")
+    for name in session.posargs or ["ratelimit_config"]:
+        session.run("python", f"bench/bench_{name}.py")

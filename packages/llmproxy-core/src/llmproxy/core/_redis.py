@@ -1,0 +1,131 @@
+"""Redis clients from URLs.
+
+Schemes: ``redis://`` and ``rediss://`` (one server), ``redis+cluster://`` / ``rediss+cluster://``
+(Redis Cluster, any seed node), ``redis+sentinel://host:port[,host:port...]/service_name[/db]``, and
+``memory://[name]`` — an embedded Redis (fakeredis with Lua) shared by every client of the same name in
+this process, so the embedded backend runs the very same scripts and code paths as a real server.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import TYPE_CHECKING, Any, TypeAlias
+from urllib.parse import parse_qs, unquote, urlsplit
+
+if TYPE_CHECKING:
+    import redis
+    import redis.asyncio
+    import redis.asyncio.cluster
+    import redis.cluster
+
+SyncRedis: TypeAlias = "redis.Redis | redis.cluster.RedisCluster"
+AsyncRedis: TypeAlias = "redis.asyncio.Redis | redis.asyncio.cluster.RedisCluster"
+
+_SCHEMES = ("redis", "rediss", "redis+cluster", "rediss+cluster", "redis+sentinel", "memory")
+
+_memory_servers: dict[str, Any] = {}
+_memory_lock = threading.Lock()
+
+
+class RedisURLError(ValueError):
+    """The Redis URL is malformed or uses an unsupported scheme."""
+
+
+def _scheme(url: str) -> str:
+    if not isinstance(url, str) or "://" not in url:
+        raise RedisURLError(f"not a Redis URL: {url!r} (expected one of {', '.join(s + '://' for s in _SCHEMES)})")
+    scheme = url.split("://", 1)[0].lower()
+    if scheme not in _SCHEMES:
+        raise RedisURLError(
+            f"unsupported Redis URL scheme {scheme!r} in {url!r}; use one of "
+            + ", ".join(s + "://" for s in _SCHEMES)
+        )
+    return scheme
+
+
+def is_memory_url(url: str) -> bool:
+    return _scheme(url) == "memory"
+
+
+def memory_server(name: str = "default") -> Any:
+    """The process-wide fakeredis server behind ``memory://name``."""
+    import fakeredis
+
+    with _memory_lock:
+        server = _memory_servers.get(name)
+        if server is None:
+            server = _memory_servers[name] = fakeredis.FakeServer()
+        return server
+
+
+def _memory_name(url: str) -> str:
+    rest = url.split("://", 1)[1].strip("/")
+    return rest or "default"
+
+
+def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, dict[str, Any]]:
+    parts = urlsplit(url)
+    hosts_part = parts.netloc.rsplit("@", 1)[-1]
+    nodes: list[tuple[str, int]] = []
+    for item in hosts_part.split(","):
+        host, _, port = item.partition(":")
+        if not host:
+            raise RedisURLError(f"sentinel URL {url!r} has an empty host")
+        nodes.append((host, int(port or 26379)))
+    path = [p for p in parts.path.split("/") if p]
+    if not path:
+        raise RedisURLError(f"sentinel URL {url!r} must name the service: redis+sentinel://host:port/service")
+    service = path[0]
+    db = int(path[1]) if len(path) > 1 else 0
+    kwargs: dict[str, Any] = {}
+    if parts.password:
+        kwargs["password"] = unquote(parts.password)
+    if parts.username:
+        kwargs["username"] = unquote(parts.username)
+    for key, values in parse_qs(parts.query).items():
+        kwargs[key] = values[-1]
+    return nodes, service, db, kwargs
+
+
+def redis_from_url(url: str, **kwargs: Any) -> SyncRedis:
+    """A synchronous client (``redis.Redis`` or ``redis.cluster.RedisCluster``) for ``url``."""
+    scheme = _scheme(url)
+    if scheme == "memory":
+        import fakeredis
+
+        return fakeredis.FakeRedis(server=memory_server(_memory_name(url)), **kwargs)  # type: ignore[no-any-return]
+    if scheme.endswith("+cluster"):
+        from redis.cluster import RedisCluster
+
+        return RedisCluster.from_url(url.replace("+cluster", "", 1), **kwargs)
+    if scheme == "redis+sentinel":
+        from redis.sentinel import Sentinel
+
+        nodes, service, db, extra = _sentinel_parts(url)
+        sentinel = Sentinel(nodes, sentinel_kwargs={k: v for k, v in extra.items() if k == "password"})
+        return sentinel.master_for(service, db=db, **extra, **kwargs)
+    import redis
+
+    return redis.Redis.from_url(url, **kwargs)
+
+
+def async_redis_from_url(url: str, **kwargs: Any) -> AsyncRedis:
+    """An asyncio client (``redis.asyncio.Redis`` or its cluster twin) for ``url``."""
+    scheme = _scheme(url)
+    if scheme == "memory":
+        import fakeredis
+
+        return fakeredis.FakeAsyncRedis(server=memory_server(_memory_name(url)), **kwargs)  # type: ignore[no-any-return]
+    if scheme.endswith("+cluster"):
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(url.replace("+cluster", "", 1), **kwargs)
+    if scheme == "redis+sentinel":
+        from redis.asyncio.sentinel import Sentinel
+
+        nodes, service, db, extra = _sentinel_parts(url)
+        sentinel = Sentinel(nodes, sentinel_kwargs={k: v for k, v in extra.items() if k == "password"})
+        return sentinel.master_for(service, db=db, **extra, **kwargs)
+    import redis.asyncio
+
+    return redis.asyncio.Redis.from_url(url, **kwargs)

@@ -1,0 +1,103 @@
+"""The usage channel: handlers report token usage; middlewares read it when the response ends."""
+
+from __future__ import annotations
+
+import contextvars
+from dataclasses import dataclass
+
+from ._types import Scope, WSGIEnviron
+
+SCOPE_KEY = "llmproxy.usage"
+ENVIRON_KEY = "llmproxy.usage"
+
+_current: contextvars.ContextVar[Usage | None] = contextvars.ContextVar("llmproxy_usage", default=None)
+
+
+@dataclass(slots=True)
+class Usage:
+    """Token usage of one request, as far as it is known.
+
+    ``final`` is False while a stream is still producing output (the numbers are "so far"), and becomes
+    True once the handler reports the provider's final figures.
+    """
+
+    model: str | None = None
+    input_tokens: int = 0
+    output_tokens: int = 0
+    final: bool = False
+    reported: bool = False
+
+    @property
+    def total_tokens(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+    def update(
+        self,
+        *,
+        model: str | None = None,
+        input_tokens: int | None = None,
+        output_tokens: int | None = None,
+        final: bool = True,
+    ) -> None:
+        for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
+                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        if model is not None:
+            self.model = model
+        if input_tokens is not None:
+            self.input_tokens = input_tokens
+        if output_tokens is not None:
+            self.output_tokens = output_tokens
+        self.final = final
+        self.reported = True
+
+
+def current_usage() -> Usage | None:
+    return _current.get()
+
+
+def report_usage(
+    *,
+    model: str | None = None,
+    input_tokens: int | None = None,
+    output_tokens: int | None = None,
+    final: bool = True,
+) -> Usage | None:
+    """Report the current request's usage (absolute figures, not increments).
+
+    While streaming, call with ``final=False`` and the tokens streamed so far; when the provider's final
+    usage is known call with ``final=True``. Returns the request's :class:`Usage`, or None when no
+    llmproxy middleware opened a usage channel (reporting is then a no-op, never an error).
+    """
+    usage = _current.get()
+    if usage is not None:
+        usage.update(model=model, input_tokens=input_tokens, output_tokens=output_tokens, final=final)
+    return usage
+
+
+def open_usage(scope: Scope) -> Usage:
+    """The scope's usage channel, created (and made current) if no outer middleware opened one."""
+    usage = scope.get(SCOPE_KEY)
+    if not isinstance(usage, Usage):
+        usage = Usage()
+        scope[SCOPE_KEY] = usage
+    _current.set(usage)
+    return usage
+
+
+def open_environ_usage(environ: WSGIEnviron) -> Usage:
+    usage = environ.get(ENVIRON_KEY)
+    if not isinstance(usage, Usage):
+        usage = Usage()
+        environ[ENVIRON_KEY] = usage
+    _current.set(usage)
+    return usage
+
+
+def use_usage(usage: Usage | None) -> contextvars.Token[Usage | None]:
+    """Make ``usage`` the current channel (worker loops); reset with the returned token."""
+    return _current.set(usage)
+
+
+def reset_usage(token: contextvars.Token[Usage | None]) -> None:
+    _current.reset(token)

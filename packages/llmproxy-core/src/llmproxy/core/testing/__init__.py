@@ -1,0 +1,31 @@
+"""Test helpers for llmproxy packages and for applications that use them."""
+
+from ._proxy import TcpProxy
+from ._services import (
+    IN_CI,
+    POSTGRES_ADMIN_URL,
+    RedisClusterNodes,
+    RedisServer,
+    create_postgres_database,
+    drop_postgres_database,
+    free_port,
+    postgres_available,
+    service_unavailable,
+    url_through,
+)
+from .plugin import Backend
+
+__all__ = [
+    "IN_CI",
+    "POSTGRES_ADMIN_URL",
+    "Backend",
+    "RedisClusterNodes",
+    "RedisServer",
+    "TcpProxy",
+    "create_postgres_database",
+    "drop_postgres_database",
+    "free_port",
+    "postgres_available",
+    "service_unavailable",
+    "url_through",
+]
