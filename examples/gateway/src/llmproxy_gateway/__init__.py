@@ -1,0 +1,22 @@
+"""The llmproxy reference gateway: an OpenAI-compatible API composed of llmproxy middlewares."""
+
+from ._app import create_api, create_app, create_bare_app, create_provider
+from ._mock import MockProvider
+from ._providers import GatewayError, Provider, ProviderError
+from ._settings import GatewaySettings
+from ._upstream import UpstreamProvider
+from ._version import __version__
+
+__all__ = [
+    "GatewayError",
+    "GatewaySettings",
+    "MockProvider",
+    "Provider",
+    "ProviderError",
+    "UpstreamProvider",
+    "__version__",
+    "create_api",
+    "create_app",
+    "create_bare_app",
+    "create_provider",
+]

@@ -1,0 +1,96 @@
+"""``llmproxy-gateway serve | migrate | create-tenant | create-key``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import uuid
+from collections.abc import Sequence
+
+from llmproxy.core import MigrationError, TenantExists, upgrade
+
+from ._bootstrap import banner, create_key, create_tenant, ensure_demo, prepare_data_dir
+from ._logging import configure_logging
+from ._settings import GatewaySettings
+
+logger = logging.getLogger("llmproxy_gateway")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="llmproxy-gateway",
+        description="The llmproxy example gateway, configured by LLMPROXY_* environment variables.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    serve = sub.add_parser("serve", help="migrate, create the demo tenant on first start, and serve HTTP")
+    serve.add_argument("--host", help="bind address (default: $LLMPROXY_HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: $LLMPROXY_PORT or 8000)")
+    serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations on start")
+    serve.add_argument("--no-demo", action="store_true", help="do not create a demo tenant and key")
+    sub.add_parser("migrate", help="apply every installed llmproxy package's migrations")
+    tenant = sub.add_parser("create-tenant", help="create a tenant and print its id")
+    tenant.add_argument("name")
+    key = sub.add_parser("create-key", help="issue an API key for a tenant and print it (shown once)")
+    key.add_argument("tenant", help="tenant id or name")
+    key.add_argument("--name", default="cli", help="a label for the key")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    overrides = {
+        k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None))) if v
+    }
+    try:
+        settings = GatewaySettings(**overrides)
+    except ValueError as exc:
+        print(f"llmproxy-gateway: invalid configuration:\n{exc}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    prepare_data_dir(settings)
+    try:
+        if args.command == "migrate":
+            for name in upgrade(settings.database_url):
+                print(f"migrated {name}")
+        elif args.command == "create-tenant":
+            upgrade(settings.database_url)
+            tenant = asyncio.run(create_tenant(settings, args.name))
+            print(tenant.id)
+        elif args.command == "create-key":
+            upgrade(settings.database_url)
+            print(asyncio.run(create_key(settings, args.tenant, args.name)))
+        else:
+            return _serve(settings, migrate=not args.no_migrate, demo=settings.demo and not args.no_demo)
+    except (MigrationError, TenantExists, LookupError, ValueError) as exc:
+        print(f"llmproxy-gateway: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _serve(settings: GatewaySettings, *, migrate: bool, demo: bool) -> int:
+    import uvicorn
+
+    from ._app import create_app
+
+    if migrate:
+        done = upgrade(settings.database_url)
+        logger.info("migrations applied", extra={"packages": done})
+    if demo:
+        created = asyncio.run(ensure_demo(settings))
+        print(banner(settings, created), flush=True)
+    app = create_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, server_header=False)
+    return 0
+
+
+def _parse_uuid(value: str) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        return None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

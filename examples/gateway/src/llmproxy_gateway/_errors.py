@@ -1,0 +1,107 @@
+"""Every error the FastAPI app raises, answered as OpenAI-style JSON. Nothing leaks a traceback."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.responses import Response
+
+from llmproxy.core import openai_error_body
+
+from ._providers import GatewayError
+
+logger = logging.getLogger("llmproxy_gateway")
+
+_STATUS_CODES = {
+    400: "invalid_request",
+    401: "invalid_api_key",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "request_too_large",
+    415: "unsupported_media_type",
+    429: "rate_limit_exceeded",
+}
+
+
+def error_response(
+    status_code: int,
+    message: str,
+    *,
+    type: str = "invalid_request_error",
+    code: str | None = None,
+    param: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return Response(
+        openai_error_body(message, type, code or _STATUS_CODES.get(status_code), param),
+        status_code=status_code,
+        media_type="application/json",
+        headers=headers,
+    )
+
+
+def _location(loc: Sequence[Any]) -> str:
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts)
+
+
+def describe_validation_error(errors: Sequence[Any]) -> tuple[str, str | None, str]:
+    """A message naming the first bad field, the field (``param``) and a code."""
+    if not errors:
+        return "invalid request", None, "invalid_request"
+    first = errors[0]
+    if first.get("type") == "json_invalid":
+        detail = (first.get("ctx") or {}).get("error", "")
+        return f"request body is not valid JSON: {detail}".rstrip(": "), None, "invalid_json"
+    where = _location(first.get("loc", ()))
+    if not where and first.get("type") == "missing":
+        return "request body is missing (expected a JSON object)", None, "invalid_request"
+    message = first.get("msg", "invalid value")
+    more = f" (and {len(errors) - 1} more error(s))" if len(errors) > 1 else ""
+    if where:
+        return f"invalid value for '{where}': {message}{more}", where, "invalid_value"
+    return f"invalid request body: {message}{more}", None, "invalid_request"
+
+
+async def _validation_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    message, param, code = describe_validation_error(exc.errors())
+    return error_response(400, message, code=code, param=param)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"unknown path {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"method {request.method} not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
+    return error_response(exc.status_code, message, type=kind, headers=dict(exc.headers or {}))
+
+
+async def _gateway_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, GatewayError)
+    return error_response(
+        exc.status_code, exc.message, type=exc.type, code=exc.code, param=exc.param, headers=exc.headers
+    )
+
+
+async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal server error", type="server_error", code="internal_error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(Exception, _unexpected_error)

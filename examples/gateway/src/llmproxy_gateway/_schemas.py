@@ -1,0 +1,112 @@
+"""Request models of the OpenAI-compatible API (what the gateway validates at the edge)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+
+ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+class TextPart(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    text: str | None = None
+
+
+class ChatMessage(BaseModel):
+    """One message. ``content`` is a string or a list of parts (only text parts count as text)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    role: Literal["system", "developer", "user", "assistant", "tool", "function"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+
+    def text(self) -> str:
+        if isinstance(self.content, str):
+            return self.content
+        if self.content is None:
+            return ""
+        return " ".join(part.text or "" for part in self.content if part.type == "text")
+
+
+class StreamOptions(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    include_usage: StrictBool = False
+
+
+class ChatCompletionRequest(BaseModel):
+    """``POST /v1/chat/completions``. Unknown fields are kept and passed to an upstream provider."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: ModelName
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    top_p: float | None = Field(default=None, ge=0, le=1)
+    n: int = Field(default=1, ge=1, le=1)
+    stream: StrictBool = False
+    stream_options: StreamOptions | None = None
+    stop: str | list[str] | None = None
+    user: str | None = None
+
+    @model_validator(mode="after")
+    def _stream_options_need_stream(self) -> ChatCompletionRequest:
+        if self.stream_options is not None and not self.stream:
+            raise ValueError("stream_options is only allowed when stream is true")
+        return self
+
+    @property
+    def output_limit(self) -> int | None:
+        return self.max_completion_tokens or self.max_tokens
+
+    @property
+    def include_usage(self) -> bool:
+        return self.stream_options is not None and self.stream_options.include_usage
+
+    def prompt_text(self) -> list[str]:
+        return [message.text() for message in self.messages]
+
+
+class EmbeddingRequest(BaseModel):
+    """``POST /v1/embeddings``: one string, a list of strings, or pre-tokenized input."""
+
+    model_config = ConfigDict(extra="allow")
+
+    model: ModelName
+    input: (
+        Annotated[str, Field(max_length=1_000_000)]
+        | Annotated[list[str], Field(min_length=1, max_length=2048)]
+        | Annotated[list[int], Field(min_length=1)]
+        | Annotated[list[list[int]], Field(min_length=1, max_length=2048)]
+    )
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(default=None, ge=1, le=4096)
+    user: str | None = None
+
+    def texts(self) -> list[str] | None:
+        """The input as strings, or None when the input is pre-tokenized."""
+        if isinstance(self.input, str):
+            return [self.input]
+        if self.input and all(isinstance(item, str) for item in self.input):
+            return [str(item) for item in self.input]
+        return None
+
+    def token_lists(self) -> list[list[int]]:
+        items: list[Any] = [self.input] if isinstance(self.input, str) else list(self.input)
+        if items and isinstance(items[0], int):
+            return [[int(x) for x in items]]
+        return [[int(x) for x in item] for item in items]
+
+
+def dump_for_upstream(request: BaseModel, model: str, **overrides: Any) -> dict[str, Any]:
+    body = request.model_dump(exclude_none=True)
+    body["model"] = model
+    body.update(overrides)
+    return body

@@ -1,0 +1,120 @@
+"""Gateway test fixtures: real ``llmproxy-gateway serve`` processes on loopback ports."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+from llmproxy.core.testing import free_port
+
+GATEWAY_SCRIPT = Path(sys.executable).with_name("llmproxy-gateway")
+
+
+@dataclass
+class GatewayProcess:
+    """One gateway server process and how to reach it."""
+
+    base_url: str
+    admin_token: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+    stdout_path: Path
+    env: dict[str, str] = field(default_factory=dict)
+    api_key: str = "not-needed-yet"
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.admin_token}"}
+
+    def logs(self) -> str:
+        return self.stdout_path.read_text(errors="replace") + self.log_path.read_text(errors="replace")
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def start_gateway(
+    workdir: Path,
+    *,
+    redis_url: str | None,
+    database_url: str | None,
+    name: str = "gw",
+    args: tuple[str, ...] = (),
+    **settings: str,
+) -> GatewayProcess:
+    """Start ``llmproxy-gateway serve`` (the installed console script) and wait until it answers."""
+    port = free_port()
+    admin_token = settings.pop("admin_token", None) or secrets.token_urlsafe(24)
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMPROXY_")}
+    env.update(
+        {
+            "LLMPROXY_PORT": str(port),
+            "LLMPROXY_ADMIN_TOKEN": admin_token,
+            "LLMPROXY_DEMO": "false",
+            "LLMPROXY_JWT_KEY": "test-jwt-secret-that-is-long-enough-for-hs256",
+        }
+    )
+    if redis_url is not None:
+        env["LLMPROXY_REDIS_URL"] = redis_url
+    if database_url is not None:
+        env["LLMPROXY_DATABASE_URL"] = database_url
+    env.update({f"LLMPROXY_{k.upper()}": v for k, v in settings.items()})
+    workdir.mkdir(parents=True, exist_ok=True)
+    log_path = workdir / f"{name}.log"
+    stdout_path = workdir / f"{name}.out"
+    with log_path.open("wb") as log, stdout_path.open("wb") as out:
+        process = subprocess.Popen(
+            [str(GATEWAY_SCRIPT), "serve", *args], cwd=workdir, env=env, stdout=out, stderr=log
+        )
+    gateway = GatewayProcess(f"http://127.0.0.1:{port}", admin_token, process, log_path, stdout_path, env)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"gateway exited with {process.returncode}:\n{gateway.logs()}")
+        try:
+            if httpx.get(f"{gateway.base_url}/healthz", timeout=1).status_code == 200:
+                return gateway
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.05)
+    gateway.stop()
+    raise RuntimeError(f"gateway did not answer within 60 s:\n{gateway.logs()}")
+
+
+@pytest.fixture(scope="module")
+def embedded_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GatewayProcess]:
+    """One gateway on embedded backends (memory:// Redis, SQLite) shared by a test module."""
+    workdir = tmp_path_factory.mktemp("gateway")
+    gateway = start_gateway(
+        workdir,
+        redis_url=f"memory://gw-{secrets.token_hex(4)}",
+        database_url=f"sqlite:///{workdir / 'gateway.db'}",
+        max_body_bytes="65536",
+    )
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture
+def gateway_script() -> Path:
+    if not GATEWAY_SCRIPT.exists():  # pragma: no cover - the package is installed in every test venv
+        found = shutil.which("llmproxy-gateway")
+        assert found, "llmproxy-gateway is not installed"
+        return Path(found)
+    return GATEWAY_SCRIPT
