@@ -33,7 +33,9 @@ TEST_DEPS = [
 
 
 def local_packages() -> list[str]:
-    found = [f"packages/{name}" for name in PACKAGE_ORDER if (ROOT / "packages" / name / "pyproject.toml").exists()]
+    found = [
+        f"packages/{name}" for name in PACKAGE_ORDER if (ROOT / "packages" / name / "pyproject.toml").exists()
+    ]
     if (ROOT / "examples/gateway/pyproject.toml").exists():
         found.append("examples/gateway")
     return found
@@ -42,39 +44,39 @@ def local_packages() -> list[str]:
 def install_workspace(session: nox.Session, *extra: str) -> None:
     editable: list[str] = []
     for path in local_packages():
-        editable += ["-e", path]
-    session.install(*editable, "llmproxy-core[redis,postgres,sqlite-async,testing] @ file:packages/llmproxy-core",
-                    *extra)  # fmt: skip
+        extras = "[redis,postgres,sqlite-async,testing]" if path.endswith("llmproxy-core") else ""
+        editable += ["-e", path + extras]
+    session.install(*editable, *extra)
 
 
-@nox.session(python="3.11")
+@nox.session
 def tests(session: nox.Session) -> None:
     """The whole test suite: every package and the gateway, on embedded and real backends."""
     install_workspace(session, *TEST_DEPS)
     session.run("pytest", *(session.posargs or ["-q"]))
 
 
-@nox.session(python="3.11")
+@nox.session
 def lint(session: nox.Session) -> None:
     session.install("ruff>=0.6")
     session.run("ruff", "check", ".")
     session.run("ruff", "format", "--check", ".")
 
 
-@nox.session(python="3.11")
+@nox.session
 def typecheck(session: nox.Session) -> None:
     install_workspace(session, "mypy>=1.11", "types-cachetools", *TEST_DEPS)
     session.run("mypy", *[f"{p}/src" for p in local_packages()])
 
 
-@nox.session(python="3.11")
+@nox.session
 def gateway(session: nox.Session) -> None:
     """Run the example gateway on embedded defaults (SQLite + in-memory Redis + mock provider)."""
     install_workspace(session)
     session.run("llmproxy-gateway", "serve", *session.posargs)
 
 
-@nox.session(python="3.11")
+@nox.session
 def bench(session: nox.Session) -> None:
     """Run a benchmark: `nox -s bench -- quota` runs bench/bench_quota.py (real services needed)."""
     install_workspace(session, "limits[redis]>=5", "httpx>=0.27", "uvicorn>=0.30")

@@ -14,7 +14,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: $LLMPROXY_DATABASE_URL)")
     sub = parser.add_subparsers(dest="command", required=True)
     up = sub.add_parser("migrate", help="upgrade every installed package's schema, dependencies first")
-    up.add_argument("--only", action="append", metavar="PACKAGE", help="migrate only this package (and its needs)")
+    up.add_argument(
+        "--only", action="append", metavar="PACKAGE", help="migrate only this package (and its needs)"
+    )
     down = sub.add_parser("downgrade", help="downgrade one package (to base: its dependents first)")
     down.add_argument("package")
     down.add_argument("revision", nargs="?", default="base")

@@ -63,7 +63,9 @@ def dependency_order(packages: dict[str, MigrationPackage]) -> list[MigrationPac
         if state.get(name) == "visiting":
             raise MigrationError("migration dependency cycle: " + " -> ".join((*chain, name)))
         if name not in packages:
-            raise MigrationError(f"{chain[-1] if chain else '?'} needs migrations of {name!r}, which is not installed")
+            raise MigrationError(
+                f"{chain[-1] if chain else '?'} needs migrations of {name!r}, which is not installed"
+            )
         state[name] = "visiting"
         for dep in sorted(packages[name].depends_on):
             visit(dep, (*chain, name))
@@ -97,9 +99,7 @@ def _engine(database: str | Engine) -> tuple[Engine, bool]:
     return create_engine(database), True
 
 
-def upgrade(
-    database: str | Engine, *, only: list[str] | None = None, revision: str = "head"
-) -> list[str]:
+def upgrade(database: str | Engine, *, only: list[str] | None = None, revision: str = "head") -> list[str]:
     """Upgrade installed packages (or ``only`` these and what they need), dependencies first."""
     from alembic import command
 
@@ -153,7 +153,9 @@ def downgrade(database: str | Engine, package: str, revision: str = "base") -> l
         for name in targets:
             with engine.begin() as conn:
                 _lock(conn)
-                command.downgrade(_alembic_config(available[name], conn), revision if name == package else "base")
+                command.downgrade(
+                    _alembic_config(available[name], conn), revision if name == package else "base"
+                )
     finally:
         if owned:
             engine.dispose()

@@ -33,7 +33,9 @@ class RedisURLError(ValueError):
 
 def _scheme(url: str) -> str:
     if not isinstance(url, str) or "://" not in url:
-        raise RedisURLError(f"not a Redis URL: {url!r} (expected one of {', '.join(s + '://' for s in _SCHEMES)})")
+        raise RedisURLError(
+            f"not a Redis URL: {url!r} (expected one of {', '.join(s + '://' for s in _SCHEMES)})"
+        )
     scheme = url.split("://", 1)[0].lower()
     if scheme not in _SCHEMES:
         raise RedisURLError(
@@ -93,7 +95,7 @@ def redis_from_url(url: str, **kwargs: Any) -> SyncRedis:
     if scheme == "memory":
         import fakeredis
 
-        return fakeredis.FakeRedis(server=memory_server(_memory_name(url)), **kwargs)  # type: ignore[no-any-return]
+        return fakeredis.FakeRedis(server=memory_server(_memory_name(url)), **kwargs)
     if scheme.endswith("+cluster"):
         from redis.cluster import RedisCluster
 
@@ -102,8 +104,9 @@ def redis_from_url(url: str, **kwargs: Any) -> SyncRedis:
         from redis.sentinel import Sentinel
 
         nodes, service, db, extra = _sentinel_parts(url)
-        sentinel = Sentinel(nodes, sentinel_kwargs={k: v for k, v in extra.items() if k == "password"})
-        return sentinel.master_for(service, db=db, **extra, **kwargs)
+        sentinel = Sentinel(nodes, sentinel_kwargs={k: v for k, v in extra.items() if k == "password"})  # type: ignore[no-untyped-call]
+        master: redis.Redis = sentinel.master_for(service, db=db, **extra, **kwargs)  # type: ignore[no-untyped-call]
+        return master
     import redis
 
     return redis.Redis.from_url(url, **kwargs)
@@ -115,7 +118,7 @@ def async_redis_from_url(url: str, **kwargs: Any) -> AsyncRedis:
     if scheme == "memory":
         import fakeredis
 
-        return fakeredis.FakeAsyncRedis(server=memory_server(_memory_name(url)), **kwargs)  # type: ignore[no-any-return]
+        return fakeredis.FakeAsyncRedis(server=memory_server(_memory_name(url)), **kwargs)
     if scheme.endswith("+cluster"):
         from redis.asyncio.cluster import RedisCluster
 
@@ -124,8 +127,9 @@ def async_redis_from_url(url: str, **kwargs: Any) -> AsyncRedis:
         from redis.asyncio.sentinel import Sentinel
 
         nodes, service, db, extra = _sentinel_parts(url)
-        sentinel = Sentinel(nodes, sentinel_kwargs={k: v for k, v in extra.items() if k == "password"})
-        return sentinel.master_for(service, db=db, **extra, **kwargs)
+        sentinel = Sentinel(nodes, sentinel_kwargs={k: v for k, v in extra.items() if k == "password"})  # type: ignore[no-untyped-call]
+        amaster: redis.asyncio.Redis = sentinel.master_for(service, db=db, **extra, **kwargs)
+        return amaster
     import redis.asyncio
 
     return redis.asyncio.Redis.from_url(url, **kwargs)

@@ -24,7 +24,7 @@ metadata = sa.MetaData(
         "ix": "ix_%(table_name)s_%(column_0_name)s",
         "uq": "uq_%(table_name)s_%(column_0_name)s",
         "ck": "ck_%(table_name)s_%(constraint_name)s",
-        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
         "pk": "pk_%(table_name)s",
     }
 )
@@ -47,7 +47,9 @@ def _parse(url: str) -> sa.URL:
         raise DatabaseURLError(f"not a database URL: {url!r}") from exc
     backend = parsed.get_backend_name()
     if backend not in ("postgresql", "sqlite"):
-        raise DatabaseURLError(f"unsupported database {backend!r} in {url!r}; use postgresql+psycopg:// or sqlite://")
+        raise DatabaseURLError(
+            f"unsupported database {backend!r} in {url!r}; use postgresql+psycopg:// or sqlite://"
+        )
     return parsed
 
 
@@ -57,7 +59,11 @@ def is_sqlite(url: str | sa.URL) -> bool:
 
 def sync_url(url: str) -> sa.URL:
     parsed = _parse(url)
-    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in ("psycopg2", "asyncpg", "psycopg"):
+    if parsed.get_backend_name() == "postgresql" and parsed.get_driver_name() in (
+        "psycopg2",
+        "asyncpg",
+        "psycopg",
+    ):
         return parsed.set(drivername="postgresql+psycopg")
     if parsed.drivername == "postgresql":
         return parsed.set(drivername="postgresql+psycopg")

@@ -50,7 +50,9 @@ def _row_to_tenant(row: sa.Row[tuple[uuid.UUID, str, datetime]]) -> Tenant:
 
 def _insert(name: str, tenant_id: uuid.UUID | None) -> tuple[Tenant, sa.Insert]:
     tenant = Tenant(id=tenant_id or uuid.uuid4(), name=name, created_at=datetime.now(UTC))
-    return tenant, sa.insert(tenants_table).values(id=tenant.id, name=tenant.name, created_at=tenant.created_at)
+    return tenant, sa.insert(tenants_table).values(
+        id=tenant.id, name=tenant.name, created_at=tenant.created_at
+    )
 
 
 def _select_one(tenant_id: uuid.UUID) -> sa.Select[tuple[uuid.UUID, str, datetime]]:

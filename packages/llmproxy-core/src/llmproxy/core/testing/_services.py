@@ -34,6 +34,22 @@ def free_port() -> int:
         return port
 
 
+def free_cluster_port() -> int:
+    """A free port P whose cluster-bus port P + 10000 is free too (ephemeral ports can exceed 55535)."""
+    import random
+
+    for _ in range(200):
+        port = random.randint(20000, 45000)
+        try:
+            with socket.socket() as a, socket.socket() as b:
+                a.bind(("127.0.0.1", port))
+                b.bind(("127.0.0.1", port + 10000))
+        except OSError:
+            continue
+        return port
+    raise RuntimeError("no free port pair for a Redis Cluster node")
+
+
 def _wait_for_port(port: int, timeout: float = 10.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -96,7 +112,7 @@ class RedisServer:
 
 @dataclass
 class RedisClusterNodes:
-    """A local Redis Cluster of ``size`` masters (no replicas), started with ``redis-cli --cluster create``."""
+    """A local Redis Cluster of ``size`` masters (no replicas), made by ``redis-cli --cluster create``."""
 
     size: int = 3
     nodes: list[RedisServer] = field(default_factory=list)
@@ -111,6 +127,7 @@ class RedisClusterNodes:
             raise FileNotFoundError("redis-cli")
         for _ in range(self.size):
             node = RedisServer(
+                port=free_cluster_port(),
                 extra_args=("--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
                             "--cluster-node-timeout", "2000")
             )  # fmt: skip
@@ -123,7 +140,10 @@ class RedisClusterNodes:
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             info = subprocess.run(
-                [cli, "-p", str(self.nodes[0].port), "cluster", "info"], capture_output=True, text=True, check=False
+                [cli, "-p", str(self.nodes[0].port), "cluster", "info"],
+                capture_output=True,
+                text=True,
+                check=False,
             )
             if "cluster_state:ok" in info.stdout:
                 return self

@@ -2,7 +2,8 @@
 
 Enable with ``pytest_plugins = ["llmproxy.core.testing.plugin"]`` in a root ``conftest.py``.
 
-Fixtures (``embedded`` = fakeredis + SQLite, ``real`` = a throwaway redis-server + a fresh PostgreSQL database):
+Fixtures (``embedded`` = fakeredis + SQLite, ``real`` = a throwaway redis-server + a fresh PostgreSQL
+database):
 
 - ``backend``: a :class:`Backend` parametrized over both kinds; its database is migrated (every installed
   package), its Redis empty.

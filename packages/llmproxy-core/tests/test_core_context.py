@@ -1,0 +1,138 @@
+"""RequestContext and the usage channel: one object seen by every layer of one request, isolated between requests."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+
+import pytest
+
+from llmproxy.core import (
+    SCOPE_KEY,
+    RequestContext,
+    Usage,
+    bind_context_to_scope,
+    context_from_scope,
+    current_context,
+    ensure_context,
+    ensure_environ_context,
+    open_usage,
+    report_usage,
+    use_context,
+)
+
+
+def http_scope(path: str = "/v1/chat/completions", headers: list[tuple[bytes, bytes]] | None = None) -> dict:
+    return {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": headers or [],
+        "client": ("10.0.0.7", 5555),
+    }
+
+
+def test_context_from_scope_reads_path_client_and_headers() -> None:
+    scope = http_scope(headers=[(b"User-Agent", b"openai-python/1.0"), (b"x-request-id", b"req-1")])
+    ctx = RequestContext.from_scope(scope)
+    assert (ctx.endpoint, ctx.method, ctx.client_ip) == ("/v1/chat/completions", "POST", "10.0.0.7")
+    assert (ctx.user_agent, ctx.request_id) == ("openai-python/1.0", "req-1")
+    assert ctx.tenant_id is None and not ctx.is_authenticated
+
+
+def test_context_is_immutable_and_replace_derives_a_new_one() -> None:
+    ctx = RequestContext(endpoint="/x")
+    authed = ctx.replace(tenant_id="t1", scopes=frozenset({"api:access"}))
+    assert ctx.tenant_id is None and authed.tenant_id == "t1" and authed.endpoint == "/x"
+    with pytest.raises(AttributeError):
+        ctx.tenant_id = "t2"  # type: ignore[misc]
+
+
+def test_bound_context_is_in_scope_and_current() -> None:
+    scope = http_scope()
+    ctx = RequestContext(tenant_id="t1")
+    bind_context_to_scope(scope, ctx)
+    assert scope[SCOPE_KEY] is ctx
+    assert context_from_scope(scope) is ctx
+    assert current_context() is ctx
+
+
+def test_ensure_context_keeps_an_existing_context() -> None:
+    scope = http_scope()
+    first = ensure_context(scope)
+    assert ensure_context(scope) is first
+
+
+def test_environ_context_from_wsgi_environ() -> None:
+    environ = {"PATH_INFO": "/v1/models", "REQUEST_METHOD": "GET", "REMOTE_ADDR": "127.0.0.1"}
+    ctx = ensure_environ_context(environ)
+    assert (ctx.endpoint, ctx.method, ctx.client_ip) == ("/v1/models", "GET", "127.0.0.1")
+    assert environ["llmproxy.context"] is ctx
+
+
+def test_use_context_restores_the_previous_context() -> None:
+    outer = RequestContext(tenant_id="outer")
+    with use_context(outer):
+        with use_context(RequestContext(tenant_id="inner")):
+            assert current_context() is not None and current_context().tenant_id == "inner"  # type: ignore[union-attr]
+        assert current_context() is outer
+
+
+def test_contexts_do_not_leak_between_threads() -> None:
+    seen: dict[str, str | None] = {}
+
+    def worker(name: str) -> None:
+        with use_context(RequestContext(tenant_id=name)):
+            barrier.wait()
+            ctx = current_context()
+            seen[name] = ctx.tenant_id if ctx else None
+
+    barrier = threading.Barrier(4)
+    threads = [threading.Thread(target=worker, args=(f"t{i}",)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert seen == {f"t{i}": f"t{i}" for i in range(4)}
+
+
+async def test_contexts_do_not_leak_between_concurrent_requests() -> None:
+    async def request(name: str) -> str | None:
+        bind_context_to_scope(http_scope(), RequestContext(tenant_id=name))
+        await asyncio.sleep(0)
+        ctx = current_context()
+        return ctx.tenant_id if ctx else None
+
+    results = await asyncio.gather(*(asyncio.create_task(request(f"t{i}")) for i in range(10)))
+    assert results == [f"t{i}" for i in range(10)]
+
+
+def test_report_usage_without_a_channel_is_a_no_op() -> None:
+    results: list[Usage | None] = []
+    # A fresh thread starts with an empty context: no middleware opened a channel there.
+    thread = threading.Thread(target=lambda: results.append(report_usage(input_tokens=3)))
+    thread.start()
+    thread.join()
+    assert results == [None]
+
+
+async def test_handler_usage_reaches_the_middleware_through_the_scope() -> None:
+    scope = http_scope()
+    usage = open_usage(scope)
+
+    async def handler() -> None:
+        report_usage(model="m", input_tokens=10, output_tokens=3, final=False)
+        report_usage(output_tokens=7)
+
+    await asyncio.create_task(handler())  # a task copies the context: the same Usage object is reported into
+    assert (usage.model, usage.input_tokens, usage.output_tokens, usage.total_tokens) == ("m", 10, 7, 17)
+    assert usage.final and usage.reported
+    assert open_usage(scope) is usage
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3"])
+def test_report_usage_rejects_bad_token_counts(bad: object) -> None:
+    usage = Usage()
+    with pytest.raises(ValueError, match="input_tokens"):
+        usage.update(input_tokens=bad)  # type: ignore[arg-type]
+    assert usage.input_tokens == 0 and not usage.reported
