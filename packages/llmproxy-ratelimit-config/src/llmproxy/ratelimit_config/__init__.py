@@ -1,5 +1,6 @@
 """Per-tenant rate-limit configuration: PostgreSQL storage, Redis + in-process cache, configured defaults."""
 
+from ._cache import INVALIDATION_CHANNEL, SOURCES, CacheStats, Loaded, Source, cache_key
 from ._defaults import DEFAULTS, RateLimitDefaults
 from ._models import (
     MAX_LIMIT,
@@ -10,17 +11,32 @@ from ._models import (
     Limit,
     TenantRateLimitConfiguration,
 )
+from ._repository import AsyncRateLimitConfigRepository, RateLimitConfigRepository
+from ._service import AsyncRateLimitConfigService, RateLimitConfigService
+from ._tables import configurations_table, endpoint_limits_table
 from ._version import __version__
 
 __all__ = [
     "DEFAULTS",
+    "INVALIDATION_CHANNEL",
     "MAX_LIMIT",
+    "SOURCES",
     "ApiKeyLimit",
+    "AsyncRateLimitConfigRepository",
+    "AsyncRateLimitConfigService",
+    "CacheStats",
     "EndpointLimit",
     "EndpointPath",
     "GlobalLimit",
     "Limit",
+    "Loaded",
+    "RateLimitConfigRepository",
+    "RateLimitConfigService",
     "RateLimitDefaults",
+    "Source",
     "TenantRateLimitConfiguration",
     "__version__",
+    "cache_key",
+    "configurations_table",
+    "endpoint_limits_table",
 ]

@@ -15,13 +15,20 @@ class RateLimitDefaults(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     global_limit: GlobalLimit = GlobalLimit(
-        requests_per_minute=1000, requests_per_day=100_000, tokens_per_minute=100_000, tokens_per_day=10_000_000
+        requests_per_minute=1000,
+        requests_per_day=100_000,
+        tokens_per_minute=100_000,
+        tokens_per_day=10_000_000,
     )
     api_key_limit: ApiKeyLimit = ApiKeyLimit(requests_per_minute=100, tokens_per_minute=10_000)
     endpoint_limits: dict[EndpointPath, EndpointLimit] = Field(
         default_factory=lambda: {
-            "/v1/chat/completions": EndpointLimit(requests_per_minute=60, tokens_per_minute=100_000, burst_capacity=120),
-            "/v1/embeddings": EndpointLimit(requests_per_minute=1000, tokens_per_minute=500_000, burst_capacity=2000),
+            "/v1/chat/completions": EndpointLimit(
+                requests_per_minute=60, tokens_per_minute=100_000, burst_capacity=120
+            ),
+            "/v1/embeddings": EndpointLimit(
+                requests_per_minute=1000, tokens_per_minute=500_000, burst_capacity=2000
+            ),
         }
     )
 

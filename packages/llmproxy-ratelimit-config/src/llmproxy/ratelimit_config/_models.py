@@ -52,7 +52,7 @@ class ApiKeyLimit(BaseModel):
 
 
 class EndpointLimit(BaseModel):
-    """Limits on one endpoint (path) for the tenant. ``burst_capacity`` is how many requests may arrive at once."""
+    """Limits on one endpoint (path). ``burst_capacity`` is how many requests may arrive at once."""
 
     model_config = _FROZEN
 

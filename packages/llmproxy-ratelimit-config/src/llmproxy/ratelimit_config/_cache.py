@@ -1,0 +1,379 @@
+"""The cache policy, sans I/O: L1 -> Redis -> database -> last known / defaults, and write invalidation.
+
+A *flow* is a generator that yields the I/O it needs (``RedisGet``, ``DbGet``, ...) and is sent the result
+(or has the failure thrown into it). The sync and async services only perform those operations, so the
+policy below exists exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Generator
+from dataclasses import dataclass, field
+from typing import Any, Literal, NamedTuple, TypeAlias, TypeVar
+
+import cachetools
+import pydantic
+
+from llmproxy.core import Clock
+
+from ._defaults import RateLimitDefaults
+from ._models import TenantRateLimitConfiguration
+
+logger = logging.getLogger("llmproxy.ratelimit_config")
+
+KEY_PREFIX = "ratelimit:config:"
+INVALIDATION_CHANNEL = "ratelimit:config:invalidations"
+ALL_TENANTS = "*"
+
+Source = Literal["l1", "redis", "database", "default", "last_known"]
+SOURCES: tuple[Source, ...] = ("l1", "redis", "database", "default", "last_known")
+LoadHook: TypeAlias = Callable[[uuid.UUID, Source], None]
+
+R = TypeVar("R")
+
+
+def cache_key(tenant_id: uuid.UUID) -> str:
+    """The Redis key of a tenant's cached configuration: ``ratelimit:config:{<tenant_id>}`` (hash-tagged)."""
+    return f"{KEY_PREFIX}{{{tenant_id}}}"
+
+
+# -- cache values
+
+
+class CorruptEntry(ValueError):
+    pass
+
+
+def encode(config: TenantRateLimitConfiguration | None) -> str:
+    """The cached value: the model's JSON, or ``null`` for "no row: this tenant gets the defaults"."""
+    return "null" if config is None else config.model_dump_json()
+
+
+def decode(raw: bytes | str, tenant_id: uuid.UUID) -> TenantRateLimitConfiguration | None:
+    try:
+        if json.loads(raw) is None:
+            return None
+        config = TenantRateLimitConfiguration.model_validate_json(raw)
+    except (ValueError, pydantic.ValidationError) as exc:
+        raise CorruptEntry(f"not a configuration: {exc}") from exc
+    if config.tenant_id != tenant_id:
+        raise CorruptEntry(f"entry belongs to tenant {config.tenant_id}")
+    return config
+
+
+def parse_invalidation(data: bytes | str) -> uuid.UUID | Literal["bad"] | None:
+    """A tenant id, ``None`` for every tenant, or ``"bad"``."""
+    text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
+    if text == ALL_TENANTS:
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        return "bad"
+
+
+# -- I/O operations a flow asks for
+
+
+@dataclass(frozen=True, slots=True)
+class RedisGet:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedisSet:
+    key: str
+    value: str
+    ttl: int
+
+
+@dataclass(frozen=True, slots=True)
+class RedisDelete:
+    key: str
+
+
+@dataclass(frozen=True, slots=True)
+class RedisPublish:
+    channel: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class DbGet:
+    tenant_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class DbUpsert:
+    config: TenantRateLimitConfiguration
+
+
+@dataclass(frozen=True, slots=True)
+class DbDelete:
+    tenant_id: uuid.UUID
+
+
+Operation: TypeAlias = RedisGet | RedisSet | RedisDelete | RedisPublish | DbGet | DbUpsert | DbDelete
+Flow: TypeAlias = Generator[Operation, Any, R]
+
+
+# -- counters
+
+
+@dataclass
+class CacheStats:
+    """Loads by source and the failures seen. ``hit_rate`` is the share of loads served by L1 or Redis."""
+
+    loads: dict[str, int] = field(default_factory=lambda: dict.fromkeys(SOURCES, 0))
+    redis_errors: int = 0
+    database_errors: int = 0
+    corrupt_entries: int = 0
+    invalidations_received: int = 0
+
+    @property
+    def total(self) -> int:
+        return sum(self.loads.values())
+
+    @property
+    def hit_rate(self) -> float:
+        total = self.total
+        return (self.loads["l1"] + self.loads["redis"]) / total if total else 0.0
+
+    def snapshot(self) -> dict[str, int]:
+        return {
+            **{f"loads_{k}": v for k, v in self.loads.items()},
+            "redis_errors": self.redis_errors,
+            "database_errors": self.database_errors,
+            "corrupt_entries": self.corrupt_entries,
+            "invalidations_received": self.invalidations_received,
+        }
+
+
+class _Backoff:
+    """After a failure, skip a backend for ``interval`` seconds rather than fail on every load."""
+
+    __slots__ = ("interval", "until")
+
+    def __init__(self, interval: float) -> None:
+        self.interval = interval
+        self.until = 0.0
+
+    def allows(self, now: float) -> bool:
+        return now >= self.until
+
+    def failed(self, now: float) -> None:
+        self.until = now + self.interval
+
+    def succeeded(self) -> None:
+        self.until = 0.0
+
+
+class _Entry(NamedTuple):
+    config: TenantRateLimitConfiguration
+    ttl: float
+
+
+class Loaded(NamedTuple):
+    config: TenantRateLimitConfiguration
+    source: Source
+
+
+# -- the policy
+
+
+class CachePolicy:
+    """State shared by one service instance: L1, last known values, backoffs, counters."""
+
+    def __init__(
+        self,
+        *,
+        defaults: RateLimitDefaults,
+        clock: Clock,
+        l1_ttl: float,
+        l1_maxsize: int,
+        redis_ttl: int,
+        failure_ttl: float,
+        retry_interval: float,
+        channel: str,
+        on_load: LoadHook | None,
+    ) -> None:
+        if l1_ttl < 0 or failure_ttl < 0 or retry_interval < 0:
+            raise ValueError("l1_ttl, failure_ttl and retry_interval must be >= 0")
+        if l1_maxsize < 1:
+            raise ValueError("l1_maxsize must be >= 1")
+        if redis_ttl < 1:
+            raise ValueError("redis_ttl must be >= 1 second")
+        self.defaults = defaults
+        self.clock = clock
+        self.l1_ttl = l1_ttl
+        self.redis_ttl = redis_ttl
+        self.failure_ttl = failure_ttl
+        self.channel = channel
+        self.on_load = on_load
+        self.stats = CacheStats()
+        self._lock = threading.Lock()
+        self._l1: cachetools.TLRUCache[uuid.UUID, _Entry] = cachetools.TLRUCache(
+            maxsize=l1_maxsize, ttu=lambda _k, entry, now: now + entry.ttl, timer=clock.monotonic
+        )
+        self._last_known: cachetools.LRUCache[uuid.UUID, TenantRateLimitConfiguration] = cachetools.LRUCache(
+            maxsize=l1_maxsize
+        )
+        self._redis_backoff = _Backoff(retry_interval)
+        self._db_backoff = _Backoff(retry_interval)
+
+    # L1
+
+    def _l1_get(self, tenant_id: uuid.UUID) -> TenantRateLimitConfiguration | None:
+        with self._lock:
+            entry = self._l1.get(tenant_id)
+        return None if entry is None else entry.config
+
+    def _remember(self, config: TenantRateLimitConfiguration, ttl: float, *, known: bool = True) -> None:
+        with self._lock:
+            if ttl > 0:
+                self._l1[config.tenant_id] = _Entry(config, ttl)
+            if known:
+                self._last_known[config.tenant_id] = config
+
+    def forget(self, tenant_id: uuid.UUID | None, *, last_known: bool = False) -> None:
+        """Drop one tenant's (or, with None, every) L1 entry; last known values stay unless asked."""
+        with self._lock:
+            if tenant_id is None:
+                self._l1.clear()
+                if last_known:
+                    self._last_known.clear()
+            else:
+                self._l1.pop(tenant_id, None)
+                if last_known:
+                    self._last_known.pop(tenant_id, None)
+
+    def on_invalidation(self, data: bytes | str) -> None:
+        target = parse_invalidation(data)
+        if target == "bad":
+            logger.debug("ignoring malformed invalidation message %r", data)
+            return
+        with self._lock:
+            self.stats.invalidations_received += 1
+        self.forget(target)
+
+    def on_subscribed(self) -> None:
+        # Anything may have been written while we were not listening: start L1 afresh.
+        self.forget(None)
+
+    # counting
+
+    def _loaded(self, config: TenantRateLimitConfiguration, source: Source) -> Loaded:
+        with self._lock:
+            self.stats.loads[source] += 1
+        logger.debug("rate-limit configuration of tenant %s loaded from %s", config.tenant_id, source)
+        if self.on_load is not None:
+            try:
+                self.on_load(config.tenant_id, source)
+            except Exception:
+                logger.exception("on_load hook failed")
+        return Loaded(config, source)
+
+    def _redis_failed(self, exc: BaseException, doing: str) -> None:
+        with self._lock:
+            self.stats.redis_errors += 1
+        self._redis_backoff.failed(self.clock.monotonic())
+        logger.warning("Redis unavailable while %s: %s: %s", doing, type(exc).__name__, exc)
+
+    # flows
+
+    def l1_lookup(self, tenant_id: uuid.UUID) -> Loaded | None:
+        """The L1 hit, if any (the services try this before starting a flow: it is the hot path)."""
+        if not isinstance(tenant_id, uuid.UUID):
+            raise TypeError(f"tenant_id must be a uuid.UUID, got {type(tenant_id).__name__}")
+        cached = self._l1_get(tenant_id)
+        return None if cached is None else self._loaded(cached, "l1")
+
+    def get_flow(self, tenant_id: uuid.UUID) -> Flow[Loaded]:
+        hit = self.l1_lookup(tenant_id)
+        if hit is not None:
+            return hit
+        key = cache_key(tenant_id)
+        redis_usable = self._redis_backoff.allows(self.clock.monotonic())
+        if redis_usable:
+            try:
+                raw = yield RedisGet(key)
+            except Exception as exc:
+                self._redis_failed(exc, "reading the configuration cache")
+                redis_usable = False
+            else:
+                self._redis_backoff.succeeded()
+                if raw is not None:
+                    try:
+                        stored = decode(raw, tenant_id)
+                    except CorruptEntry as exc:
+                        with self._lock:
+                            self.stats.corrupt_entries += 1
+                        logger.warning(
+                            "corrupt cache entry %s (treated as a miss, overwritten): %s", key, exc
+                        )
+                    else:
+                        config = stored or self.defaults.for_tenant(tenant_id)
+                        self._remember(config, self.l1_ttl)
+                        return self._loaded(config, "redis")
+        if not self._db_backoff.allows(self.clock.monotonic()):
+            return self._fallback(tenant_id, None)
+        try:
+            stored = yield DbGet(tenant_id)
+        except Exception as exc:
+            self._db_backoff.failed(self.clock.monotonic())
+            return self._fallback(tenant_id, exc)
+        self._db_backoff.succeeded()
+        if redis_usable:
+            try:
+                yield RedisSet(key, encode(stored), self.redis_ttl)
+            except Exception as exc:
+                self._redis_failed(exc, "filling the configuration cache")
+        config = stored or self.defaults.for_tenant(tenant_id)
+        self._remember(config, self.l1_ttl)
+        return self._loaded(config, "database" if stored is not None else "default")
+
+    def _fallback(self, tenant_id: uuid.UUID, exc: BaseException | None) -> Loaded:
+        with self._lock:
+            last = self._last_known.get(tenant_id)
+            if exc is not None:
+                self.stats.database_errors += 1
+        source: Source = "last_known" if last is not None else "default"
+        if exc is not None:
+            logger.warning(
+                "database unavailable loading the rate-limit configuration of tenant %s; serving %s: %s: %s",
+                tenant_id,
+                "the last known value" if last is not None else "the defaults",
+                type(exc).__name__,
+                exc,
+            )
+        config = last if last is not None else self.defaults.for_tenant(tenant_id)
+        # Held briefly so an outage costs one failed query per tenant per failure_ttl, not one per request.
+        self._remember(config, self.failure_ttl, known=False)
+        return self._loaded(config, source)
+
+    def _invalidate_flow(self, tenant_id: uuid.UUID) -> Flow[None]:
+        try:
+            yield RedisDelete(cache_key(tenant_id))
+        except Exception as exc:
+            self._redis_failed(exc, "invalidating the configuration cache")
+        try:
+            yield RedisPublish(self.channel, str(tenant_id))
+        except Exception as exc:
+            self._redis_failed(exc, "publishing an invalidation")
+
+    def upsert_flow(self, config: TenantRateLimitConfiguration) -> Flow[TenantRateLimitConfiguration]:
+        saved: TenantRateLimitConfiguration = yield DbUpsert(config)
+        yield from self._invalidate_flow(saved.tenant_id)
+        self.forget(saved.tenant_id)
+        self._remember(saved, 0)  # the last known value is now the one we wrote
+        return saved
+
+    def delete_flow(self, tenant_id: uuid.UUID) -> Flow[bool]:
+        deleted: bool = yield DbDelete(tenant_id)
+        yield from self._invalidate_flow(tenant_id)
+        self.forget(tenant_id, last_known=True)
+        return deleted
