@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import httpx
@@ -61,9 +62,9 @@ HI = [{"role": "user", "content": "hi"}]
     ],
 )
 def test_wrong_fields_are_400_naming_the_field(
-    embedded_gateway: GatewayProcess, body: bytes, param: str
+    embedded_gateway: GatewayProcess, body: dict[str, Any], param: str
 ) -> None:
-    response = post(embedded_gateway, CHAT, body)
+    response = post(embedded_gateway, CHAT, json.dumps(body).encode())
     assert response.status_code == 400
     error = error_of(response)
     assert error["param"] == param
