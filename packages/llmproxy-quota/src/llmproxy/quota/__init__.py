@@ -1,0 +1,48 @@
+"""Atomic multi-limit rate limiting and quotas: every limit of a request in one Redis round trip."""
+
+from ._asgi import QuotaMiddleware
+from ._client import AsyncQuotaClient, QuotaClient
+from ._core import QuotaStats, QuotaUnavailable
+from ._guard import Guard
+from ._http import rate_limit_headers
+from ._results import (
+    Admission,
+    FailurePolicy,
+    InvalidQuotaRequest,
+    LimitResult,
+    QuotaCheckResult,
+    QuotaError,
+    QuotaExceeded,
+    QuotaType,
+    Reservation,
+    Settlement,
+    UnknownTenant,
+)
+from ._source import LimitsSource, StaticLimits
+from ._version import __version__
+from ._wsgi import QuotaWSGIMiddleware
+
+__all__ = [
+    "Admission",
+    "AsyncQuotaClient",
+    "FailurePolicy",
+    "Guard",
+    "InvalidQuotaRequest",
+    "LimitResult",
+    "LimitsSource",
+    "QuotaCheckResult",
+    "QuotaClient",
+    "QuotaError",
+    "QuotaExceeded",
+    "QuotaMiddleware",
+    "QuotaStats",
+    "QuotaType",
+    "QuotaUnavailable",
+    "QuotaWSGIMiddleware",
+    "Reservation",
+    "Settlement",
+    "StaticLimits",
+    "UnknownTenant",
+    "__version__",
+    "rate_limit_headers",
+]

@@ -1,0 +1,127 @@
+"""``guard`` context managers and ``guarded`` decorators for worker loops (sync and async)."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from dataclasses import dataclass, field
+from typing import Any, ParamSpec, Protocol, TypeVar
+
+from llmproxy.core import RequestContext, Usage, current_context, reset_usage, use_usage
+
+from ._results import Admission, InvalidQuotaRequest, QuotaExceeded, Reservation, Settlement
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@dataclass
+class Guard:
+    """What a guarded block sees: the admission, and where to tell the actual tokens.
+
+    The block may call :meth:`report` or ``llmproxy.core.report_usage(...)`` (the guard opens a usage
+    channel); otherwise the estimate stands. A block that raises without reporting is settled at 0 tokens.
+    """
+
+    admission: Admission
+    estimate: int
+    usage: Usage = field(default_factory=Usage)
+    actual: int | None = None
+
+    def report(self, tokens: int) -> None:
+        self.actual = tokens
+
+    def tokens_used(self, failed: bool) -> int:
+        if self.actual is not None:
+            return self.actual
+        if self.usage.reported:
+            return self.usage.total_tokens
+        return 0 if failed else self.estimate
+
+
+def _context(ctx: RequestContext | None) -> RequestContext:
+    ctx = ctx if ctx is not None else current_context()
+    if ctx is None:
+        raise InvalidQuotaRequest("ctx", "no RequestContext given and none is current")
+    return ctx
+
+
+class _SyncClient(Protocol):
+    def admit(self, ctx: RequestContext, estimate_tokens: int = 0) -> Admission: ...
+    def settle(self, reservation: Reservation | None, actual_tokens: int) -> Settlement: ...
+
+
+class _AsyncClient(Protocol):
+    async def admit(self, ctx: RequestContext, estimate_tokens: int = 0) -> Admission: ...
+    async def settle(self, reservation: Reservation | None, actual_tokens: int) -> Settlement: ...
+
+
+class GuardMixin:
+    @contextmanager
+    def guard(self: _SyncClient, ctx: RequestContext | None = None, *, cost: int = 0) -> Iterator[Guard]:
+        """Admit (raising :class:`QuotaExceeded` if rejected), run the block, settle the tokens it used."""
+        admission = self.admit(_context(ctx), cost)
+        if not admission.allowed:
+            raise QuotaExceeded(admission)
+        guard = Guard(admission, cost)
+        token = use_usage(guard.usage)
+        failed = False
+        try:
+            yield guard
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            reset_usage(token)
+            self.settle(admission.reservation, guard.tokens_used(failed))
+
+    def guarded(self, *, cost: int = 0) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorate a function so every call runs under :meth:`guard` with the current RequestContext."""
+
+        def decorate(fn: Callable[P, R]) -> Callable[P, R]:
+            @functools.wraps(fn)
+            def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                client: Any = self
+                with client.guard(cost=cost):
+                    return fn(*args, **kwargs)
+
+            return wrapper
+
+        return decorate
+
+
+class AsyncGuardMixin:
+    @asynccontextmanager
+    async def guard(
+        self: _AsyncClient, ctx: RequestContext | None = None, *, cost: int = 0
+    ) -> AsyncIterator[Guard]:
+        """Admit (raising :class:`QuotaExceeded` if rejected), run the block, settle the tokens it used."""
+        admission = await self.admit(_context(ctx), cost)
+        if not admission.allowed:
+            raise QuotaExceeded(admission)
+        guard = Guard(admission, cost)
+        token = use_usage(guard.usage)
+        failed = False
+        try:
+            yield guard
+        except BaseException:
+            failed = True
+            raise
+        finally:
+            reset_usage(token)
+            await self.settle(admission.reservation, guard.tokens_used(failed))
+
+    def guarded(self, *, cost: int = 0) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+        """Decorate a coroutine function so every call runs under :meth:`guard` with the current context."""
+
+        def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+            @functools.wraps(fn)
+            async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+                client: Any = self
+                async with client.guard(cost=cost):
+                    return await fn(*args, **kwargs)
+
+            return wrapper
+
+        return decorate

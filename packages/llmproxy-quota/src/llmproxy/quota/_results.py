@@ -1,0 +1,159 @@
+"""What the engine answers: per-limit results, admissions, reservations, errors (pure data)."""
+
+from __future__ import annotations
+
+import enum
+import math
+from dataclasses import dataclass, field
+
+
+class QuotaType(enum.StrEnum):
+    """A tenant-wide quota addressed by the ``check`` / ``increment`` API."""
+
+    REQUESTS_PER_MINUTE = "requests_per_minute"
+    REQUESTS_PER_DAY = "requests_per_day"
+    TOKENS_PER_MINUTE = "tokens_per_minute"
+    TOKENS_PER_DAY = "tokens_per_day"
+    REQUESTS_PER_MONTH = "requests_per_month"
+    TOKENS_PER_MONTH = "tokens_per_month"
+
+
+class FailurePolicy(enum.StrEnum):
+    """What to do when Redis cannot be reached."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+    LOCAL = "local"
+
+
+class QuotaError(Exception):
+    """Base class of llmproxy-quota errors."""
+
+
+class InvalidQuotaRequest(QuotaError, ValueError):
+    """An argument is malformed (negative cost, bad tenant id, unknown quota type...). Names the field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class UnknownTenant(QuotaError, LookupError):
+    """The limits source knows no such tenant."""
+
+    def __init__(self, tenant_id: str) -> None:
+        super().__init__(f"tenant {tenant_id} is unknown to the rate-limit configuration")
+        self.tenant_id = tenant_id
+
+
+@dataclass(frozen=True, slots=True)
+class LimitResult:
+    """One limit's verdict. Times are epoch seconds (UTC); ``retry_after`` is seconds, None when the request
+    can never fit (its cost exceeds the limit or burst)."""
+
+    name: str
+    unit: str  # "requests" or "tokens"
+    window: str  # "minute", "day" or "month"
+    allowed: bool
+    limit: int
+    remaining: int
+    reset_at: float
+    retry_after: float | None
+    usage: int
+
+    @property
+    def is_budget(self) -> bool:
+        """Calendar budgets (day/month) reject as ``insufficient_quota``, rates as ``rate_limit_exceeded``."""
+        return self.window != "minute"
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Estimated tokens held by an admitted request until :meth:`settle` charges the actual figure."""
+
+    id: str
+    tenant_id: str
+    key: str
+    estimate: int
+    limits: tuple[
+        tuple[str, str, int, int, int, int], ...
+    ]  # (key, kind, limit, burst, period_ms, window_end)
+    local: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    """The decision for one request.
+
+    ``allowed`` is what the caller must do (in shadow mode it is always True; ``shadow_rejected`` tells what
+    enforcement would have done). ``degraded`` means Redis was unreachable and the failure policy decided.
+    """
+
+    allowed: bool
+    results: tuple[LimitResult, ...]
+    reservation: Reservation | None = None
+    degraded: bool = False
+    failure_policy: FailurePolicy | None = None
+    shadow_rejected: bool = False
+    from_deny_cache: bool = False
+    request_id: str | None = field(default=None, compare=False)
+
+    @property
+    def rejected(self) -> tuple[LimitResult, ...]:
+        return tuple(r for r in self.results if not r.allowed)
+
+    @property
+    def retry_after(self) -> float | None:
+        """Seconds until every rejecting limit could admit this request (None: never at this size)."""
+        waits = [r.retry_after for r in self.rejected]
+        if not waits:
+            return None if self.rejected else 0.0
+        if any(w is None for w in waits):
+            return None
+        return max(w for w in waits if w is not None)
+
+    @property
+    def unavailable(self) -> bool:
+        """Rejected because Redis was unreachable under the ``closed`` policy (answer 503)."""
+        return not self.allowed and self.degraded and self.failure_policy is FailurePolicy.CLOSED
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """What :meth:`settle` did: ``settled`` is False when the reservation was already settled or expired."""
+
+    settled: bool
+    charged: int = 0  # actual - estimate: positive charged more, negative refunded
+    degraded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class QuotaCheckResult:
+    """The original API's answer for one quota."""
+
+    allowed: bool
+    current_usage: int
+    limit: int
+    remaining: int
+    reset_at: float
+
+
+class QuotaExceeded(QuotaError):
+    """Raised by ``guard`` when a request is not admitted."""
+
+    def __init__(self, admission: Admission) -> None:
+        names = ", ".join(r.name for r in admission.rejected) or "quota service unavailable"
+        super().__init__(f"quota exceeded: {names}")
+        self.admission = admission
+
+    @property
+    def retry_after(self) -> float | None:
+        return self.admission.retry_after
+
+
+def seconds(ms: int) -> float:
+    return ms / 1000.0
+
+
+def ceil_seconds(value: float | None) -> int | None:
+    return None if value is None else max(0, math.ceil(value))

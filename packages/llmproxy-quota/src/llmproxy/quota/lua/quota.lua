@@ -1,0 +1,186 @@
+-- llmproxy-quota: every limit of one request, evaluated atomically in one round trip.
+--
+-- ARGV[1] mode:    "admit"  all-or-nothing: consume every limit or none
+--                  "check"  dry run: evaluate, write nothing, report the state before the cost
+--                  "force"  consume every limit unconditionally (increment)
+--                  "settle" delete the reservation KEYS[1]; if it existed, charge/refund the signed costs
+-- ARGV[2] now in ms since the epoch, or "" to use Redis TIME (so gateway instances with skewed clocks agree)
+-- ARGV[3] 1 when KEYS[1] is a reservation key, else 0
+-- ARGV[4] reservation lease in ms (admit)
+-- ARGV[5] number of limits; then 6 fields per limit, in KEYS order after the reservation key:
+--         kind ("g" GCRA, "d" UTC day, "m" UTC month), cost, limit, burst (g), period ms (g),
+--         window end ms the cost was reserved in ("d"/"m", settle only)
+--
+-- GCRA state (STRING "<tat_ms> <rem>"): the theoretical arrival time TAT = tat_ms + rem / limit, kept exact.
+-- Counter state (HASH w = window end ms, n = used): a counter whose w is not the current window counts as 0.
+-- Returns {ok, now_ms, then per limit: ok, remaining, reset_at_ms, retry_after_ms (-1: never), usage}.
+
+local mode = ARGV[1]
+local now
+if ARGV[2] == "" then
+  local t = redis.call("TIME")
+  now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+else
+  now = tonumber(ARGV[2])
+end
+local has_resv = ARGV[3] == "1"
+local first = has_resv and 2 or 1
+local n = tonumber(ARGV[5])
+local DAY = 86400000
+
+if mode == "settle" and redis.call("DEL", KEYS[1]) == 0 then
+  return {0, now}
+end
+
+-- exact integer division on doubles (all operands stay below 2^53)
+local function idiv(a, b)
+  local q = math.floor(a / b)
+  local r = a - q * b
+  if r < 0 then q = q - 1 elseif r >= b then q = q + 1 end
+  return q
+end
+
+local function ceildiv(a, b)
+  return -idiv(-a, b)
+end
+
+local function fmt(x)
+  return string.format("%.0f", x)
+end
+
+-- Howard Hinnant's civil calendar algorithms (proleptic Gregorian, UTC)
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = (m > 2) and (m - 3) or (m + 9)
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+local function civil_from_days(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local y = yoe + era * 400
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local m = (mp < 10) and (mp + 3) or (mp - 9)
+  if m <= 2 then y = y + 1 end
+  return y, m
+end
+
+local function window_end(kind)
+  local day = math.floor(now / DAY)
+  if kind == "d" then
+    return (day + 1) * DAY
+  end
+  local y, m = civil_from_days(day)
+  if m == 12 then y, m = y + 1, 1 else m = m + 1 end
+  return days_from_civil(y, m, 1) * DAY
+end
+
+local ok_all = true
+local out = {}
+local writes = {}
+
+for i = 1, n do
+  local base = 5 + (i - 1) * 6
+  local kind = ARGV[base + 1]
+  local cost = tonumber(ARGV[base + 2])
+  local limit = tonumber(ARGV[base + 3])
+  local key = KEYS[first + i - 1]
+  local ok, remaining, reset_at, retry, usage = 1, 0, now, 0, 0
+
+  if kind == "g" then
+    local burst = tonumber(ARGV[base + 4])
+    local period = tonumber(ARGV[base + 5])
+    local cap = burst * period
+    local tat, rem = now, 0
+    local raw = redis.call("GET", key)
+    if raw then
+      local sp = string.find(raw, " ", 1, true)
+      tat, rem = tonumber(string.sub(raw, 1, sp - 1)), tonumber(string.sub(raw, sp + 1))
+      if limit > 0 and rem >= limit then tat, rem = tat + idiv(rem, limit), rem % limit end
+      if tat < now then tat, rem = now, 0 end
+    end
+    -- debt: how far TAT lies ahead of now, in ms x limit (exact)
+    local debt = (tat - now) * limit + rem
+    local new_tat, new_rem = tat, rem
+    if limit <= 0 then
+      if cost > 0 then ok, retry = 0, -1 end
+    else
+      local new_debt
+      if cost >= 0 then
+        new_debt = debt + cost * period
+      else
+        new_debt = math.max(0, debt + cost * period)
+      end
+      if mode ~= "force" and mode ~= "settle" and new_debt > cap then
+        ok = 0
+        retry = (cost > burst) and -1 or ceildiv(new_debt - cap, limit)
+        new_debt = debt
+      end
+      if mode == "check" then new_debt = debt end
+      new_tat = now + idiv(new_debt, limit)
+      new_rem = new_debt - (new_tat - now) * limit
+      remaining = math.max(0, idiv(cap - new_debt, period))
+      reset_at = now + ceildiv(new_debt, limit)
+      usage = ceildiv(new_debt, period)
+      if ok == 1 and cost ~= 0 then
+        writes[#writes + 1] = {"g", key, new_tat, new_rem, reset_at - now + 1000}
+      end
+    end
+  else
+    local wend = window_end(kind)
+    local raw = redis.call("HMGET", key, "w", "n")
+    local used = 0
+    if raw[1] and tonumber(raw[1]) == wend then used = tonumber(raw[2]) or 0 end
+    local new_used = used + cost
+    if cost < 0 then
+      -- a refund only ever returns to the window the cost was reserved in
+      if tonumber(ARGV[base + 6]) ~= wend then new_used = used end
+      new_used = math.max(0, new_used)
+    end
+    if mode ~= "force" and mode ~= "settle" and new_used > limit then
+      ok = 0
+      retry = (cost > limit) and -1 or (wend - now)
+      new_used = used
+    end
+    if mode == "check" then new_used = used end
+    remaining = math.max(0, limit - new_used)
+    reset_at = wend
+    usage = new_used
+    if ok == 1 and new_used ~= used then
+      writes[#writes + 1] = {"c", key, wend, new_used, wend - now + 60000}
+    end
+  end
+
+  if ok == 0 then ok_all = false end
+  out[#out + 1] = ok
+  out[#out + 1] = remaining
+  out[#out + 1] = reset_at
+  out[#out + 1] = retry
+  out[#out + 1] = usage
+end
+
+if mode == "check" or (mode == "admit" and not ok_all) then
+  writes = {}
+end
+for _, w in ipairs(writes) do
+  if w[1] == "g" then
+    redis.call("SET", w[2], fmt(w[3]) .. " " .. fmt(w[4]), "PX", fmt(w[5]))
+  else
+    redis.call("HSET", w[2], "w", fmt(w[3]), "n", fmt(w[4]))
+    redis.call("PEXPIRE", w[2], fmt(w[5]))
+  end
+end
+if mode == "admit" and ok_all and has_resv then
+  redis.call("SET", KEYS[1], "1", "PX", ARGV[4])
+end
+
+local result = {ok_all and 1 or 0, now}
+for _, v in ipairs(out) do result[#result + 1] = v end
+return result
