@@ -1,0 +1,100 @@
+"""Pure ASGI authentication middleware."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+
+from llmproxy.core import (
+    ASGIApp,
+    Message,
+    Receive,
+    RequestContext,
+    Scope,
+    Send,
+    bind_context_to_scope,
+    context_from_scope,
+)
+
+from ._authenticator import Authenticator
+from ._errors import AuthError
+from ._guards import send_error
+from ._responses import UNEXPECTED, PathMatcher
+
+logger = logging.getLogger("llmproxy.auth")
+
+
+def _authorization(scope: Scope) -> bytes | None:
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization" or name.lower() == b"authorization":
+            return bytes(value)
+    return None
+
+
+class AuthMiddleware:
+    """Authenticate every HTTP / WebSocket request (JWT or API key) and bind its RequestContext.
+
+    Public paths pass through with the anonymous context. Refusals are OpenAI-style JSON: 401 with
+    ``WWW-Authenticate: Bearer ... error="invalid_token"``, 503 when credentials cannot be checked, and
+    403 when
+    the app raises :class:`~llmproxy.auth.AuthorizationError` (e.g. from :func:`require`) before
+    responding.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        authenticator: Authenticator,
+        public_paths: Iterable[str] = (),
+        public_prefixes: Iterable[str] = (),
+        realm: str = "llmproxy",
+    ) -> None:
+        self.app = app
+        self.authenticator = authenticator
+        self.is_public = PathMatcher(public_paths, public_prefixes)
+        self.realm = realm
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope["type"]
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        ctx = context_from_scope(scope) or RequestContext.from_scope(scope)
+        if self.is_public(scope.get("path") or "/"):
+            bind_context_to_scope(scope, ctx)
+            await self.app(scope, receive, send)
+            return
+        try:
+            principal = await self.authenticator.aauthenticate_header(_authorization(scope))
+        except AuthError as exc:
+            await self._refuse(kind, send, exc)
+            return
+        except Exception:
+            logger.exception("llmproxy.auth: unexpected error while authenticating")
+            await self._refuse(kind, send, UNEXPECTED)
+            return
+        bind_context_to_scope(scope, principal.apply_to(ctx))
+        if kind == "websocket":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def send_watching(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_watching)
+        except AuthError as exc:
+            if started:
+                raise
+            await send_error(send, exc, self.realm)
+
+    async def _refuse(self, kind: str, send: Send, exc: AuthError) -> None:
+        if kind == "websocket":
+            await send({"type": "websocket.close", "code": 1008, "reason": exc.message[:120]})
+        else:
+            await send_error(send, exc, self.realm)

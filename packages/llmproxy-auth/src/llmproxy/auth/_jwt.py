@@ -1,0 +1,329 @@
+"""JWT bearer tokens: settings, the verification flow (sans-IO), claims → principal, and the verifier."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import jwt
+from jwt.utils import base64url_decode
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llmproxy.core import SYSTEM_CLOCK, Clock
+
+from ._cache import DeadlineCache
+from ._errors import AuthUnavailable, InvalidToken, TokenExpired
+from ._jwt_keys import ALGORITHM_FAMILY, JWKSState, KeyRing, static_key
+from ._principal import Principal
+
+
+class JWTSettings(BaseSettings):
+    """How tokens are verified and how claims map to a principal. Env prefix ``LLMPROXY_JWT_``."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMPROXY_JWT_", extra="forbid", frozen=True)
+
+    #: Expected ``iss`` (one or several). None: not checked.
+    issuer: str | tuple[str, ...] | None = None
+    #: Expected ``aud`` (the token must name one of these). None: tokens with ``aud`` are rejected.
+    audience: str | tuple[str, ...] | None = None
+    #: The explicit allow-list. ``none`` is refused; HS* needs a shared secret in ``keys``.
+    algorithms: tuple[str, ...] = ("RS256", "ES256")
+    #: Where the identity provider publishes its public keys (https, or http on loopback for tests).
+    jwks_url: str | None = None
+    #: Static keys by ``kid`` (``""``: no kid): a PEM public key / certificate, or a shared secret.
+    keys: dict[str, str] = Field(default_factory=dict)
+    #: Clock skew tolerated on ``exp`` / ``nbf`` (seconds).
+    leeway: float = Field(default=60.0, ge=0)
+    required_claims: tuple[str, ...] = ("exp",)
+    tenant_claim: str = "tenant_id"
+    user_claim: str = "sub"
+    roles_claim: str = "roles"
+    #: A space-separated string (OAuth ``scope``) or a list (e.g. ``scp``).
+    scopes_claim: str = "scope"
+    jwks_cache_ttl: float = Field(default=300.0, gt=0)
+    jwks_min_refresh_interval: float = Field(default=30.0, ge=0)
+    jwks_timeout: float = Field(default=5.0, gt=0)
+    #: Verified tokens remembered by SHA-256 until they expire (0 disables the cache).
+    token_cache_size: int = Field(default=10_000, ge=0)
+    #: Upper bound on how long a verified token is trusted without verifying its signature again.
+    token_cache_max_age: float = Field(default=300.0, gt=0)
+    max_token_length: int = Field(default=8192, ge=256)
+
+    @field_validator("algorithms")
+    @classmethod
+    def _check_algorithms(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("at least one algorithm must be allowed")
+        for alg in value:
+            if alg.lower() == "none":
+                raise ValueError("the 'none' algorithm is never accepted")
+            if alg not in ALGORITHM_FAMILY:
+                raise ValueError(f"unsupported algorithm {alg!r}; choose from {', '.join(ALGORITHM_FAMILY)}")
+        return tuple(dict.fromkeys(value))
+
+    @field_validator("jwks_url")
+    @classmethod
+    def _check_jwks_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return value
+        url = httpx.URL(value)
+        loopback = url.host in ("127.0.0.1", "localhost", "::1")
+        if url.scheme != "https" and not (url.scheme == "http" and loopback):
+            raise ValueError("jwks_url must use https (plain http only on loopback)")
+        return value
+
+    @model_validator(mode="after")
+    def _check_keys(self) -> JWTSettings:
+        if not self.jwks_url and not self.keys:
+            raise ValueError("configure jwks_url or keys (or both)")
+        for kid, value in self.keys.items():
+            static_key(kid or None, value, self.algorithms)  # raises a ValueError naming the key
+        return self
+
+
+_CHECKS_WE_DO = {"verify_exp": False, "verify_nbf": False, "verify_iat": False}
+
+
+@dataclass(frozen=True, slots=True)
+class FetchJWKS:
+    """The I/O a verification flow asks for: GET the JWKS; the answer is the parsed JSON or the exception."""
+
+    url: str
+    timeout: float
+
+
+def parse_header(token: str) -> dict[str, Any]:
+    if token.count(".") != 2:
+        raise InvalidToken("Malformed token.")
+    try:
+        header = json.loads(base64url_decode(token[: token.index(".")]))
+    except (ValueError, TypeError, UnicodeDecodeError):
+        raise InvalidToken("Malformed token header.") from None
+    if not isinstance(header, dict):
+        raise InvalidToken("Malformed token header.")
+    return header
+
+
+def _strings(value: Any, claim: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        return frozenset(value.split())
+    if isinstance(value, list | tuple) and all(isinstance(v, str) for v in value):
+        return frozenset(value)
+    raise InvalidToken(f"Claim {claim!r} must be a string or a list of strings.")
+
+
+def _number(payload: dict[str, Any], claim: str) -> float | None:
+    value = payload.get(claim)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidToken(f"Claim {claim!r} must be a number.")
+    return float(value)
+
+
+class JWTCore:
+    """Everything a verifier decides, with its caches. Drivers only perform :class:`FetchJWKS`."""
+
+    def __init__(self, settings: JWTSettings, clock: Clock = SYSTEM_CLOCK) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.allowed = frozenset(settings.algorithms)
+        self.static = KeyRing(
+            [static_key(kid or None, v, settings.algorithms) for kid, v in settings.keys.items()]
+        )
+        self.jwks = (
+            JWKSState(settings.jwks_cache_ttl, settings.jwks_min_refresh_interval)
+            if settings.jwks_url
+            else None
+        )
+        self.tokens: DeadlineCache[bytes, Principal] | None = (
+            DeadlineCache(settings.token_cache_size, clock.monotonic) if settings.token_cache_size else None
+        )
+        s = settings
+        self._issuer = s.issuer
+        self._audience = s.audience
+        self._options: Any = {
+            **_CHECKS_WE_DO,
+            "verify_iss": s.issuer is not None,
+            "verify_aud": s.audience is not None,
+            "require": [],  # checked in to_principal, with our clock
+        }
+
+    def cached(self, token: str) -> tuple[bytes, Principal | None]:
+        digest = hashlib.sha256(token.encode()).digest()
+        if self.tokens is None:
+            return digest, None
+        return digest, self.tokens.get(digest)[1]
+
+    def verify(self, token: str) -> Generator[FetchJWKS, Any, Principal]:
+        if not isinstance(token, str) or not token:
+            raise InvalidToken("Malformed token.")
+        digest, principal = self.cached(token)
+        if principal is not None:
+            return principal
+        if len(token) > self.settings.max_token_length:
+            raise InvalidToken("Token too long.")
+        header = parse_header(token)
+        alg, kid = header.get("alg"), header.get("kid")
+        if not isinstance(alg, str) or alg not in self.allowed:
+            raise InvalidToken("Token algorithm not allowed.")
+        if kid is not None and not isinstance(kid, str):
+            raise InvalidToken("Malformed token header.")
+        # jku / x5u / jwk / x5c headers are ignored on purpose: keys come only from our configuration.
+        key = self.static.find(alg, kid)
+        if key is None and self.jwks is not None:
+            key = yield from self._jwks_key(alg, kid)
+        if key is None:
+            raise InvalidToken("No key matches the token.")
+        try:
+            payload = jwt.decode(
+                token,
+                key,
+                algorithms=[alg],
+                audience=self._audience,
+                issuer=self._issuer,
+                options=self._options,
+            )
+        except jwt.PyJWTError:
+            raise InvalidToken("Token verification failed.") from None
+        principal = self.to_principal(payload)
+        if self.tokens is not None:
+            self._remember(digest, principal)
+        return principal
+
+    def _jwks_key(self, alg: str, kid: str | None) -> Generator[FetchJWKS, Any, Any]:
+        jwks = self.jwks
+        assert jwks is not None
+        assert self.settings.jwks_url is not None
+        now = self.clock.monotonic()
+        if jwks.should_fetch(alg, kid, now):
+            jwks.begin_fetch(now)
+            jwks.apply((yield FetchJWKS(self.settings.jwks_url, self.settings.jwks_timeout)), now)
+        if jwks.ring is None:
+            raise AuthUnavailable("Token keys cannot be loaded right now; retry later.")
+        return jwks.ring.find(alg, kid)
+
+    def to_principal(self, payload: dict[str, Any]) -> Principal:
+        s = self.settings
+        now = self.clock.now()
+        for claim in s.required_claims:
+            if payload.get(claim) is None:
+                raise InvalidToken(f"Token has no {claim!r} claim.")
+        exp, nbf = _number(payload, "exp"), _number(payload, "nbf")
+        _number(payload, "iat")
+        if exp is not None and now > exp + s.leeway:
+            raise TokenExpired("Token has expired.")
+        if nbf is not None and now < nbf - s.leeway:
+            raise InvalidToken("Token is not valid yet.")
+        tenant = payload.get(s.tenant_claim)
+        try:
+            tenant_id = str(uuid.UUID(tenant)) if isinstance(tenant, str) else None
+        except ValueError:
+            tenant_id = None
+        if tenant_id is None:
+            raise InvalidToken(f"Token has no valid {s.tenant_claim!r} claim (a tenant UUID).")
+        user = payload.get(s.user_claim)
+        if user is not None and not isinstance(user, str):
+            raise InvalidToken(f"Claim {s.user_claim!r} must be a string.")
+        return Principal(
+            kind="jwt",
+            tenant_id=tenant_id,
+            user_id=user,
+            roles=_strings(payload.get(s.roles_claim), s.roles_claim),
+            scopes=_strings(payload.get(s.scopes_claim), s.scopes_claim),
+            expires_at=exp,
+            claims=payload,
+        )
+
+    def _remember(self, digest: bytes, principal: Principal) -> None:
+        assert self.tokens is not None
+        now_wall, now_mono = self.clock.now(), self.clock.monotonic()
+        lifetime = self.settings.token_cache_max_age
+        if principal.expires_at is not None:
+            lifetime = min(lifetime, principal.expires_at + self.settings.leeway - now_wall)
+        self.tokens.put(digest, principal, now_mono + lifetime)
+
+
+def _fetch_result(response: httpx.Response) -> Any:
+    response.raise_for_status()
+    return response.json()
+
+
+class JWTVerifier:
+    """Verifies JWT bearer tokens: :meth:`verify` (sync) and :meth:`averify` (asyncio) share one flow."""
+
+    def __init__(
+        self,
+        settings: JWTSettings,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        http_client: httpx.Client | None = None,
+        async_http_client: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.settings = settings
+        self._core = JWTCore(settings, clock)
+        self._http = http_client
+        self._ahttp = async_http_client
+        self._owns_http = http_client is None
+        self._owns_ahttp = async_http_client is None
+
+    @property
+    def jwks_fetches(self) -> int:
+        """How many JWKS fetches were attempted (observability, tests)."""
+        return self._core.jwks.fetches if self._core.jwks else 0
+
+    def verify(self, token: str) -> Principal:
+        """The principal of a valid token; raises :class:`InvalidToken` otherwise."""
+        flow = self._core.verify(token)
+        try:
+            op = next(flow)
+            while True:
+                op = flow.send(self._fetch(op))
+        except StopIteration as stop:
+            result: Principal = stop.value
+            return result
+
+    async def averify(self, token: str) -> Principal:
+        flow = self._core.verify(token)
+        try:
+            op = next(flow)
+            while True:
+                op = flow.send(await self._afetch(op))
+        except StopIteration as stop:
+            result: Principal = stop.value
+            return result
+
+    def _fetch(self, op: FetchJWKS) -> Any:
+        if self._http is None:
+            self._http = httpx.Client(follow_redirects=False)
+        try:
+            return _fetch_result(self._http.get(op.url, timeout=op.timeout))
+        except (httpx.HTTPError, ValueError) as exc:
+            return exc
+
+    async def _afetch(self, op: FetchJWKS) -> Any:
+        if self._ahttp is None:
+            self._ahttp = httpx.AsyncClient(follow_redirects=False)
+        try:
+            return _fetch_result(await self._ahttp.get(op.url, timeout=op.timeout))
+        except (httpx.HTTPError, ValueError) as exc:
+            return exc
+
+    def close(self) -> None:
+        if self._http is not None and self._owns_http:
+            self._http.close()
+            self._http = None
+
+    async def aclose(self) -> None:
+        self.close()
+        if self._ahttp is not None and self._owns_ahttp:
+            await self._ahttp.aclose()
+            self._ahttp = None
