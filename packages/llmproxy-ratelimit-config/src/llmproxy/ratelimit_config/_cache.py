@@ -7,7 +7,6 @@ policy below exists exactly once.
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import uuid
@@ -54,9 +53,9 @@ def encode(config: TenantRateLimitConfiguration | None) -> str:
 
 
 def decode(raw: bytes | str, tenant_id: uuid.UUID) -> TenantRateLimitConfiguration | None:
+    if raw in (b"null", "null"):
+        return None
     try:
-        if json.loads(raw) is None:
-            return None
         config = TenantRateLimitConfiguration.model_validate_json(raw)
     except (ValueError, pydantic.ValidationError) as exc:
         raise CorruptEntry(f"not a configuration: {exc}") from exc
