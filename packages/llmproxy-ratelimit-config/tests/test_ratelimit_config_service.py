@@ -311,3 +311,23 @@ def test_the_subscriber_starts_lazily_on_the_first_get(backend: Backend, create_
         service.get(tenant_id)
 
         assert wait_for(lambda: service.subscribed, deadline_seconds=5.0)
+
+
+@pytest.mark.slow
+def test_the_service_works_on_redis_cluster_with_invalidation(
+    redis_cluster_url: str, real_database_url: str, create_tenant: NewTenant, make_config: ConfigFactory
+) -> None:
+    tenant_id = create_tenant(real_database_url)
+    with (
+        RateLimitConfigService.from_urls(redis_cluster_url, real_database_url, l1_ttl=600) as writer,
+        RateLimitConfigService.from_urls(redis_cluster_url, real_database_url, l1_ttl=600) as reader,
+    ):
+        assert reader.start(wait=10.0)
+        assert reader.get_with_source(tenant_id).source == "default"
+        reader.invalidate_local(tenant_id)
+        assert reader.get_with_source(tenant_id).source == "redis"
+        config = make_config(tenant_id)
+
+        writer.upsert(config)
+
+        assert wait_for(lambda: reader.get(tenant_id) == config, deadline_seconds=1.0)
