@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import shutil
@@ -13,11 +14,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import jwt
 import pytest
 
 from llmproxy.core.testing import free_port
 
 GATEWAY_SCRIPT = Path(sys.executable).with_name("llmproxy-gateway")
+JWT_SECRET = "gateway-tests-hs256-secret-" + "x" * 40
+
+
+def tenant_admin_token(tenant_id: str, *, roles: tuple[str, ...] = ("tenant_admin",)) -> str:
+    """A JWT the test gateways accept: a tenant admin of ``tenant_id``."""
+    claims = {
+        "tenant_id": tenant_id,
+        "sub": "admin@example.com",
+        "roles": list(roles),
+        "exp": time.time() + 600,
+    }
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
 
 
 @dataclass
@@ -30,11 +44,39 @@ class GatewayProcess:
     log_path: Path
     stdout_path: Path
     env: dict[str, str] = field(default_factory=dict)
-    api_key: str = "not-needed-yet"
+    api_key: str = ""
+    tenant_id: str = ""
 
     @property
     def admin_headers(self) -> dict[str, str]:
         return {"authorization": f"Bearer {self.admin_token}"}
+
+    def admin(self, method: str, path: str, **kwargs: object) -> httpx.Response:
+        """Call the admin API as the platform admin."""
+        return httpx.request(
+            method,
+            f"{self.base_url}/admin{path}",
+            headers=self.admin_headers,
+            timeout=10,
+            **kwargs,  # type: ignore[arg-type]
+        )
+
+    def create_tenant(self, name: str) -> str:
+        response = self.admin("POST", "/tenants", json={"name": name})
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    def issue_key(self, tenant_id: str, name: str = "test") -> tuple[str, str]:
+        """``(key id, secret)`` of a new API key."""
+        response = self.admin("POST", f"/tenants/{tenant_id}/api-keys", json={"name": name})
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"]), str(response.json()["key"])
+
+    def provision(self, tenant_name: str = "acme") -> GatewayProcess:
+        """Create a tenant and an API key, and make them this gateway's defaults."""
+        self.tenant_id = self.create_tenant(tenant_name)
+        _, self.api_key = self.issue_key(self.tenant_id)
+        return self
 
     def logs(self) -> str:
         return self.stdout_path.read_text(errors="replace") + self.log_path.read_text(errors="replace")
@@ -67,7 +109,8 @@ def start_gateway(
             "LLMPROXY_PORT": str(port),
             "LLMPROXY_ADMIN_TOKEN": admin_token,
             "LLMPROXY_DEMO": "false",
-            "LLMPROXY_JWT_KEY": "test-jwt-secret-that-is-long-enough-for-hs256",
+            "LLMPROXY_JWT_KEYS": json.dumps({"": JWT_SECRET}),
+            "LLMPROXY_JWT_ALGORITHMS": '["HS256"]',
         }
     )
     if redis_url is not None:
@@ -107,6 +150,7 @@ def embedded_gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gatew
         database_url=f"sqlite:///{workdir / 'gateway.db'}",
         max_body_bytes="65536",
     )
+    gateway.provision()
     yield gateway
     gateway.stop()
 

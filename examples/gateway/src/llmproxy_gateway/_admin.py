@@ -1,15 +1,31 @@
-"""The admin API under ``/admin``: tenants, API keys, rate-limit configuration, current usage."""
+"""The admin API under ``/admin``: tenants, API keys, rate-limit configuration, current usage.
+
+Every route names its policy (see ``_auth.py``): the platform admin (bootstrap token) may do everything, a
+tenant admin (JWT with role ``tenant_admin``) only reads and manages their own tenant.
+"""
 
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, StringConstraints
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
-from llmproxy.core import AsyncTenantRegistry, Tenant, TenantExists, TenantNotFound
+from llmproxy.auth import ApiKey, ApiKeyNotFound, require
+from llmproxy.core import RequestContext, Tenant, TenantExists, TenantNotFound
+from llmproxy.quota import QuotaType
+from llmproxy.ratelimit_config import (
+    ApiKeyLimit,
+    EndpointLimit,
+    EndpointPath,
+    GlobalLimit,
+    TenantRateLimitConfiguration,
+)
 
+from ._auth import PLATFORM_ADMIN_ROLE, AnyAdmin, PlatformAdmin, TenantScoped
+from ._backends import Backends
 from ._providers import GatewayError
 
 TenantName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
@@ -21,12 +37,80 @@ class TenantCreate(BaseModel):
     name: TenantName
 
 
-def get_tenants(request: Request) -> AsyncTenantRegistry:
-    registry: AsyncTenantRegistry = request.app.state.tenants
-    return registry
+class ApiKeyCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+    scopes: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = ["api:access"]
+    expires_at: datetime | None = None
 
 
-TenantsDep = Annotated[AsyncTenantRegistry, Depends(get_tenants)]
+class ApiKeyInfo(BaseModel):
+    id: uuid.UUID
+    tenant_id: uuid.UUID
+    name: str
+    hint: str
+    scopes: list[str]
+    created_at: datetime
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+    @classmethod
+    def of(cls, key: ApiKey) -> ApiKeyInfo:
+        return cls(
+            id=key.id,
+            tenant_id=key.tenant_id,
+            name=key.name,
+            hint=key.hint,
+            scopes=sorted(key.scopes),
+            created_at=key.created_at,
+            expires_at=key.expires_at,
+            revoked_at=key.revoked_at,
+            last_used_at=key.last_used_at,
+        )
+
+
+class ApiKeyIssued(ApiKeyInfo):
+    key: str = Field(description="The secret. Shown this once; only its hash is stored.")
+
+
+class RateLimits(BaseModel):
+    """A tenant's limits (the body of PUT; GET adds ``tenant_id`` and ``source``)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    global_limit: GlobalLimit
+    api_key_limit: ApiKeyLimit
+    endpoint_limits: dict[EndpointPath, EndpointLimit] = Field(default_factory=dict)
+
+
+class TenantRateLimits(RateLimits):
+    tenant_id: uuid.UUID
+    source: str = Field(description="Where the answer came from: database, default, redis, l1 or last_known.")
+
+
+class QuotaUsage(BaseModel):
+    current_usage: int
+    limit: int
+    remaining: int
+    reset_at: float
+
+
+class TenantUsage(BaseModel):
+    tenant_id: uuid.UUID
+    quotas: dict[str, QuotaUsage]
+
+
+def get_backends(request: Request) -> Backends:
+    backends: Backends = request.app.state.backends
+    return backends
+
+
+BackendsDep = Annotated[Backends, Depends(get_backends)]
+PlatformAdminDep = Annotated[RequestContext, Depends(require(PlatformAdmin))]
+TenantScopedDep = Annotated[RequestContext, Depends(require(TenantScoped))]
+AnyAdminDep = Annotated[RequestContext, Depends(require(AnyAdmin))]
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
@@ -35,33 +119,140 @@ def tenant_not_found(tenant_id: uuid.UUID) -> GatewayError:
     return GatewayError(404, f"tenant {tenant_id} does not exist", code="tenant_not_found", param="tenant_id")
 
 
-@router.post("/tenants", status_code=201, summary="Create a tenant")
-async def create_tenant(body: TenantCreate, tenants: TenantsDep) -> Tenant:
+async def _existing_tenant(backends: Backends, tenant_id: uuid.UUID) -> Tenant:
     try:
-        return await tenants.create(body.name)
-    except TenantExists as exc:
-        raise GatewayError(409, str(exc), code="tenant_exists", param="name") from exc
-
-
-@router.get("/tenants", summary="List tenants")
-async def list_tenants(
-    tenants: TenantsDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
-) -> list[Tenant]:
-    return await tenants.list(limit=limit, offset=offset)
-
-
-@router.get("/tenants/{tenant_id}", summary="Get a tenant")
-async def get_tenant(tenant_id: uuid.UUID, tenants: TenantsDep) -> Tenant:
-    try:
-        return await tenants.get(tenant_id)
+        return await backends.tenants.get(tenant_id)
     except TenantNotFound:
         raise tenant_not_found(tenant_id) from None
 
 
-@router.delete("/tenants/{tenant_id}", status_code=204, summary="Delete a tenant and everything it owns")
-async def delete_tenant(tenant_id: uuid.UUID, tenants: TenantsDep) -> Response:
-    if not await tenants.delete(tenant_id):
+# -- tenants ------------------------------------------------------------------------------------------------
+
+
+@router.post("/tenants", status_code=201, summary="Create a tenant (platform admin)")
+async def create_tenant(body: TenantCreate, backends: BackendsDep, _: PlatformAdminDep) -> Tenant:
+    try:
+        return await backends.tenants.create(body.name)
+    except TenantExists as exc:
+        raise GatewayError(409, str(exc), code="tenant_exists", param="name") from exc
+
+
+@router.get("/tenants", summary="List tenants (a tenant admin sees their own)")
+async def list_tenants(
+    backends: BackendsDep,
+    ctx: AnyAdminDep,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> list[Tenant]:
+    if PLATFORM_ADMIN_ROLE in ctx.roles:
+        return await backends.tenants.list(limit=limit, offset=offset)
+    own = await _existing_tenant(backends, uuid.UUID(ctx.tenant_id or ""))
+    return [own] if offset == 0 else []
+
+
+@router.get("/tenants/{tenant_id}", summary="Get a tenant")
+async def get_tenant(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep) -> Tenant:
+    return await _existing_tenant(backends, tenant_id)
+
+
+@router.delete(
+    "/tenants/{tenant_id}", status_code=204, summary="Delete a tenant and all it owns (platform admin)"
+)
+async def delete_tenant(tenant_id: uuid.UUID, backends: BackendsDep, _: PlatformAdminDep) -> Response:
+    if not await backends.tenants.delete(tenant_id):
         raise tenant_not_found(tenant_id)
+    await backends.limits.delete(tenant_id)  # drops every cache of its limits
     return Response(status_code=204)
+
+
+# -- API keys -----------------------------------------------------------------------------------------------
+
+
+@router.post("/tenants/{tenant_id}/api-keys", status_code=201, summary="Issue an API key (secret shown once)")
+async def issue_api_key(
+    tenant_id: uuid.UUID, body: ApiKeyCreate, backends: BackendsDep, _: TenantScopedDep
+) -> ApiKeyIssued:
+    try:
+        created = await backends.api_keys.create(
+            tenant_id, body.name, scopes=tuple(body.scopes), expires_at=body.expires_at
+        )
+    except TenantNotFound:
+        raise tenant_not_found(tenant_id) from None
+    return ApiKeyIssued(**ApiKeyInfo.of(created.key).model_dump(), key=created.secret)
+
+
+@router.get("/tenants/{tenant_id}/api-keys", summary="List a tenant's API keys (never their secrets)")
+async def list_api_keys(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep) -> list[ApiKeyInfo]:
+    await _existing_tenant(backends, tenant_id)
+    return [ApiKeyInfo.of(key) for key in await backends.api_keys.list(tenant_id)]
+
+
+@router.delete(
+    "/tenants/{tenant_id}/api-keys/{key_id}",
+    status_code=204,
+    summary="Revoke an API key (every gateway process refuses it within a second)",
+)
+async def revoke_api_key(
+    tenant_id: uuid.UUID, key_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep
+) -> Response:
+    try:
+        key = await backends.api_keys.get(key_id)
+    except ApiKeyNotFound:
+        key = None
+    if key is None or key.tenant_id != tenant_id:
+        raise GatewayError(404, f"API key {key_id} does not exist", code="api_key_not_found", param="key_id")
+    await backends.api_keys.revoke(key_id)
+    return Response(status_code=204)
+
+
+# -- rate limits and usage ----------------------------------------------------------------------------------
+
+
+@router.get("/tenants/{tenant_id}/rate-limits", summary="The tenant's rate limits (its own or the defaults)")
+async def get_rate_limits(
+    tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep
+) -> TenantRateLimits:
+    await _existing_tenant(backends, tenant_id)
+    loaded = await backends.limits.get_with_source(tenant_id)
+    return TenantRateLimits(**loaded.config.model_dump(), source=str(loaded.source))
+
+
+@router.put(
+    "/tenants/{tenant_id}/rate-limits",
+    summary="Set the tenant's rate limits (platform admin; every process obeys within a second)",
+)
+async def put_rate_limits(
+    tenant_id: uuid.UUID, body: RateLimits, backends: BackendsDep, _: PlatformAdminDep
+) -> TenantRateLimits:
+    await _existing_tenant(backends, tenant_id)
+    stored = await backends.limits.upsert(TenantRateLimitConfiguration(tenant_id=tenant_id, **dict(body)))
+    return TenantRateLimits(**stored.model_dump(), source="database")
+
+
+@router.delete(
+    "/tenants/{tenant_id}/rate-limits", status_code=204, summary="Reset the tenant to the default limits"
+)
+async def delete_rate_limits(tenant_id: uuid.UUID, backends: BackendsDep, _: PlatformAdminDep) -> Response:
+    await _existing_tenant(backends, tenant_id)
+    await backends.limits.delete(tenant_id)
+    return Response(status_code=204)
+
+
+@router.get("/tenants/{tenant_id}/usage", summary="Current usage of the tenant-wide limits")
+async def get_usage(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep) -> TenantUsage:
+    await _existing_tenant(backends, tenant_id)
+    quotas: dict[str, QuotaUsage] = {}
+    for quota_type in (
+        QuotaType.REQUESTS_PER_MINUTE,
+        QuotaType.REQUESTS_PER_DAY,
+        QuotaType.TOKENS_PER_MINUTE,
+        QuotaType.TOKENS_PER_DAY,
+    ):
+        result = await backends.quota.check(tenant_id, quota_type, 0)
+        quotas[quota_type.value] = QuotaUsage(
+            current_usage=result.current_usage,
+            limit=result.limit,
+            remaining=result.remaining,
+            reset_at=result.reset_at,
+        )
+    return TenantUsage(tenant_id=tenant_id, quotas=quotas)

@@ -1,24 +1,32 @@
-"""Composition: the FastAPI app (business logic) wrapped in one ASGI middleware per concern."""
+"""Composition: the FastAPI app (business logic only) wrapped in one pure ASGI middleware per concern."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
-from llmproxy.core import ASGIApp, AsyncTenantRegistry, create_async_engine
+from llmproxy.auth import AuthMiddleware, add_exception_handlers, require
+from llmproxy.core import ASGIApp, Receive, Scope, Send
+from llmproxy.quota import QuotaMiddleware
 
 from ._admin import router as admin_router
 from ._api import ModelCatalog
 from ._api import router as api_router
+from ._auth import ApiCaller
+from ._backends import Backends
 from ._edge import AccessLog, ErrorGuard, RequestBodyLimit
 from ._errors import install_error_handlers
+from ._estimate import token_estimator
 from ._mock import MockProvider
 from ._providers import Provider
 from ._settings import GatewaySettings
 from ._upstream import UpstreamProvider
 from ._version import __version__
+
+#: Reachable without credentials.
+PUBLIC_PATHS = ("/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 
 
 def create_provider(settings: GatewaySettings) -> Provider:
@@ -33,18 +41,29 @@ def create_provider(settings: GatewaySettings) -> Provider:
     )
 
 
-def create_api(settings: GatewaySettings, *, provider: Provider | None = None) -> FastAPI:
-    """The FastAPI app alone: OpenAI-compatible and admin routes, OpenAI-style errors; no middleware."""
+def create_api(
+    settings: GatewaySettings,
+    *,
+    backends: Backends | None = None,
+    provider: Provider | None = None,
+    require_api_access: bool = True,
+) -> FastAPI:
+    """The FastAPI app alone: OpenAI-compatible and admin routes, OpenAI-style errors; no middleware.
+
+    ``require_api_access``: the ``/v1`` routes demand the ``api:access`` scope (off only for the benchmark's
+    bare app, which has no auth middleware to establish it).
+    """
+    backends = backends or Backends.from_settings(settings)
     provider = provider or create_provider(settings)
-    engine = create_async_engine(settings.database_url)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        await backends.start()
         try:
             yield
         finally:
             await provider.aclose()
-            await engine.dispose()
+            await backends.aclose()
 
     api = FastAPI(
         title="llmproxy gateway",
@@ -53,12 +72,13 @@ def create_api(settings: GatewaySettings, *, provider: Provider | None = None) -
         lifespan=lifespan,
     )
     api.state.provider = provider
+    api.state.backends = backends
     api.state.catalog = ModelCatalog(
         chat=tuple(settings.chat_models), embedding=tuple(settings.embedding_models)
     )
-    api.state.tenants = AsyncTenantRegistry(engine)
     install_error_handlers(api)
-    api.include_router(api_router)
+    add_exception_handlers(api)  # 401/403 from policies in OpenAI's shape
+    api.include_router(api_router, dependencies=[Depends(require(ApiCaller))] if require_api_access else [])
     api.include_router(admin_router)
 
     @api.get("/healthz", include_in_schema=False)
@@ -68,21 +88,51 @@ def create_api(settings: GatewaySettings, *, provider: Provider | None = None) -
     return api
 
 
+class OnlyUnder:
+    """Send requests under ``prefixes`` through ``wrapped``, the others straight to ``app``.
+
+    The gateway meters ``/v1/`` only: an admin raising a tenant's limit must not wait for that tenant's quota.
+    """
+
+    def __init__(self, app: ASGIApp, *, wrapped: ASGIApp, prefixes: Sequence[str]) -> None:
+        self.app = app
+        self.wrapped = wrapped
+        self.prefixes = tuple(prefixes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and str(scope.get("path", "")).startswith(self.prefixes):
+            await self.wrapped(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
 def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
     """What every HTTP service wants at its edge: request id + access log, error guard, body limit."""
-    return AccessLog(
-        ErrorGuard(RequestBodyLimit(app, max_bytes=settings.max_body_bytes)), log=settings.access_log
+    guarded = ErrorGuard(RequestBodyLimit(app, max_bytes=settings.max_body_bytes))
+    return AccessLog(guarded, log=settings.access_log)
+
+
+def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
+    """The full gateway. Outermost first: edge → auth → quota (limits from ratelimit-config) → app."""
+    settings = settings or GatewaySettings()
+    backends = Backends.from_settings(settings)
+    api = create_api(settings, backends=backends)
+    app: ASGIApp = api
+    app = OnlyUnder(
+        app,
+        wrapped=QuotaMiddleware(
+            app,
+            client=backends.quota,
+            estimate_tokens=token_estimator(settings.default_max_tokens),
+            max_body_bytes=settings.max_body_bytes,
+        ),
+        prefixes=("/v1/",),
     )
+    app = AuthMiddleware(app, authenticator=backends.authenticator, public_paths=PUBLIC_PATHS)
+    return with_edge(app, settings)
 
 
 def create_bare_app(settings: GatewaySettings | None = None) -> ASGIApp:
     """The same app without the llmproxy middlewares (the benchmark's baseline)."""
     settings = settings or GatewaySettings()
-    return with_edge(create_api(settings), settings)
-
-
-def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
-    """The full gateway: edge → auth → quota (limits from ratelimit-config) → app."""
-    settings = settings or GatewaySettings()
-    api = create_api(settings)
-    return with_edge(api, settings)
+    return with_edge(create_api(settings, require_api_access=False), settings)

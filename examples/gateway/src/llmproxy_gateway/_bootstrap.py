@@ -7,7 +7,14 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from llmproxy.core import AsyncTenantRegistry, Tenant, TenantNotFound, create_async_engine
+from llmproxy.auth import AsyncApiKeyService
+from llmproxy.core import (
+    AsyncTenantRegistry,
+    Tenant,
+    TenantNotFound,
+    async_redis_from_url,
+    create_async_engine,
+)
 
 from ._settings import GatewaySettings
 
@@ -43,7 +50,16 @@ async def find_tenant(registry: AsyncTenantRegistry, id_or_name: str) -> Tenant:
 
 
 async def create_key(settings: GatewaySettings, tenant: str, name: str) -> str:
-    raise NotImplementedError("API keys need llmproxy-auth")
+    """Issue an API key for the tenant (by id or name) and return its secret."""
+    engine = create_async_engine(settings.database_url)
+    redis = async_redis_from_url(settings.redis_url)
+    try:
+        found = await find_tenant(AsyncTenantRegistry(engine), tenant)
+        created = await AsyncApiKeyService(engine, redis).create(found.id, name)
+    finally:
+        await redis.aclose()
+        await engine.dispose()
+    return created.secret
 
 
 @dataclass(frozen=True)
@@ -80,11 +96,8 @@ async def ensure_demo(settings: GatewaySettings) -> Demo:
     return Demo(tenant, saved or None, created=False)
 
 
-async def _issue_demo_key(settings: GatewaySettings, tenant: Tenant) -> str | None:
-    try:
-        key = await create_key(settings, str(tenant.id), "demo")
-    except NotImplementedError:
-        return None
+async def _issue_demo_key(settings: GatewaySettings, tenant: Tenant) -> str:
+    key = await create_key(settings, str(tenant.id), "demo")
     key_file = _demo_key_file(settings)
     if key_file is not None:
         fd = os.open(key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

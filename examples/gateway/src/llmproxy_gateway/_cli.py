@@ -6,7 +6,6 @@ import argparse
 import asyncio
 import logging
 import sys
-import uuid
 from collections.abc import Sequence
 
 from llmproxy.core import MigrationError, TenantExists, upgrade
@@ -83,13 +82,6 @@ def _serve(settings: GatewaySettings, *, migrate: bool, demo: bool) -> int:
     app = create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, server_header=False)
     return 0
-
-
-def _parse_uuid(value: str) -> uuid.UUID | None:
-    try:
-        return uuid.UUID(value)
-    except ValueError:
-        return None
 
 
 if __name__ == "__main__":  # pragma: no cover

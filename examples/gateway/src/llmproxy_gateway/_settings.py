@@ -44,13 +44,13 @@ class GatewaySettings(LLMProxySettings):
     #: Output tokens assumed for a chat request without ``max_tokens`` when reserving quota.
     default_max_tokens: int = Field(default=256, ge=1)
 
+    #: Quota behaviour with Redis unreachable: ``open`` (admit, logged), ``closed`` (503) or ``local``.
+    quota_failure_policy: Literal["open", "closed", "local"] = "open"
+
     #: Bearer token with platform-admin rights on ``/admin`` (bootstrap). Unset: no platform admin token.
     admin_token: SecretStr | None = None
-    #: HS256 secret (or PEM public key for RS256/ES256) of tenant-admin JWTs. Unset: JWTs are not accepted.
-    jwt_key: SecretStr | None = None
-    jwt_algorithms: list[str] = Field(default_factory=lambda: ["HS256"])
-    jwt_issuer: str | None = None
-    jwt_audience: str | None = None
+    # Tenant-admin JWTs are configured with llmproxy-auth's own variables (LLMPROXY_JWT_KEYS, _JWKS_URL,
+    # _ALGORITHMS, _ISSUER, _AUDIENCE...); without LLMPROXY_JWT_KEYS or _JWKS_URL no JWT is accepted.
 
     #: On ``serve``: create a demo tenant and API key when the database has no tenant yet.
     demo: bool = True

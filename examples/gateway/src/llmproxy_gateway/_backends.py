@@ -1,0 +1,74 @@
+"""The shared clients every concern uses: one Redis client, one SQL engine, and the services built on them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from llmproxy.auth import AsyncApiKeyService
+from llmproxy.core import (
+    AsyncRedis,
+    AsyncTenantRegistry,
+    async_redis_from_url,
+    create_async_engine,
+    is_memory_url,
+)
+from llmproxy.quota import AsyncQuotaClient
+from llmproxy.ratelimit_config import AsyncRateLimitConfigService
+
+from ._auth import GatewayAuthenticator, build_authenticator
+from ._settings import GatewaySettings
+
+
+def _redis_options(url: str) -> dict[str, Any]:
+    """Fail fast on a real server: every concern has a policy for Redis being down; waiting is not one."""
+    if is_memory_url(url):
+        return {}
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "retry": Retry(NoBackoff(), 1)}
+
+
+@dataclass
+class Backends:
+    """Clients shared by the middlewares and the admin API; the app's lifespan starts and closes them."""
+
+    redis: AsyncRedis
+    engine: AsyncEngine
+    tenants: AsyncTenantRegistry
+    limits: AsyncRateLimitConfigService
+    quota: AsyncQuotaClient
+    api_keys: AsyncApiKeyService
+    authenticator: GatewayAuthenticator
+
+    @classmethod
+    def from_settings(cls, settings: GatewaySettings) -> Backends:
+        redis = async_redis_from_url(settings.redis_url, **_redis_options(settings.redis_url))
+        engine = create_async_engine(settings.database_url)
+        limits = AsyncRateLimitConfigService(redis, engine)
+        api_keys = AsyncApiKeyService(engine, redis)
+        admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        return cls(
+            redis=redis,
+            engine=engine,
+            tenants=AsyncTenantRegistry(engine),
+            limits=limits,
+            quota=AsyncQuotaClient(redis, limits, failure_policy=settings.quota_failure_policy),
+            api_keys=api_keys,
+            authenticator=build_authenticator(api_keys, admin_token),
+        )
+
+    async def start(self) -> None:
+        # Subscribe to limit invalidations before serving, so an admin change is seen within a second.
+        await self.limits.start(wait=1.0)
+
+    async def aclose(self) -> None:
+        if self.authenticator.jwt is not None:
+            await self.authenticator.jwt.aclose()
+        await self.api_keys.aclose()
+        await self.limits.aclose()
+        await self.redis.aclose()
+        await self.engine.dispose()

@@ -1,0 +1,73 @@
+"""The quota middleware's token estimate: what a request will cost at most, from its body alone."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import Any
+
+from llmproxy.core import Scope
+
+from ._tokens import count_chat_prompt_tokens, count_tokens
+
+MAX_ESTIMATE = 10_000_000
+
+
+def _message_text(message: Any) -> str:
+    content = message.get("content") if isinstance(message, dict) else None
+    if isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        return " ".join(str(p.get("text") or "") for p in content if isinstance(p, dict))
+    return ""
+
+
+def _positive_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def chat_estimate(body: Any, default_max_tokens: int) -> int:
+    messages = body.get("messages")
+    prompt = count_chat_prompt_tokens(_message_text(m) for m in messages) if isinstance(messages, list) else 0
+    output = _positive_int(body.get("max_completion_tokens")) or _positive_int(body.get("max_tokens"))
+    return prompt + (output or default_max_tokens)
+
+
+def embedding_estimate(body: Any) -> int:
+    items = body.get("input")
+    if isinstance(items, str):
+        return count_tokens(items)
+    if isinstance(items, list):
+        if items and all(isinstance(i, int) for i in items):
+            return len(items)
+        return sum(
+            count_tokens(i) if isinstance(i, str) else len(i) if isinstance(i, list) else 0 for i in items
+        )
+    return 0
+
+
+def token_estimator(default_max_tokens: int) -> Callable[[Scope, bytes], int]:
+    """``estimate_tokens(scope, body)`` for :class:`llmproxy.quota.QuotaMiddleware`.
+
+    Prompt tokens plus the requested output limit (or ``default_max_tokens``). A body that is not valid JSON
+    estimates 0: the app answers it with a 400 and nothing is charged.
+    """
+
+    def estimate(scope: Scope, body: bytes) -> int:
+        path = scope.get("path", "")
+        if scope.get("method") != "POST" or path not in ("/v1/chat/completions", "/v1/embeddings"):
+            return 0
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            return 0
+        if not isinstance(parsed, dict):
+            return 0
+        tokens = (
+            chat_estimate(parsed, default_max_tokens)
+            if path.endswith("completions")
+            else embedding_estimate(parsed)
+        )
+        return min(tokens, MAX_ESTIMATE)
+
+    return estimate
