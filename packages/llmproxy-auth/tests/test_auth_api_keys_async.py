@@ -1,0 +1,51 @@
+"""The asyncio service runs the same flows: spot-check it on both backends, and against the sync service."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from llmproxy.auth import ApiKeyRevoked, ApiKeyService, AsyncApiKeyService, InvalidApiKey
+from llmproxy.core import ManualClock
+from llmproxy.core.testing.plugin import Backend
+
+
+@pytest.fixture
+async def akeys(backend: Backend, manual_clock: ManualClock) -> AsyncIterator[AsyncApiKeyService]:
+    service = AsyncApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
+    yield service
+    await service.aclose()
+
+
+async def test_async_created_key_verifies(akeys: AsyncApiKeyService, tenant_id: uuid.UUID) -> None:
+    created = await akeys.create(tenant_id, "k", scopes=("api:access",))
+
+    principal = await akeys.verify(created.secret)
+
+    assert (principal.tenant_id, principal.api_key_id) == (str(tenant_id), str(created.key.id))
+    assert [k.id for k in await akeys.list(tenant_id)] == [created.key.id]
+    assert (await akeys.get(created.key.id)).name == "k"
+
+
+async def test_async_unknown_key_is_rejected(akeys: AsyncApiKeyService) -> None:
+    with pytest.raises(InvalidApiKey):
+        await akeys.verify("sk-llmp-" + "Z" * 43)
+
+
+async def test_async_revocation_reaches_a_sync_service_sharing_the_backend(
+    akeys: AsyncApiKeyService, tenant_id: uuid.UUID, backend: Backend, manual_clock: ManualClock
+) -> None:
+    created = await akeys.create(tenant_id, "k")
+    sync_view = ApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
+    try:
+        sync_view.verify(created.secret)
+
+        await akeys.revoke(created.key.id)
+        manual_clock.advance(0.5)
+
+        with pytest.raises(ApiKeyRevoked):
+            sync_view.verify(created.secret)
+    finally:
+        sync_view.close()
