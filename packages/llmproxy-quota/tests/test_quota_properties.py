@@ -1,0 +1,193 @@
+"""Property tests: the Lua engine against a pure reference model (exact rational arithmetic).
+
+For any sequence of admits, settles and clock moves: the engine decides exactly as the model, never admits
+more requests than a budget holds in a UTC day nor more than burst + elapsed x rate, and a rejected request
+changes no stored state at all.
+"""
+
+from __future__ import annotations
+
+import uuid
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from llmproxy.core import ManualClock, RequestContext, redis_from_url
+from llmproxy.quota import QuotaClient, StaticLimits
+from llmproxy.ratelimit_config import (
+    ApiKeyLimit,
+    EndpointLimit,
+    GlobalLimit,
+    TenantRateLimitConfiguration,
+)
+
+DAY_MS = 86_400_000
+MINUTE_MS = 60_000
+START_MS = 1_775_001_540_000 - 5 * MINUTE_MS  # five minutes before a UTC midnight
+CHAT = "/v1/chat/completions"
+
+
+@dataclass
+class Rate:
+    """GCRA as specified: TAT advances cost x 60 s / limit; admit while TAT - now <= burst x 60 s / limit."""
+
+    limit: int
+    burst: int
+    tat: Fraction = Fraction(0)
+
+    def fits(self, now: int, cost: int) -> bool:
+        # a zero cost still waits while an over-charge (settled above the estimate) is being paid back
+        if self.limit == 0:
+            return cost == 0
+        new = max(self.tat, Fraction(now)) + Fraction(cost * MINUTE_MS, self.limit)
+        return new - now <= Fraction(self.burst * MINUTE_MS, self.limit)
+
+    def charge(self, now: int, cost: int) -> None:
+        if self.limit:
+            self.tat = max(
+                Fraction(now), max(self.tat, Fraction(now)) + Fraction(cost * MINUTE_MS, self.limit)
+            )
+
+
+@dataclass
+class Budget:
+    limit: int
+    used: dict[int, int] = field(default_factory=dict)
+
+    def fits(self, now: int, cost: int) -> bool:
+        return self.used.get(now // DAY_MS, 0) + cost <= self.limit
+
+    def charge(self, now: int, cost: int, window: int | None = None) -> None:
+        day = now // DAY_MS
+        if cost < 0 and window != day:
+            return
+        self.used[day] = max(0, self.used.get(day, 0) + cost)
+
+
+@dataclass
+class Model:
+    rates: dict[str, tuple[Rate, str]]
+    budgets: dict[str, tuple[Budget, str]]
+
+    def admit(self, now: int, estimate: int) -> bool:
+        def cost(unit: str) -> int:
+            return 1 if unit == "requests" else estimate
+
+        ok = all(r.fits(now, cost(u)) for r, u in self.rates.values()) and all(
+            b.fits(now, cost(u)) for b, u in self.budgets.values()
+        )
+        if ok:
+            for r, u in self.rates.values():
+                r.charge(now, cost(u))
+            for b, u in self.budgets.values():
+                b.charge(now, cost(u))
+        return ok
+
+    def settle(self, now: int, delta: int, window: int) -> None:
+        for r, u in self.rates.values():
+            if u == "tokens":
+                r.charge(now, delta)
+        for b, u in self.budgets.values():
+            if u == "tokens":
+                b.charge(now, delta, window)
+
+
+limits_st = st.fixed_dictionaries(
+    {
+        "rpm": st.integers(0, 12),
+        "rpd": st.integers(0, 30),
+        "tpm": st.integers(0, 400),
+        "tpd": st.integers(0, 2000),
+        "ep_rpm": st.integers(1, 12),
+        "ep_burst": st.integers(0, 6),
+    }
+)
+step_st = st.one_of(
+    st.tuples(st.just("advance"), st.integers(0, 90_000)),
+    st.tuples(st.just("admit"), st.integers(0, 150)),
+    st.tuples(st.just("settle"), st.integers(0, 30), st.integers(0, 300)),
+)
+
+
+def _state(redis: Any, keys: list[str]) -> list[Any]:
+    out = []
+    for key in keys:
+        out.append(redis.hgetall(key) if redis.type(key) == b"hash" else redis.get(key))
+    return out
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(limits=limits_st, steps=st.lists(step_st, min_size=1, max_size=40))
+def test_engine_matches_the_reference_model_and_never_over_admits(
+    redis_url: str, limits: dict[str, int], steps: list[tuple[Any, ...]]
+) -> None:
+    tenant = uuid.uuid4()
+    config = TenantRateLimitConfiguration(
+        tenant_id=tenant,
+        global_limit=GlobalLimit(
+            requests_per_minute=limits["rpm"],
+            requests_per_day=limits["rpd"],
+            tokens_per_minute=limits["tpm"],
+            tokens_per_day=limits["tpd"],
+        ),
+        api_key_limit=ApiKeyLimit(requests_per_minute=10**6, tokens_per_minute=10**6),
+        endpoint_limits={
+            CHAT: EndpointLimit(
+                requests_per_minute=limits["ep_rpm"],
+                tokens_per_minute=10**6,
+                burst_capacity=limits["ep_burst"],
+            )
+        },
+    )
+    clock = ManualClock(START_MS / 1000)
+    redis = redis_from_url(redis_url)
+    client = QuotaClient(redis, StaticLimits({tenant: config}), clock=clock, deny_cache=False)
+    model = Model(
+        rates={
+            "tenant.requests_per_minute": (Rate(limits["rpm"], limits["rpm"]), "requests"),
+            "tenant.tokens_per_minute": (Rate(limits["tpm"], limits["tpm"]), "tokens"),
+            "endpoint.requests_per_minute": (Rate(limits["ep_rpm"], max(1, limits["ep_burst"])), "requests"),
+        },
+        budgets={
+            "tenant.requests_per_day": (Budget(limits["rpd"]), "requests"),
+            "tenant.tokens_per_day": (Budget(limits["tpd"]), "tokens"),
+        },
+    )
+    ctx = RequestContext(tenant_id=str(tenant), endpoint=CHAT)
+    reservations: list[tuple[Any, int]] = []
+    admitted_at: list[int] = []
+    keys = [spec.key for spec in client.core.plan_admit(ctx, config, 0).specs]
+    now = START_MS
+    for step in steps:
+        if step[0] == "advance":
+            clock.advance(step[1] / 1000)
+            now += step[1]
+        elif step[0] == "admit":
+            before = _state(redis, keys)
+            admission = client.admit(ctx, step[1])
+            assert admission.allowed == model.admit(now, step[1]), (step, now)
+            if admission.allowed:
+                reservations.append((admission.reservation, step[1]))
+                admitted_at.append(now)
+            else:
+                assert _state(redis, keys) == before, "a rejected request changed stored state"
+        elif reservations:
+            reservation, estimate = reservations[step[1] % len(reservations)]
+            settlement = client.settle(reservation, step[2])
+            if settlement.settled:
+                day_end = next(held[5] for held in reservation.limits if held[1] == "d")
+                window = day_end // DAY_MS - 1
+                model.settle(now, step[2] - estimate, window)
+    client.close()
+
+    per_day: dict[int, int] = {}
+    for t in admitted_at:
+        per_day[t // DAY_MS] = per_day.get(t // DAY_MS, 0) + 1
+    assert all(n <= limits["rpd"] for n in per_day.values())
+    rate = Fraction(limits["rpm"], MINUTE_MS)
+    for i, first in enumerate(admitted_at):
+        for j in range(i, len(admitted_at)):
+            assert j - i + 1 <= limits["rpm"] + (admitted_at[j] - first) * rate
