@@ -68,7 +68,9 @@ def test_endpoint_paths_hold_500_characters(engine: Engine) -> None:
     columns = {
         c["name"]: c for c in sa.inspect(engine).get_columns("endpoint_limits", schema=schema_of(engine))
     }
-    assert columns["endpoint_path"]["type"].length == 500
+    column_type = columns["endpoint_path"]["type"]
+    assert isinstance(column_type, sa.String)
+    assert column_type.length == 500
 
 
 def test_upgrade_seeds_the_defaults_for_tenants_that_already_exist(engine: Engine) -> None:
