@@ -17,7 +17,14 @@ import httpx
 import jwt
 import pytest
 
-from llmproxy.core.testing import free_port
+from llmproxy.core.testing import (
+    RedisServer,
+    create_postgres_database,
+    drop_postgres_database,
+    free_port,
+    postgres_available,
+    service_unavailable,
+)
 
 GATEWAY_SCRIPT = Path(sys.executable).with_name("llmproxy-gateway")
 JWT_SECRET = "gateway-tests-hs256-secret-" + "x" * 40
@@ -162,3 +169,44 @@ def gateway_script() -> Path:
         assert found, "llmproxy-gateway is not installed"
         return Path(found)
     return GATEWAY_SCRIPT
+
+
+@pytest.fixture(scope="module")
+def real_services() -> Iterator[tuple[str, str]]:
+    """A throwaway redis-server and a fresh (unmigrated: the gateway migrates it) PostgreSQL database."""
+    problem = postgres_available()
+    if problem:
+        service_unavailable(problem)
+    try:
+        redis = RedisServer().start()
+    except (FileNotFoundError, RuntimeError) as exc:
+        service_unavailable(f"cannot start a throwaway redis-server: {exc}")
+        raise
+    database_url = create_postgres_database()
+    yield redis.url, database_url
+    redis.stop()
+    drop_postgres_database(database_url)
+
+
+@pytest.fixture(scope="module")
+def real_gateway(
+    real_services: tuple[str, str], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """One gateway on real Redis + PostgreSQL, shared by a test module."""
+    redis_url, database_url = real_services
+    gateway = start_gateway(
+        tmp_path_factory.mktemp("real-gateway"),
+        redis_url=redis_url,
+        database_url=database_url,
+        max_body_bytes="65536",
+    )
+    gateway.provision()
+    yield gateway
+    gateway.stop()
+
+
+@pytest.fixture(params=["embedded", "real"])
+def gateway(request: pytest.FixtureRequest) -> GatewayProcess:
+    """The module's gateway on embedded backends, then on real Redis + PostgreSQL."""
+    found: GatewayProcess = request.getfixturevalue(f"{request.param}_gateway")
+    return found

@@ -26,22 +26,22 @@ def error_of(response: httpx.Response) -> dict[str, Any]:
     return error
 
 
-def test_malformed_json_is_400_invalid_json(embedded_gateway: GatewayProcess) -> None:
-    response = post(embedded_gateway, CHAT, b'{"model": "gpt-4o-mini", "messages": [')
+def test_malformed_json_is_400_invalid_json(gateway: GatewayProcess) -> None:
+    response = post(gateway, CHAT, b'{"model": "gpt-4o-mini", "messages": [')
     assert response.status_code == 400
     error = error_of(response)
     assert error["code"] == "invalid_json"
     assert "not valid JSON" in error["message"]
 
 
-def test_empty_body_is_400(embedded_gateway: GatewayProcess) -> None:
-    response = post(embedded_gateway, CHAT, b"")
+def test_empty_body_is_400(gateway: GatewayProcess) -> None:
+    response = post(gateway, CHAT, b"")
     assert response.status_code == 400
     assert error_of(response)["type"] == "invalid_request_error"
 
 
-def test_a_json_array_instead_of_an_object_is_400(embedded_gateway: GatewayProcess) -> None:
-    assert post(embedded_gateway, CHAT, b"[1, 2]").status_code == 400
+def test_a_json_array_instead_of_an_object_is_400(gateway: GatewayProcess) -> None:
+    assert post(gateway, CHAT, b"[1, 2]").status_code == 400
 
 
 HI = [{"role": "user", "content": "hi"}]
@@ -62,38 +62,36 @@ HI = [{"role": "user", "content": "hi"}]
     ],
 )
 def test_wrong_fields_are_400_naming_the_field(
-    embedded_gateway: GatewayProcess, body: dict[str, Any], param: str
+    gateway: GatewayProcess, body: dict[str, Any], param: str
 ) -> None:
-    response = post(embedded_gateway, CHAT, json.dumps(body).encode())
+    response = post(gateway, CHAT, json.dumps(body).encode())
     assert response.status_code == 400
     error = error_of(response)
     assert error["param"] == param
     assert param in error["message"]
 
 
-def test_stream_options_without_stream_is_400(embedded_gateway: GatewayProcess) -> None:
+def test_stream_options_without_stream_is_400(gateway: GatewayProcess) -> None:
     body = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}], "stream_options": {}}'
-    response = post(embedded_gateway, CHAT, body)
+    response = post(gateway, CHAT, body)
     assert response.status_code == 400
     assert "stream_options" in error_of(response)["message"]
 
 
-def test_embeddings_with_a_wrong_input_type_is_400(embedded_gateway: GatewayProcess) -> None:
-    response = post(
-        embedded_gateway, "/v1/embeddings", b'{"model": "text-embedding-3-small", "input": {"a": 1}}'
-    )
+def test_embeddings_with_a_wrong_input_type_is_400(gateway: GatewayProcess) -> None:
+    response = post(gateway, "/v1/embeddings", b'{"model": "text-embedding-3-small", "input": {"a": 1}}')
     assert response.status_code == 400
     assert error_of(response)["param"].startswith("input")
 
 
-def test_a_body_over_the_limit_is_413(embedded_gateway: GatewayProcess) -> None:
+def test_a_body_over_the_limit_is_413(gateway: GatewayProcess) -> None:
     huge = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "' + b"x" * 70_000 + b'"}]}'
-    response = post(embedded_gateway, CHAT, huge)
+    response = post(gateway, CHAT, huge)
     assert response.status_code == 413
     assert "65536 bytes" in error_of(response)["message"]
 
 
-def test_a_chunked_body_over_the_limit_is_413(embedded_gateway: GatewayProcess) -> None:
+def test_a_chunked_body_over_the_limit_is_413(gateway: GatewayProcess) -> None:
     def chunks() -> Any:
         yield b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "'
         for _ in range(20):
@@ -101,40 +99,38 @@ def test_a_chunked_body_over_the_limit_is_413(embedded_gateway: GatewayProcess) 
         yield b'"}]}'
 
     response = httpx.post(
-        f"{embedded_gateway.base_url}{CHAT}",
+        f"{gateway.base_url}{CHAT}",
         content=chunks(),
-        headers={"authorization": f"Bearer {embedded_gateway.api_key}", "content-type": "application/json"},
+        headers={"authorization": f"Bearer {gateway.api_key}", "content-type": "application/json"},
         timeout=10,
     )
     assert response.status_code == 413
     assert error_of(response)["code"] == "request_too_large"
 
 
-def test_a_body_just_under_the_limit_is_accepted(embedded_gateway: GatewayProcess) -> None:
+def test_a_body_just_under_the_limit_is_accepted(gateway: GatewayProcess) -> None:
     prefix = b'{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "'
     suffix = b'"}]}'
     body = prefix + b"z" * (65536 - len(prefix) - len(suffix)) + suffix
-    assert post(embedded_gateway, CHAT, body).status_code == 200
+    assert post(gateway, CHAT, body).status_code == 200
 
 
-def test_unknown_path_is_404_in_openai_shape(embedded_gateway: GatewayProcess) -> None:
+def test_unknown_path_is_404_in_openai_shape(gateway: GatewayProcess) -> None:
     response = httpx.get(
-        f"{embedded_gateway.base_url}/v1/nope",
-        headers={"authorization": f"Bearer {embedded_gateway.api_key}"},
+        f"{gateway.base_url}/v1/nope",
+        headers={"authorization": f"Bearer {gateway.api_key}"},
     )
     assert response.status_code == 404
     assert error_of(response)["code"] == "not_found"
 
 
-def test_wrong_method_is_405_in_openai_shape(embedded_gateway: GatewayProcess) -> None:
-    response = httpx.get(
-        f"{embedded_gateway.base_url}{CHAT}", headers={"authorization": f"Bearer {embedded_gateway.api_key}"}
-    )
+def test_wrong_method_is_405_in_openai_shape(gateway: GatewayProcess) -> None:
+    response = httpx.get(f"{gateway.base_url}{CHAT}", headers={"authorization": f"Bearer {gateway.api_key}"})
     assert response.status_code == 405
     assert error_of(response)["code"] == "method_not_allowed"
     assert "POST" in response.headers["allow"]
 
 
-def test_every_response_carries_a_request_id(embedded_gateway: GatewayProcess) -> None:
-    response = httpx.get(f"{embedded_gateway.base_url}/healthz", headers={"x-request-id": "abc123"})
+def test_every_response_carries_a_request_id(gateway: GatewayProcess) -> None:
+    response = httpx.get(f"{gateway.base_url}/healthz", headers={"x-request-id": "abc123"})
     assert response.headers["x-request-id"] == "abc123"
