@@ -38,11 +38,10 @@ class KeyPair:
 
 
 def _public_pem(private: Any) -> str:
-    return (
-        private.public_key()
-        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
-        .decode()
+    pem: bytes = private.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
     )
+    return pem.decode()
 
 
 def generate_rsa_key(kid: str = "rsa-1", bits: int = 2048) -> KeyPair:
