@@ -42,6 +42,7 @@ class _Base:
         deny_cache: bool = True,
         reservation_ttl: float = 3600.0,
         monthly_limits: Mapping[QuotaType | str, int] | None = None,
+        retry_redis_after: float = 1.0,
     ) -> None:
         self.core = QuotaCore(
             failure_policy=failure_policy,
@@ -51,6 +52,7 @@ class _Base:
             deny_cache=deny_cache,
             reservation_ttl=reservation_ttl,
             monthly_limits=monthly_limits,
+            retry_redis_after=retry_redis_after,
         )
         self.redis = redis
         self.limits_source = limits_source
@@ -89,6 +91,8 @@ class QuotaClient(_Base, GuardMixin):
         cached = self.core.cached_denial(plan)
         if cached is not None:
             return cached
+        if self.core.redis_down():
+            return self.core.admit_failure(plan, None)
         try:
             raw = self._script(keys=plan.keys(), args=plan.args(self.core.now_ms()))
         except REDIS_UNAVAILABLE as exc:
@@ -102,6 +106,8 @@ class QuotaClient(_Base, GuardMixin):
             return Settlement(settled=False)
         if reservation is not None and reservation.local:
             return self.core.settlement(plan, self.core.run_local(plan))
+        if self.core.redis_down():
+            return self.core.settle_failure(plan, None)
         try:
             raw = self._script(keys=plan.keys(), args=plan.args(self.core.now_ms()))
         except REDIS_UNAVAILABLE as exc:
@@ -120,6 +126,8 @@ class QuotaClient(_Base, GuardMixin):
             _plan.quota_type(quota_type),
             _plan.amount("requested_amount", requested_amount),
         )
+        if self.core.redis_down():
+            return self.core.check_failure(plan, None)
         try:
             raw = self._script(keys=plan.keys(), args=plan.args(self.core.now_ms()))
         except REDIS_UNAVAILABLE as exc:
@@ -132,6 +140,8 @@ class QuotaClient(_Base, GuardMixin):
         plan = self.core.plan_single(
             "force", tenant, config, _plan.quota_type(quota_type), _plan.amount("amount", amount)
         )
+        if self.core.redis_down():
+            return self.core.increment_failure(plan, None)
         try:
             raw = self._script(keys=plan.keys(), args=plan.args(self.core.now_ms()))
         except REDIS_UNAVAILABLE as exc:
@@ -164,6 +174,8 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
         cached = self.core.cached_denial(plan)
         if cached is not None:
             return cached
+        if self.core.redis_down():
+            return self.core.admit_failure(plan, None)
         try:
             raw = await self._script(keys=plan.keys(), args=plan.args(self.core.now_ms()))
         except REDIS_UNAVAILABLE as exc:
@@ -177,6 +189,8 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
             return Settlement(settled=False)
         if reservation is not None and reservation.local:
             return self.core.settlement(plan, self.core.run_local(plan))
+        if self.core.redis_down():
+            return self.core.settle_failure(plan, None)
         try:
             raw = await self._script(keys=plan.keys(), args=plan.args(self.core.now_ms()))
         except REDIS_UNAVAILABLE as exc:
@@ -195,6 +209,8 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
             _plan.quota_type(quota_type),
             _plan.amount("requested_amount", requested_amount),
         )
+        if self.core.redis_down():
+            return self.core.check_failure(plan, None)
         try:
             raw = await self._script(keys=plan.keys(), args=plan.args(self.core.now_ms()))
         except REDIS_UNAVAILABLE as exc:
@@ -207,6 +223,8 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
         plan = self.core.plan_single(
             "force", tenant, config, _plan.quota_type(quota_type), _plan.amount("amount", amount)
         )
+        if self.core.redis_down():
+            return self.core.increment_failure(plan, None)
         try:
             raw = await self._script(keys=plan.keys(), args=plan.args(self.core.now_ms()))
         except REDIS_UNAVAILABLE as exc:

@@ -79,6 +79,7 @@ class QuotaCore:
         deny_cache: bool = True,
         reservation_ttl: float = 3600.0,
         monthly_limits: Mapping[QuotaType | str, int] | None = None,
+        retry_redis_after: float = 1.0,
     ) -> None:
         try:
             self.failure_policy = FailurePolicy(failure_policy)
@@ -106,6 +107,8 @@ class QuotaCore:
         self._denied: dict[str, float] = {}
         self._lock = threading.Lock()
         self._local: Any = None
+        self.retry_redis_after = retry_redis_after
+        self._down_until = float("-inf")
 
     # -- plans ----------------------------------------------------------------------------------------------
 
@@ -166,7 +169,8 @@ class QuotaCore:
                 degraded=local,
                 failure_policy=FailurePolicy.LOCAL if local else None,
             )
-        self._remember_denials(plan, results)
+        if not local:  # the local limiter is in-process already; its verdicts are not Redis's
+            self._remember_denials(plan, results)
         if self.shadow:
             self._count("shadow_rejections", "admitted")
             logger.info(
@@ -183,13 +187,22 @@ class QuotaCore:
             failure_policy=FailurePolicy.LOCAL if local else None,
         )
 
-    def admit_failure(self, plan: Plan, exc: BaseException) -> Admission:
-        """Redis is unreachable: apply the failure policy. Never raises."""
-        self._count("redis_failures")
+    def redis_down(self) -> bool:
+        """True for ``retry_redis_after`` seconds after a failure: calls go straight to the failure policy
+        instead of waiting on a dead connection for every request."""
+        return self._monotonic() < self._down_until
+
+    def _failed(self, exc: BaseException | None) -> None:
+        if exc is not None:
+            self._count("redis_failures")
+            self._down_until = self._monotonic() + self.retry_redis_after
+
+    def admit_failure(self, plan: Plan, exc: BaseException | None) -> Admission:
+        """Redis is unreachable (``exc``, or None while the breaker is open): apply the failure policy."""
+        self._failed(exc)
         policy = self.failure_policy
-        logger.warning(
-            "quota: Redis unreachable (%s: %s); failure policy %s", type(exc).__name__, exc, policy.value
-        )
+        if exc is not None:
+            logger.warning("quota: Redis unreachable (%r); failure policy %s", exc, policy.value)
         if policy is FailurePolicy.LOCAL:
             self._count("local_decisions")
             return self.admission(plan, self.run_local(plan), local=True)
@@ -211,11 +224,10 @@ class QuotaCore:
         settled = bool(len(raw) > 2 or int(raw[0]))
         return Settlement(settled=settled, charged=plan.costs[0] if settled and plan.costs else 0)
 
-    def settle_failure(self, plan: Plan, exc: BaseException) -> Settlement:
+    def settle_failure(self, plan: Plan, exc: BaseException | None) -> Settlement:
+        self._failed(exc)
         self._count("settle_failures")
-        logger.warning(
-            "quota: cannot settle reservation %s (%s: %s)", plan.reservation_id, type(exc).__name__, exc
-        )
+        logger.warning("quota: cannot settle reservation %s (%r)", plan.reservation_id, exc)
         if self.failure_policy is FailurePolicy.LOCAL:
             return self.settlement(plan, self.run_local(plan))
         return Settlement(settled=False, degraded=True)
@@ -232,9 +244,10 @@ class QuotaCore:
             reset_at=result.reset_at,
         )
 
-    def check_failure(self, plan: Plan, exc: BaseException) -> QuotaCheckResult:
-        self._count("redis_failures")
-        logger.warning("quota: Redis unreachable during check (%s)", exc)
+    def check_failure(self, plan: Plan, exc: BaseException | None) -> QuotaCheckResult:
+        self._failed(exc)
+        if exc is not None:
+            logger.warning("quota: Redis unreachable during check (%r)", exc)
         if self.failure_policy is FailurePolicy.LOCAL:
             return self.check_result(plan, self.run_local(plan))
         spec = plan.specs[0]
@@ -246,8 +259,8 @@ class QuotaCore:
     def increment_result(self, plan: Plan, raw: Sequence[Any]) -> int:
         return self.check_result(plan, raw).current_usage
 
-    def increment_failure(self, plan: Plan, exc: BaseException) -> int:
-        self._count("redis_failures")
+    def increment_failure(self, plan: Plan, exc: BaseException | None) -> int:
+        self._failed(exc)
         if self.failure_policy is FailurePolicy.LOCAL:
             return self.increment_result(plan, self.run_local(plan))
         raise QuotaUnavailable(f"cannot increment {plan.specs[0].name}: Redis unreachable ({exc})") from exc
