@@ -331,3 +331,35 @@ def test_the_service_works_on_redis_cluster_with_invalidation(
         writer.upsert(config)
 
         assert wait_for(lambda: reader.get(tenant_id) == config, deadline_seconds=1.0)
+
+
+def test_a_read_that_raced_a_write_caches_nothing_and_the_write_wins(
+    service: RateLimitConfigService,
+    backend: Backend,
+    raw_redis: object,
+    create_tenant: NewTenant,
+    make_config: ConfigFactory,
+) -> None:
+    # White-box: the sans-IO flow lets the test put a write into the middle of a read, deterministically.
+    from llmproxy.ratelimit_config._cache import DbGet, RedisFill, RedisRead
+
+    tenant_id = create_tenant(backend.database_url)
+    old, new = make_config(tenant_id, scale=2), make_config(tenant_id, scale=3)
+    service.repository.upsert(old)
+    flow = service._policy.get_flow(tenant_id)
+    read = next(flow)
+    assert isinstance(read, RedisRead)
+    db_get = flow.send(service._perform(read))
+    assert isinstance(db_get, DbGet)
+    stale = service._perform(db_get)  # the reader has the old row in hand ...
+    with RateLimitConfigService.from_urls(backend.redis_url, backend.database_url, subscribe=False) as writer:
+        writer.upsert(new)  # ... when a write commits and invalidates
+    fill = flow.send(stale)
+    assert isinstance(fill, RedisFill)
+
+    with pytest.raises(StopIteration) as done:
+        flow.send(service._perform(fill))
+
+    assert done.value.value.config == old  # this one call still answers with what it read
+    assert raw_redis.get(cache_key(tenant_id)) is None  # type: ignore[attr-defined]
+    assert service.get_with_source(tenant_id) == (new, "database")  # and L1 did not keep the old value

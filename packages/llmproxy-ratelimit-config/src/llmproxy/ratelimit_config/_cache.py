@@ -1,6 +1,6 @@
 """The cache policy, sans I/O: L1 -> Redis -> database -> last known / defaults, and write invalidation.
 
-A *flow* is a generator that yields the I/O it needs (``RedisGet``, ``DbGet``, ...) and is sent the result
+A *flow* is a generator that yields the I/O it needs (``RedisRead``, ``DbGet``, ...) and is sent the result
 (or has the failure thrown into it). The sync and async services only perform those operations, so the
 policy below exists exactly once.
 """
@@ -12,6 +12,7 @@ import threading
 import uuid
 from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any, Literal, NamedTuple, TypeAlias, TypeVar
 
 import cachetools
@@ -40,6 +41,19 @@ def cache_key(tenant_id: uuid.UUID) -> str:
     return f"{KEY_PREFIX}{{{tenant_id}}}"
 
 
+def version_key(tenant_id: uuid.UUID) -> str:
+    """Bumped by every write, so a reader never caches a value older than the write (same hash slot)."""
+    return f"{KEY_PREFIX}{{{tenant_id}}}:version"
+
+
+def _script(name: str) -> str:
+    return resources.files(__package__).joinpath("scripts", name).read_text("utf-8")
+
+
+FILL_SCRIPT = _script("fill.lua")
+INVALIDATE_SCRIPT = _script("invalidate.lua")
+
+
 # -- cache values
 
 
@@ -64,6 +78,12 @@ def decode(raw: bytes | str, tenant_id: uuid.UUID) -> TenantRateLimitConfigurati
     return config
 
 
+def _text(value: bytes | str | None) -> str:
+    if value is None:
+        return ""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def parse_invalidation(data: bytes | str) -> uuid.UUID | Literal["bad"] | None:
     """A tenant id, ``None`` for every tenant, or ``"bad"``."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
@@ -79,20 +99,31 @@ def parse_invalidation(data: bytes | str) -> uuid.UUID | Literal["bad"] | None:
 
 
 @dataclass(frozen=True, slots=True)
-class RedisGet:
+class RedisRead:
+    """``MGET key version_key`` -> ``[value, version]``."""
+
     key: str
+    version_key: str
 
 
 @dataclass(frozen=True, slots=True)
-class RedisSet:
+class RedisFill:
+    """Run ``FILL_SCRIPT``: set ``key`` unless the version moved since ``seen_version``."""
+
     key: str
+    version_key: str
+    seen_version: str
     value: str
     ttl: int
 
 
 @dataclass(frozen=True, slots=True)
-class RedisDelete:
+class RedisInvalidate:
+    """Run ``INVALIDATE_SCRIPT``: bump the version, delete the entry."""
+
     key: str
+    version_key: str
+    ttl: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,7 +147,7 @@ class DbDelete:
     tenant_id: uuid.UUID
 
 
-Operation: TypeAlias = RedisGet | RedisSet | RedisDelete | RedisPublish | DbGet | DbUpsert | DbDelete
+Operation: TypeAlias = RedisRead | RedisFill | RedisInvalidate | RedisPublish | DbGet | DbUpsert | DbDelete
 Flow: TypeAlias = Generator[Operation, Any, R]
 
 
@@ -295,16 +326,18 @@ class CachePolicy:
         hit = self.l1_lookup(tenant_id)
         if hit is not None:
             return hit
-        key = cache_key(tenant_id)
+        key, vkey = cache_key(tenant_id), version_key(tenant_id)
+        seen_version = ""
         redis_usable = self._redis_backoff.allows(self.clock.monotonic())
         if redis_usable:
             try:
-                raw = yield RedisGet(key)
+                raw, version = yield RedisRead(key, vkey)
             except Exception as exc:
                 self._redis_failed(exc, "reading the configuration cache")
                 redis_usable = False
             else:
                 self._redis_backoff.succeeded()
+                seen_version = _text(version)
                 if raw is not None:
                     try:
                         stored = decode(raw, tenant_id)
@@ -326,13 +359,16 @@ class CachePolicy:
             self._db_backoff.failed(self.clock.monotonic())
             return self._fallback(tenant_id, exc)
         self._db_backoff.succeeded()
+        current = True
         if redis_usable:
             try:
-                yield RedisSet(key, encode(stored), self.redis_ttl)
+                # Refused (0) when a write bumped the version after our read: what we hold may predate it,
+                # so it goes into neither cache (it is still the best answer for this one call).
+                current = bool((yield RedisFill(key, vkey, seen_version, encode(stored), self.redis_ttl)))
             except Exception as exc:
                 self._redis_failed(exc, "filling the configuration cache")
         config = stored or self.defaults.for_tenant(tenant_id)
-        self._remember(config, self.l1_ttl)
+        self._remember(config, self.l1_ttl if current else 0)
         return self._loaded(config, "database" if stored is not None else "default")
 
     def _fallback(self, tenant_id: uuid.UUID, exc: BaseException | None) -> Loaded:
@@ -356,7 +392,7 @@ class CachePolicy:
 
     def _invalidate_flow(self, tenant_id: uuid.UUID) -> Flow[None]:
         try:
-            yield RedisDelete(cache_key(tenant_id))
+            yield RedisInvalidate(cache_key(tenant_id), version_key(tenant_id), self.redis_ttl)
         except Exception as exc:
             self._redis_failed(exc, "invalidating the configuration cache")
         try:

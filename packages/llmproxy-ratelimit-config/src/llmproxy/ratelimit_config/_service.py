@@ -23,6 +23,8 @@ from llmproxy.core import (
 )
 
 from ._cache import (
+    FILL_SCRIPT,
+    INVALIDATE_SCRIPT,
     INVALIDATION_CHANNEL,
     CachePolicy,
     CacheStats,
@@ -33,10 +35,10 @@ from ._cache import (
     Loaded,
     LoadHook,
     Operation,
-    RedisDelete,
-    RedisGet,
+    RedisFill,
+    RedisInvalidate,
     RedisPublish,
-    RedisSet,
+    RedisRead,
 )
 from ._defaults import DEFAULTS, RateLimitDefaults
 from ._models import TenantRateLimitConfiguration
@@ -137,6 +139,8 @@ class RateLimitConfigService(_ServiceBase):
             on_load=on_load,
         )
         self.redis = redis
+        self._fill = redis.register_script(FILL_SCRIPT)
+        self._invalidate = redis.register_script(INVALIDATE_SCRIPT)
         self.repository = RateLimitConfigRepository(engine)
         self._subscribe = subscribe
         self._subscriber = ThreadSubscriber(
@@ -213,12 +217,12 @@ class RateLimitConfigService(_ServiceBase):
 
     def _perform(self, op: Operation) -> Any:
         match op:
-            case RedisGet(key):
-                return self.redis.get(key)
-            case RedisSet(key, value, ttl):
-                return self.redis.set(key, value, ex=ttl)
-            case RedisDelete(key):
-                return self.redis.delete(key)
+            case RedisRead(key, vkey):
+                return self.redis.mget(key, vkey)
+            case RedisFill(key, vkey, seen, value, ttl):
+                return self._fill(keys=[key, vkey], args=[seen, value, ttl])
+            case RedisInvalidate(key, vkey, ttl):
+                return self._invalidate(keys=[key, vkey], args=[ttl])
             case RedisPublish(channel, message):
                 return self.redis.publish(channel, message)
             case DbGet(tenant_id):
@@ -274,6 +278,8 @@ class AsyncRateLimitConfigService(_ServiceBase):
             on_load=on_load,
         )
         self.redis = redis
+        self._fill = redis.register_script(FILL_SCRIPT)
+        self._invalidate = redis.register_script(INVALIDATE_SCRIPT)
         self.repository = AsyncRateLimitConfigRepository(engine)
         self._subscribe = subscribe
         self._subscriber = TaskSubscriber(
@@ -350,12 +356,12 @@ class AsyncRateLimitConfigService(_ServiceBase):
 
     async def _perform(self, op: Operation) -> Any:
         match op:
-            case RedisGet(key):
-                return await self.redis.get(key)
-            case RedisSet(key, value, ttl):
-                return await self.redis.set(key, value, ex=ttl)
-            case RedisDelete(key):
-                return await self.redis.delete(key)
+            case RedisRead(key, vkey):
+                return await self.redis.mget(key, vkey)
+            case RedisFill(key, vkey, seen, value, ttl):
+                return await self._fill(keys=[key, vkey], args=[seen, value, ttl])
+            case RedisInvalidate(key, vkey, ttl):
+                return await self._invalidate(keys=[key, vkey], args=[ttl])
             case RedisPublish(channel, message):
                 return await self.redis.publish(channel, message)
             case DbGet(tenant_id):
