@@ -55,9 +55,12 @@ def test_a_request_without_a_key_is_401(gateway: GatewayProcess) -> None:
 
 
 def test_an_unknown_key_is_401_invalid_api_key(gateway: GatewayProcess) -> None:
-    with openai.OpenAI(
-        base_url=f"{gateway.base_url}/v1", api_key="sk-llmp-not-a-real-key", max_retries=0
-    ) as c, pytest.raises(openai.AuthenticationError) as caught:
+    with (
+        openai.OpenAI(
+            base_url=f"{gateway.base_url}/v1", api_key="sk-llmp-not-a-real-key", max_retries=0
+        ) as c,
+        pytest.raises(openai.AuthenticationError) as caught,
+    ):
         c.models.list()
     assert caught.value.code == "invalid_api_key"
 
