@@ -63,9 +63,7 @@ def gateway_like_app() -> FastAPI:
         return {"ok": "yes"}
 
     @app.get("/v1/tenants/{tenant_id}/keys")
-    async def tenant_keys(
-        ctx: RequestContext = Depends(require(TenantAdmin() & SameTenant())),
-    ) -> dict[str, Any]:
+    async def tenant_keys(ctx: OwnTenantAdmin) -> dict[str, Any]:
         return {"tenant": ctx.tenant_id}
 
     return app
