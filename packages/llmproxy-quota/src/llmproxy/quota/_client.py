@@ -81,6 +81,8 @@ class QuotaClient(_Base, GuardMixin):
         except LookupError as exc:
             raise _unknown(tid, exc) from exc
         if inspect.isawaitable(config):
+            if inspect.iscoroutine(config):
+                config.close()
             raise TypeError("QuotaClient needs a synchronous limits source; use AsyncQuotaClient")
         return tenant, config
 
