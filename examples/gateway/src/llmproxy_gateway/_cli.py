@@ -28,6 +28,11 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="port (default: $LLMPROXY_PORT or 8000)")
     serve.add_argument("--no-migrate", action="store_true", help="do not apply migrations on start")
     serve.add_argument("--no-demo", action="store_true", help="do not create a demo tenant and key")
+    serve.add_argument(
+        "--bare",
+        action="store_true",
+        help="serve the app without the llmproxy middlewares (benchmark baseline)",
+    )
     sub.add_parser("migrate", help="apply every installed llmproxy package's migrations")
     tenant = sub.add_parser("create-tenant", help="create a tenant and print its id")
     tenant.add_argument("name")
@@ -61,17 +66,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             upgrade(settings.database_url)
             print(asyncio.run(create_key(settings, args.tenant, args.name)))
         else:
-            return _serve(settings, migrate=not args.no_migrate, demo=settings.demo and not args.no_demo)
+            demo = settings.demo and not args.no_demo and not args.bare
+            return _serve(settings, migrate=not args.no_migrate, demo=demo, bare=args.bare)
     except (MigrationError, TenantExists, LookupError, ValueError) as exc:
         print(f"llmproxy-gateway: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def _serve(settings: GatewaySettings, *, migrate: bool, demo: bool) -> int:
+def _serve(settings: GatewaySettings, *, migrate: bool, demo: bool, bare: bool = False) -> int:
     import uvicorn
 
-    from ._app import create_app
+    from ._app import create_app, create_bare_app
 
     if migrate:
         done = upgrade(settings.database_url)
@@ -79,7 +85,7 @@ def _serve(settings: GatewaySettings, *, migrate: bool, demo: bool) -> int:
     if demo:
         created = asyncio.run(ensure_demo(settings))
         print(banner(settings, created), flush=True)
-    app = create_app(settings)
+    app = create_bare_app(settings) if bare else create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, server_header=False)
     return 0
 

@@ -1,0 +1,227 @@
+"""The gateway with its llmproxy middlewares (auth → quota → app) against the same app without them.
+
+Both are served by uvicorn (`llmproxy-gateway serve` and `serve --bare`) in their own processes, with the mock
+provider at zero delay, on real Redis + PostgreSQL when available (else the embedded backends). The load comes
+from another process: an async httpx loader with a fixed number of concurrent connections. Same run, same
+loader, non-streaming and streaming chat completions; prints requests/s and p50/p99 latency side by side.
+
+    .venv/bin/python bench/bench_gateway.py [--quick] [--duration S] [--concurrency N]
+
+Targets (issue 5): the middlewares add <= 1 ms at p50 and keep >= 50% of the bare app's throughput.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import multiprocessing
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from llmproxy.core.testing import (
+    RedisServer,
+    create_postgres_database,
+    drop_postgres_database,
+    free_port,
+    postgres_available,
+)
+
+GATEWAY = Path(sys.executable).with_name("llmproxy-gateway")
+BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Benchmark me, please."}]}
+STREAM_BODY = {**BODY, "stream": True, "stream_options": {"include_usage": True}}
+BIG = 10**12
+UNLIMITED = {
+    "global_limit": {
+        "requests_per_minute": BIG,
+        "requests_per_day": BIG,
+        "tokens_per_minute": BIG,
+        "tokens_per_day": BIG,
+    },
+    "api_key_limit": {"requests_per_minute": BIG, "tokens_per_minute": BIG},
+    "endpoint_limits": {
+        "/v1/chat/completions": {"requests_per_minute": BIG, "tokens_per_minute": BIG, "burst_capacity": BIG}
+    },
+}
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+def start_server(env: dict[str, str], workdir: Path, *args: str) -> Server:
+    port = free_port()
+    proc_env = {**env, "LLMPROXY_PORT": str(port)}
+    log = (workdir / f"server-{port}.log").open("wb")
+    process = subprocess.Popen(
+        [str(GATEWAY), "serve", *args], env=proc_env, cwd=workdir, stdout=log, stderr=log
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited: {(workdir / f'server-{port}.log').read_text()[-2000:]}")
+        try:
+            if httpx.get(f"{url}/healthz", timeout=1).status_code == 200:
+                return Server(url, process)
+        except httpx.HTTPError:
+            time.sleep(0.1)
+    raise RuntimeError("server did not start")
+
+
+# -- the loader (runs in its own process) ------------------------------------------------------------------
+
+
+async def _load(url: str, key: str, stream: bool, duration: float, concurrency: int) -> dict[str, Any]:
+    headers = {"authorization": f"Bearer {key}"}
+    body = STREAM_BODY if stream else BODY
+    latencies: list[float] = []
+    errors = 0
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(base_url=url, headers=headers, limits=limits, timeout=30) as client:
+
+        async def one() -> None:
+            nonlocal errors
+            started = time.perf_counter()
+            if stream:
+                async with client.stream("POST", "/v1/chat/completions", json=body) as response:
+                    async for _ in response.aiter_raw():
+                        pass
+            else:
+                response = await client.post("/v1/chat/completions", json=body)
+            if response.status_code == 200:
+                latencies.append(time.perf_counter() - started)
+            else:
+                errors += 1
+
+        async def worker(until: float) -> None:
+            while time.perf_counter() < until:
+                await one()
+
+        warm_until = time.perf_counter() + min(1.0, duration / 3)
+        await asyncio.gather(*(worker(warm_until) for _ in range(concurrency)))
+        latencies.clear()
+        errors = 0
+        started = time.perf_counter()
+        await asyncio.gather(*(worker(started + duration) for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"latencies": latencies, "errors": errors, "elapsed": elapsed}
+
+
+def run_loader(url: str, key: str, stream: bool, duration: float, concurrency: int) -> dict[str, Any]:
+    return asyncio.run(_load(url, key, stream, duration, concurrency))
+
+
+def summarize(result: dict[str, Any]) -> dict[str, float]:
+    lat = sorted(result["latencies"])
+    if not lat:
+        return {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": result["errors"]}
+    return {
+        "rps": len(lat) / result["elapsed"],
+        "p50": statistics.median(lat) * 1000,
+        "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
+        "errors": result["errors"],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--quick", action="store_true", help="3 s per scenario")
+    parser.add_argument("--duration", type=float, default=7.0, help="seconds per run")
+    parser.add_argument("--concurrency", type=int, default=16, help="connections of the throughput runs")
+    args = parser.parse_args()
+    duration = 3.0 if args.quick else args.duration
+
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-gateway-")))
+        if postgres_available() is None:
+            redis = RedisServer().start()
+            stack.callback(redis.stop)
+            database_url = create_postgres_database()
+            stack.callback(drop_postgres_database, database_url)
+            backends, redis_url = "real Redis + PostgreSQL", redis.url
+        else:
+            database_url = f"sqlite:///{workdir / 'bench.db'}"
+            backends, redis_url = "embedded (memory:// + SQLite)", "memory://bench"
+        admin = secrets.token_urlsafe(16)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMPROXY_")}
+        env.update(
+            {
+                "LLMPROXY_REDIS_URL": redis_url,
+                "LLMPROXY_DATABASE_URL": database_url,
+                "LLMPROXY_ADMIN_TOKEN": admin,
+                "LLMPROXY_DEMO": "false",
+                "LLMPROXY_ACCESS_LOG": "false",
+                "LLMPROXY_LOG_LEVEL": "WARNING",
+            }
+        )
+        full = start_server(env, workdir)
+        stack.callback(full.stop)
+        bare = start_server(env, workdir, "--bare", "--no-migrate")
+        stack.callback(bare.stop)
+
+        headers = {"authorization": f"Bearer {admin}"}
+        tenant = httpx.post(f"{full.url}/admin/tenants", json={"name": "bench"}, headers=headers).json()["id"]
+        httpx.put(
+            f"{full.url}/admin/tenants/{tenant}/rate-limits", json=UNLIMITED, headers=headers
+        ).raise_for_status()
+        key = httpx.post(
+            f"{full.url}/admin/tenants/{tenant}/api-keys", json={"name": "bench"}, headers=headers
+        )
+        secret = key.json()["key"]
+
+        print(f"gateway benchmark: {backends}, mock provider (no delay), uvicorn 1 worker each,")
+        print("async httpx loader in another process; 1 connection (latency) and")
+        print(f"{args.concurrency} connections (throughput), {duration:.0f} s per run\n")
+        rows = []
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            for stream in (False, True):
+                for concurrency in (1, args.concurrency):
+                    figures = {}
+                    for name, server in (("bare", bare), ("full", full)):
+                        job = pool.submit(run_loader, server.url, secret, stream, duration, concurrency)
+                        figures[name] = summarize(job.result())
+                    rows.append((f"{'stream' if stream else 'plain'} c={concurrency}", figures))
+
+        head = f"{'scenario':15} {'app':5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        print(head)
+        print("-" * len(head))
+        for scenario, figures in rows:
+            for name in ("bare", "full"):
+                f = figures[name]
+                errors = int(f["errors"])
+                print(f"{scenario:15} {name:5} {f['rps']:9.0f} {f['p50']:8.2f} {f['p99']:8.2f} {errors:6d}")
+            b, f = figures["bare"], figures["full"]
+            ratio = f["rps"] / b["rps"] if b["rps"] else float("nan")
+            print(
+                f"{'':15} full/bare throughput {ratio:.0%} (target >= 50%), "
+                f"p50 added {f['p50'] - b['p50']:+.2f} ms (target <= 1 ms)"
+            )
+        print("\n" + json.dumps(dict(rows), default=float))
+
+
+if __name__ == "__main__":
+    main()
