@@ -289,3 +289,41 @@ def test_settings_need_a_key_source() -> None:
 def test_settings_refuse_plain_http_jwks_off_loopback() -> None:
     with pytest.raises(ValidationError, match="https"):
         JWTSettings(jwks_url="http://idp.example.com/jwks.json")
+
+
+def test_audience_list_containing_ours_is_accepted(
+    verifier: JWTVerifier, mint: Mint, rsa_key: KeyPair
+) -> None:
+    assert verifier.verify(mint(rsa_key, aud=["other", AUDIENCE])).tenant_id == TENANT
+
+
+def test_token_without_audience_is_refused_when_one_is_configured(
+    verifier: JWTVerifier, mint: Mint, rsa_key: KeyPair
+) -> None:
+    with pytest.raises(InvalidToken, match="audience"):
+        verifier.verify(mint(rsa_key, aud=None))
+
+
+def test_token_naming_an_audience_is_refused_when_none_is_configured(
+    rsa_key: KeyPair, mint: Mint, manual_clock: ManualClock
+) -> None:
+    no_audience = JWTVerifier(JWTSettings(keys={rsa_key.kid: rsa_key.public_pem}), clock=manual_clock)
+    with pytest.raises(InvalidToken, match="audience"):
+        no_audience.verify(mint(rsa_key))
+
+
+@pytest.mark.parametrize("extra", [{"crit": ["exp"]}, {"b64": False}])
+def test_critical_or_unencoded_payload_headers_are_refused(
+    verifier: JWTVerifier, mint: Mint, rsa_key: KeyPair, extra: dict[str, object]
+) -> None:
+    with pytest.raises(InvalidToken):
+        verifier.verify(mint(rsa_key, headers=extra))
+
+
+def test_signature_over_a_different_header_is_refused(
+    verifier: JWTVerifier, mint: Mint, rsa_key: KeyPair
+) -> None:
+    _, payload, sig = mint(rsa_key).split(".")
+    other_header = _b64({"alg": "RS256", "kid": rsa_key.kid, "typ": "JWT", "x": 1})
+    with pytest.raises(InvalidToken):
+        verifier.verify(f"{other_header}.{payload}.{sig}")
