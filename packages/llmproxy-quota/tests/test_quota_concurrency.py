@@ -32,5 +32,6 @@ def test_eight_processes_of_eight_threads_admit_exactly_the_limit(real_redis_url
         p.join(timeout=30)
     assert [p.exitcode for p in processes] == [0] * 8
     assert sum(counts) == 100  # 1280 attempts, exactly the limit admitted
-    usage = redis_from_url(real_redis_url).hget(f"llmproxy:{{{tenant}}}:quota:budget:requests:day", "n")
-    assert usage == b"100"  # and exactly the admitted requests were counted
+    usage = redis_from_url(real_redis_url).get(f"llmproxy:{{{tenant}}}:quota:budget:requests:day")
+    assert usage is not None
+    assert usage.split()[1] == b"100"  # and exactly the admitted requests were counted

@@ -113,10 +113,7 @@ step_st = st.one_of(
 
 
 def _state(redis: Any, keys: list[str]) -> list[Any]:
-    out = []
-    for key in keys:
-        out.append(redis.hgetall(key) if redis.type(key) == b"hash" else redis.get(key))
-    return out
+    return [(redis.get(key), redis.pttl(key) > 0) for key in keys]
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
@@ -178,7 +175,7 @@ def test_engine_matches_the_reference_model_and_never_over_admits(
             reservation, estimate = reservations[step[1] % len(reservations)]
             settlement = client.settle(reservation, step[2])
             if settlement.settled:
-                day_end = next(held[5] for held in reservation.limits if held[1] == "d")
+                day_end = next(held.window_end for held in reservation.limits if held.kind == "d")
                 window = day_end // DAY_MS - 1
                 model.settle(now, step[2] - estimate, window)
     client.close()

@@ -107,6 +107,8 @@ class QuotaCore:
         self._denied: dict[str, float] = {}
         self._lock = threading.Lock()
         self._local: Any = None
+        # the limits of (tenant, api key, endpoint) for the config object they were built from
+        self._specs: dict[tuple[str | None, ...], tuple[object, str, tuple[_plan.LimitSpec, ...], str]] = {}
         self.retry_redis_after = retry_redis_after
         self._down_until = float("-inf")
 
@@ -117,9 +119,17 @@ class QuotaCore:
         return None if self.clock is None else int(self.clock.now() * 1000)
 
     def plan_admit(self, ctx: RequestContext, config: TenantRateLimitConfiguration, estimate: int) -> Plan:
-        tenant, _ = _plan.tenant_key(ctx.tenant_id)
-        specs = _plan.request_limits(tenant, config, ctx, self.monthly)
-        return _plan.admit_plan(tenant, specs, _plan.amount("estimate_tokens", estimate), self.lease_ms)
+        estimate = _plan.amount("estimate_tokens", estimate)
+        cache_key = (ctx.tenant_id, ctx.api_key_id, ctx.endpoint)
+        cached = self._specs.get(cache_key)
+        if cached is None or cached[0] is not config:
+            tenant, _ = _plan.tenant_key(ctx.tenant_id)
+            specs = tuple(_plan.request_limits(tenant, config, ctx, self.monthly))
+            if len(self._specs) >= 10_000:
+                self._specs.clear()
+            cached = self._specs[cache_key] = (config, tenant, specs, _plan.encode(specs))
+        _, tenant, specs, encoded = cached
+        return _plan.admit_plan(tenant, specs, encoded, estimate, self.lease_ms)
 
     def plan_single(
         self, mode: str, tenant: str, config: TenantRateLimitConfiguration, qt: QuotaType, n: int
@@ -133,9 +143,9 @@ class QuotaCore:
         if not self._use_deny_cache or self.shadow or not self._denied:
             return None
         now = self._monotonic()
-        for spec, cost in zip(plan.specs, plan.costs, strict=True):
+        for spec in plan.specs:
             until = self._denied.get(spec.key)
-            if until is None or cost <= 0:
+            if until is None or plan.cost(spec) <= 0:
                 continue
             if until <= now:
                 self._denied.pop(spec.key, None)
@@ -157,7 +167,7 @@ class QuotaCore:
             return Admission(allowed=False, results=(result,), from_deny_cache=True)
         return None
 
-    def admission(self, plan: Plan, raw: Sequence[Any], *, local: bool = False) -> Admission:
+    def admission(self, plan: Plan, raw: Any, *, local: bool = False) -> Admission:
         ok, _, results = _plan.parse(plan, raw)
         if ok:
             self._count("admitted")
@@ -220,9 +230,9 @@ class QuotaCore:
             return None
         return _plan.settle_plan(reservation, actual)
 
-    def settlement(self, plan: Plan, raw: Sequence[Any]) -> Settlement:
-        settled = bool(len(raw) > 2 or int(raw[0]))
-        return Settlement(settled=settled, charged=plan.costs[0] if settled and plan.costs else 0)
+    def settlement(self, plan: Plan, raw: Any) -> Settlement:
+        settled = len(raw.split()) > 2
+        return Settlement(settled=settled, charged=plan.token_cost if settled else 0)
 
     def settle_failure(self, plan: Plan, exc: BaseException | None) -> Settlement:
         self._failed(exc)
@@ -234,7 +244,7 @@ class QuotaCore:
 
     # -- check / increment ----------------------------------------------------------------------------------
 
-    def check_result(self, plan: Plan, raw: Sequence[Any]) -> QuotaCheckResult:
+    def check_result(self, plan: Plan, raw: Any) -> QuotaCheckResult:
         _, _, (result,) = _plan.parse(plan, raw)
         return QuotaCheckResult(
             allowed=result.allowed,
@@ -256,7 +266,7 @@ class QuotaCore:
             allowed=allowed, current_usage=0, limit=spec.limit, remaining=0, reset_at=self._wall()
         )
 
-    def increment_result(self, plan: Plan, raw: Sequence[Any]) -> int:
+    def increment_result(self, plan: Plan, raw: Any) -> int:
         return self.check_result(plan, raw).current_usage
 
     def increment_failure(self, plan: Plan, exc: BaseException | None) -> int:
@@ -267,7 +277,7 @@ class QuotaCore:
 
     # -- local policy ---------------------------------------------------------------------------------------
 
-    def run_local(self, plan: Plan) -> Sequence[Any]:
+    def run_local(self, plan: Plan) -> Any:
         """Evaluate ``plan`` on this process's embedded Redis at limit / expected_processes."""
         with self._lock:
             if self._local is None:
@@ -276,7 +286,7 @@ class QuotaCore:
                 self._local = fakeredis.FakeRedis(server=fakeredis.FakeServer()).register_script(_plan.SCRIPT)
             script = self._local
         scaled = plan.scaled(self.expected_processes)
-        return script(keys=scaled.keys(), args=scaled.args(self.now_ms()))  # type: ignore[no-any-return]
+        return script(keys=scaled.keys(), args=scaled.args(self.now_ms()))
 
     # -- helpers --------------------------------------------------------------------------------------------
 

@@ -6,12 +6,11 @@ import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from importlib.resources import files
-from typing import Any
 
 from llmproxy.core import RequestContext
 from llmproxy.ratelimit_config import TenantRateLimitConfiguration
 
-from ._results import InvalidQuotaRequest, LimitResult, QuotaType, Reservation, seconds
+from ._results import InvalidQuotaRequest, LimitResult, QuotaType, Reservation
 
 #: The one Lua script (package data): admit, check, force (increment) and settle.
 SCRIPT: str = files("llmproxy.quota").joinpath("lua/quota.lua").read_text(encoding="utf-8")
@@ -39,6 +38,10 @@ class LimitSpec:
     limit: int
     burst: int = 0
     period_ms: int = MINUTE_MS
+    window_end: int = 0  # settle only: the budget window the reserved cost was counted in
+
+    def encoded(self) -> str:
+        return f"{self.kind} {self.unit[0]} {self.limit} {self.burst} {self.period_ms} {self.window_end};"
 
     def scaled(self, processes: int) -> LimitSpec:
         """This limit divided among ``processes`` (the ``local`` failure policy)."""
@@ -49,37 +52,44 @@ class LimitSpec:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
-    """One script call: mode, the limits with their costs, and the reservation key if any."""
+    """One script call: mode, the limits, the cost of each request limit and of each token limit."""
 
     mode: str
     tenant_id: str
     specs: tuple[LimitSpec, ...]
-    costs: tuple[int, ...]
+    encoded: str
+    request_cost: int
+    token_cost: int
     reservation_key: str | None = None
     reservation_id: str | None = None
     lease_ms: int = 0
-    window_ends: tuple[int, ...] = ()
     estimate: int = 0
 
     def keys(self) -> list[str]:
-        head = [self.reservation_key] if self.reservation_key else []
-        return head + [s.key for s in self.specs]
+        keys = [s.key for s in self.specs]
+        return [self.reservation_key, *keys] if self.reservation_key else keys
 
     def args(self, now_ms: int | None) -> list[str | int]:
-        out: list[str | int] = [
+        return [
             self.mode,
             "" if now_ms is None else now_ms,
             1 if self.reservation_key else 0,
             self.lease_ms,
-            len(self.specs),
+            self.encoded,
+            self.request_cost,
+            self.token_cost,
         ]
-        ends = self.window_ends or (0,) * len(self.specs)
-        for spec, cost, end in zip(self.specs, self.costs, ends, strict=True):
-            out += [spec.kind, cost, spec.limit, spec.burst, spec.period_ms, end]
-        return out
+
+    def cost(self, spec: LimitSpec) -> int:
+        return self.request_cost if spec.unit == "requests" else self.token_cost
 
     def scaled(self, processes: int) -> Plan:
-        return replace(self, specs=tuple(s.scaled(processes) for s in self.specs))
+        specs = tuple(s.scaled(processes) for s in self.specs)
+        return replace(self, specs=specs, encoded=encode(specs))
+
+
+def encode(specs: Sequence[LimitSpec]) -> str:
+    return "".join(s.encoded() for s in specs)
 
 
 # -- validation ----------------------------------------------------------------------------------------------
@@ -205,16 +215,16 @@ def request_limits(
 # -- plans --------------------------------------------------------------------------------------------------
 
 
-def admit_plan(tenant: str, specs: Sequence[LimitSpec], estimate: int, lease_ms: int) -> Plan:
+def admit_plan(tenant: str, specs: Sequence[LimitSpec], encoded: str, estimate: int, lease_ms: int) -> Plan:
     """Requests cost 1; tokens cost the estimate and are held under a reservation settled later."""
-    costs = tuple(1 if s.unit == "requests" else estimate for s in specs)
-    has_tokens = any(s.unit == "tokens" for s in specs)
-    rid = uuid.uuid4().hex if has_tokens else None
+    rid = uuid.uuid4().hex if any(s.unit == "tokens" for s in specs) else None
     return Plan(
         mode="admit",
         tenant_id=tenant,
         specs=tuple(specs),
-        costs=costs,
+        encoded=encoded,
+        request_cost=1,
+        token_cost=estimate,
         reservation_key=reservation_key(tenant, rid) if rid else None,
         reservation_id=rid,
         lease_ms=lease_ms,
@@ -223,14 +233,16 @@ def admit_plan(tenant: str, specs: Sequence[LimitSpec], estimate: int, lease_ms:
 
 
 def single_plan(mode: str, tenant: str, spec: LimitSpec, cost: int) -> Plan:
-    return Plan(mode=mode, tenant_id=tenant, specs=(spec,), costs=(cost,))
+    return Plan(
+        mode=mode, tenant_id=tenant, specs=(spec,), encoded=spec.encoded(), request_cost=cost, token_cost=cost
+    )
 
 
 def make_reservation(plan: Plan, results: Sequence[LimitResult], local: bool) -> Reservation | None:
     if plan.reservation_id is None or plan.reservation_key is None:
         return None
     held = tuple(
-        (s.key, s.kind, s.limit, s.burst, s.period_ms, round(r.reset_at * 1000) if s.kind != "g" else 0)
+        replace(s, window_end=round(r.reset_at * 1000) if s.kind != "g" else 0)
         for s, r in zip(plan.specs, results, strict=True)
         if s.unit == "tokens"
     )
@@ -245,19 +257,16 @@ def make_reservation(plan: Plan, results: Sequence[LimitResult], local: bool) ->
 
 
 def settle_plan(reservation: Reservation, actual: int) -> Plan:
-    delta = actual - reservation.estimate
-    specs = tuple(
-        LimitSpec(name=key, unit="tokens", kind=kind, key=key, limit=limit, burst=burst, period_ms=period)
-        for key, kind, limit, burst, period, _ in reservation.limits
-    )
+    specs: tuple[LimitSpec, ...] = tuple(reservation.limits)
     return Plan(
         mode="settle",
         tenant_id=reservation.tenant_id,
         specs=specs,
-        costs=(delta,) * len(specs),
+        encoded=encode(specs),
+        request_cost=0,
+        token_cost=actual - reservation.estimate,
         reservation_key=reservation.key,
         reservation_id=reservation.id,
-        window_ends=tuple(end for *_, end in reservation.limits),
         estimate=reservation.estimate,
     )
 
@@ -265,24 +274,25 @@ def settle_plan(reservation: Reservation, actual: int) -> Plan:
 # -- results ------------------------------------------------------------------------------------------------
 
 
-def parse(plan: Plan, raw: Sequence[Any]) -> tuple[bool, int, tuple[LimitResult, ...]]:
+def parse(plan: Plan, raw: bytes | str) -> tuple[bool, int, tuple[LimitResult, ...]]:
     """``(all allowed, server time ms, per-limit results)`` from the script's reply."""
-    values = [int(v) for v in raw]
-    ok, now_ms = bool(values[0]), values[1]
+    values = [int(v) for v in raw.split()]
+    ok, now_ms = values[0] == 1, values[1]
     results = []
-    for i, spec in enumerate(plan.specs if len(values) > 2 else ()):
-        allowed, remaining, reset_ms, retry_ms, usage = values[2 + 5 * i : 7 + 5 * i]
-        results.append(
-            LimitResult(
-                name=spec.name,
-                unit=spec.unit,
-                window=_KIND_WINDOW[spec.kind],
-                allowed=bool(allowed),
-                limit=spec.limit,
-                remaining=remaining,
-                reset_at=seconds(reset_ms),
-                retry_after=None if retry_ms < 0 else seconds(retry_ms),
-                usage=usage,
+    if len(values) > 2:
+        for i, spec in enumerate(plan.specs):
+            allowed, remaining, reset_ms, retry_ms, usage = values[2 + 5 * i : 7 + 5 * i]
+            results.append(
+                LimitResult(
+                    name=spec.name,
+                    unit=spec.unit,
+                    window=_KIND_WINDOW[spec.kind],
+                    allowed=allowed == 1,
+                    limit=spec.limit,
+                    remaining=remaining,
+                    reset_at=reset_ms / 1000,
+                    retry_after=None if retry_ms < 0 else retry_ms / 1000,
+                    usage=usage,
+                )
             )
-        )
     return ok, now_ms, tuple(results)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 
 class QuotaType(enum.StrEnum):
@@ -75,9 +76,7 @@ class Reservation:
     tenant_id: str
     key: str
     estimate: int
-    limits: tuple[
-        tuple[str, str, int, int, int, int], ...
-    ]  # (key, kind, limit, burst, period_ms, window_end)
+    limits: tuple[Any, ...]  # the token limits held (LimitSpec), with the budget window each was counted in
     local: bool = False
 
 

@@ -7,13 +7,15 @@
 -- ARGV[2] now in ms since the epoch, or "" to use Redis TIME (so gateway instances with skewed clocks agree)
 -- ARGV[3] 1 when KEYS[1] is a reservation key, else 0
 -- ARGV[4] reservation lease in ms (admit)
--- ARGV[5] number of limits; then 6 fields per limit, in KEYS order after the reservation key:
---         kind ("g" GCRA, "d" UTC day, "m" UTC month), cost, limit, burst (g), period ms (g),
---         window end ms the cost was reserved in ("d"/"m", settle only)
+-- ARGV[5] the limits, in KEYS order after the reservation key, each "<kind> <unit> <limit> <burst> <period ms>
+--         <window end ms>;" -- kind "g" GCRA, "d" UTC day, "m" UTC month; unit "r" requests or "t" tokens;
+--         window end: the window a reserved cost was counted in ("d"/"m", settle only, else 0)
+-- ARGV[6] cost of each "r" limit, ARGV[7] cost of each "t" limit (signed when settling)
 --
 -- GCRA state (STRING "<tat_ms> <rem>"): the theoretical arrival time TAT = tat_ms + rem / limit, kept exact.
--- Counter state (HASH w = window end ms, n = used): a counter whose w is not the current window counts as 0.
--- Returns {ok, now_ms, then per limit: ok, remaining, reset_at_ms, retry_after_ms (-1: never), usage}.
+-- Budget state (STRING "<window end ms> <used>"): a budget whose window is not the current one counts as 0.
+-- Returns one string: "<ok> <now_ms>" then per limit " <ok> <remaining> <reset_at_ms> <retry_after_ms> <usage>"
+-- (retry_after -1: never at this cost).
 
 local mode = ARGV[1]
 local now
@@ -25,11 +27,11 @@ else
 end
 local has_resv = ARGV[3] == "1"
 local first = has_resv and 2 or 1
-local n = tonumber(ARGV[5])
+local costs = {r = tonumber(ARGV[6]), t = tonumber(ARGV[7])}
 local DAY = 86400000
 
 if mode == "settle" and redis.call("DEL", KEYS[1]) == 0 then
-  return {0, now}
+  return "0 " .. string.format("%.0f", now)
 end
 
 -- exact integer division on doubles (all operands stay below 2^53)
@@ -86,17 +88,18 @@ local ok_all = true
 local out = {}
 local writes = {}
 
-for i = 1, n do
-  local base = 5 + (i - 1) * 6
-  local kind = ARGV[base + 1]
-  local cost = tonumber(ARGV[base + 2])
-  local limit = tonumber(ARGV[base + 3])
-  local key = KEYS[first + i - 1]
+local i = 0
+for kind, unit, limit_s, burst_s, period_s, reserved_s in
+    string.gmatch(ARGV[5], "(%a) (%a) (%d+) (%d+) (%d+) (%d+);") do
+  local cost = costs[unit]
+  local limit = tonumber(limit_s)
+  local key = KEYS[first + i]
+  i = i + 1
   local ok, remaining, reset_at, retry, usage = 1, 0, now, 0, 0
 
   if kind == "g" then
-    local burst = tonumber(ARGV[base + 4])
-    local period = tonumber(ARGV[base + 5])
+    local burst = tonumber(burst_s)
+    local period = tonumber(period_s)
     local cap = burst * period
     local tat, rem = now, 0
     local raw = redis.call("GET", key)
@@ -135,13 +138,16 @@ for i = 1, n do
     end
   else
     local wend = window_end(kind)
-    local raw = redis.call("HMGET", key, "w", "n")
+    local raw = redis.call("GET", key)
     local used = 0
-    if raw[1] and tonumber(raw[1]) == wend then used = tonumber(raw[2]) or 0 end
+    if raw then
+      local sp = string.find(raw, " ", 1, true)
+      if tonumber(string.sub(raw, 1, sp - 1)) == wend then used = tonumber(string.sub(raw, sp + 1)) end
+    end
     local new_used = used + cost
     if cost < 0 then
       -- a refund only ever returns to the window the cost was reserved in
-      if tonumber(ARGV[base + 6]) ~= wend then new_used = used end
+      if tonumber(reserved_s) ~= wend then new_used = used end
       new_used = math.max(0, new_used)
     end
     if mode ~= "force" and mode ~= "settle" and new_used > limit then
@@ -159,28 +165,19 @@ for i = 1, n do
   end
 
   if ok == 0 then ok_all = false end
-  out[#out + 1] = ok
-  out[#out + 1] = remaining
-  out[#out + 1] = reset_at
-  out[#out + 1] = retry
-  out[#out + 1] = usage
+  out[#out + 1] = ok .. " " .. fmt(remaining) .. " " .. fmt(reset_at) .. " " .. fmt(retry) .. " " .. fmt(usage)
 end
 
 if mode == "check" or (mode == "admit" and not ok_all) then
   writes = {}
 end
 for _, w in ipairs(writes) do
-  if w[1] == "g" then
-    redis.call("SET", w[2], fmt(w[3]) .. " " .. fmt(w[4]), "PX", fmt(w[5]))
-  else
-    redis.call("HSET", w[2], "w", fmt(w[3]), "n", fmt(w[4]))
-    redis.call("PEXPIRE", w[2], fmt(w[5]))
-  end
+  redis.call("SET", w[2], fmt(w[3]) .. " " .. fmt(w[4]), "PX", fmt(w[5]))
 end
 if mode == "admit" and ok_all and has_resv then
   redis.call("SET", KEYS[1], "1", "PX", ARGV[4])
 end
 
-local result = {ok_all and 1 or 0, now}
-for _, v in ipairs(out) do result[#result + 1] = v end
-return result
+local head = (ok_all and "1 " or "0 ") .. fmt(now)
+if #out == 0 then return head end
+return head .. " " .. table.concat(out, " ")

@@ -1,0 +1,230 @@
+"""Benchmark: llmproxy-quota ``admit`` vs the ``limits`` library (5.x) vs a redis-py PING, on a real Redis.
+
+Starts a throwaway redis-server (llmproxy.core.testing.RedisServer). Every variant runs sequentially against
+the same server in the same run; figures are p50/p99 latency and checks per second, sync and async, plus Redis
+commands per check (INFO commandstats, commands run inside scripts included) and client round trips per check.
+
+    .venv/bin/python bench/bench_quota.py [--quick] [--n N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import redis
+import redis.asyncio
+from limits import RateLimitItemPerDay, RateLimitItemPerMinute
+from limits import strategies as sync_strategies
+from limits.aio import storage as aio_storage
+from limits.aio import strategies as aio_strategies
+from limits.storage import RedisStorage
+
+from llmproxy.core import RequestContext
+from llmproxy.core.testing import RedisServer
+from llmproxy.quota import AsyncQuotaClient, QuotaClient, StaticLimits
+from llmproxy.ratelimit_config import ApiKeyLimit, EndpointLimit, GlobalLimit, TenantRateLimitConfiguration
+
+BIG = 10**9
+ESTIMATE = 500
+CHAT = "/v1/chat/completions"
+
+
+def config(tenant: uuid.UUID) -> TenantRateLimitConfiguration:
+    return TenantRateLimitConfiguration(
+        tenant_id=tenant,
+        global_limit=GlobalLimit(requests_per_minute=BIG, requests_per_day=BIG, tokens_per_minute=BIG,
+                                 tokens_per_day=BIG),
+        api_key_limit=ApiKeyLimit(requests_per_minute=BIG, tokens_per_minute=BIG),
+        endpoint_limits={
+            CHAT: EndpointLimit(requests_per_minute=BIG, tokens_per_minute=BIG, burst_capacity=BIG)
+        },
+    )  # fmt: skip
+
+
+# the peer's same limits: tenant rpm + rpd + tpm (cost = estimate), endpoint rpm
+PEER_LIMITS = [
+    (RateLimitItemPerMinute(BIG), ("tenant", "rpm"), 1),
+    (RateLimitItemPerDay(BIG), ("tenant", "rpd"), 1),
+    (RateLimitItemPerMinute(BIG), ("tenant", "tpm"), ESTIMATE),
+    (RateLimitItemPerMinute(BIG, namespace="endpoint"), ("endpoint", CHAT), 1),
+]
+
+
+def counting(client: Any) -> list[int]:
+    """Count the commands this client sends (its round trips)."""
+    count = [0]
+    original = client.execute_command
+
+    def execute_command(*args: Any, **kwargs: Any) -> Any:
+        count[0] += 1
+        return original(*args, **kwargs)
+
+    client.execute_command = execute_command
+    return count
+
+
+def commands(admin: redis.Redis) -> int:
+    stats = admin.info("commandstats")
+    return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config|resetstat"))
+
+
+def measure(fn: Callable[[], Any], n: int) -> list[float]:
+    for _ in range(min(200, n)):
+        fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        fn()
+        out.append((time.perf_counter_ns() - t0) / 1000)
+    return out
+
+
+async def ameasure(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
+    for _ in range(min(200, n)):
+        await fn()
+    out = []
+    for _ in range(n):
+        t0 = time.perf_counter_ns()
+        await fn()
+        out.append((time.perf_counter_ns() - t0) / 1000)
+    return out
+
+
+def summary(samples: list[float]) -> tuple[float, float, float]:
+    q = statistics.quantiles(samples, n=100)
+    return q[49], q[98], 1e6 / statistics.fmean(samples)
+
+
+def per_check(admin: redis.Redis, fn: Callable[[], Any], n: int = 200) -> float:
+    admin.config_resetstat()
+    for _ in range(n):
+        fn()
+    return (commands(admin) - 0) / n
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument("--n", type=int, default=None, help="checks per variant")
+    args = parser.parse_args()
+    n = args.n or (500 if args.quick else 4000)
+    server = RedisServer().start()
+    try:
+        run(server.url, n)
+    finally:
+        server.stop()
+
+
+def run(url: str, n: int) -> None:
+    tenant = uuid.uuid4()
+    source = StaticLimits({tenant: config(tenant)})
+    admin = redis.Redis.from_url(url)
+    ctx4 = RequestContext(tenant_id=str(tenant))
+    ctx6 = RequestContext(tenant_id=str(tenant), endpoint=CHAT)
+
+    ours_redis = redis.Redis.from_url(url)
+    ours_trips = counting(ours_redis)
+    ours = QuotaClient(ours_redis, source)
+    ping_client = redis.Redis.from_url(url)
+    ping_trips = counting(ping_client)
+    fixed_storage = RedisStorage(url)
+    fixed_trips = counting(fixed_storage.storage)
+    fixed = sync_strategies.FixedWindowRateLimiter(fixed_storage)
+    moving_storage = RedisStorage(url)
+    moving_trips = counting(moving_storage.storage)
+    moving = sync_strategies.MovingWindowRateLimiter(moving_storage)
+
+    def peer(limiter: Any) -> Callable[[], bool]:
+        return lambda: all([limiter.hit(item, *ids, cost=cost) for item, ids, cost in PEER_LIMITS])
+
+    sync_variants: list[tuple[str, Callable[[], Any], list[int]]] = [
+        ("redis-py PING", ping_client.ping, ping_trips),
+        ("llmproxy admit, 4 limits (tenant rpm+rpd+tpm+tpd)", lambda: ours.admit(ctx4, ESTIMATE), ours_trips),
+        ("llmproxy admit, 6 limits (+ endpoint rpm+tpm)", lambda: ours.admit(ctx6, ESTIMATE), ours_trips),
+        ("limits fixed window, 4 limits (hit each)", peer(fixed), fixed_trips),
+        ("limits moving window, 4 limits (hit each)", peer(moving), moving_trips),
+    ]
+    rows = []
+    for name, fn, trips in sync_variants:
+        admin.flushall()
+        p50, p99, ops = summary(measure(fn, n))
+        trips[0] = 0
+        cmds = per_check(admin, fn)
+        rows.append(("sync", name, p50, p99, ops, cmds, trips[0] / 200))
+
+    rows += asyncio.run(run_async(url, source, ctx4, ctx6, admin, n))
+    print_table(rows)
+    ours.close()
+
+
+async def run_async(
+    url: str, source: StaticLimits, ctx4: RequestContext, ctx6: RequestContext, admin: redis.Redis, n: int
+) -> list[tuple[str, str, float, float, float, float, float]]:
+    ours = AsyncQuotaClient(redis.asyncio.Redis.from_url(url), source)
+    ping_client = redis.asyncio.Redis.from_url(url)
+    fixed = aio_strategies.FixedWindowRateLimiter(
+        aio_storage.RedisStorage("async+" + url, implementation="redispy")
+    )
+    moving = aio_strategies.MovingWindowRateLimiter(
+        aio_storage.RedisStorage("async+" + url, implementation="redispy")
+    )
+
+    def peer(limiter: Any) -> Callable[[], Awaitable[bool]]:
+        async def check() -> bool:
+            return all([await limiter.hit(item, *ids, cost=cost) for item, ids, cost in PEER_LIMITS])
+
+        return check
+
+    variants: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
+        ("redis-py PING", ping_client.ping),
+        ("llmproxy admit, 4 limits (tenant rpm+rpd+tpm+tpd)", lambda: ours.admit(ctx4, ESTIMATE)),
+        ("llmproxy admit, 6 limits (+ endpoint rpm+tpm)", lambda: ours.admit(ctx6, ESTIMATE)),
+        ("limits fixed window, 4 limits (hit each)", peer(fixed)),
+        ("limits moving window, 4 limits (hit each)", peer(moving)),
+    ]
+    rows = []
+    for name, fn in variants:
+        admin.flushall()
+        p50, p99, ops = summary(await ameasure(fn, n))
+        admin.config_resetstat()
+        for _ in range(200):
+            await fn()
+        rows.append(("async", name, p50, p99, ops, commands(admin) / 200, float("nan")))
+    await ours.aclose()
+    await ping_client.aclose()
+    return rows
+
+
+def print_table(rows: list[tuple[str, str, float, float, float, float, float]]) -> None:
+    print(f"{'mode':<6} {'variant':<52} {'p50 us':>8} {'p99 us':>8} {'checks/s':>9} {'cmds':>5} {'trips':>5}")
+    for mode, name, p50, p99, ops, cmds, trips in rows:
+        t = "-" if trips != trips else f"{trips:.0f}"
+        print(f"{mode:<6} {name:<52} {p50:8.0f} {p99:8.0f} {ops:9.0f} {cmds:5.1f} {t:>5}")
+    print()
+    for mode in ("sync", "async"):
+        by = {name: (p50, ops) for m, name, p50, _, ops, _, _ in rows if m == mode}
+        ping = by["redis-py PING"][0]
+        ours4 = by["llmproxy admit, 4 limits (tenant rpm+rpd+tpm+tpd)"]
+        ours6 = by["llmproxy admit, 6 limits (+ endpoint rpm+tpm)"]
+        for peer in ("limits fixed window, 4 limits (hit each)", "limits moving window, 4 limits (hit each)"):
+            p = by[peer]
+            print(f"{mode}: {peer}: ours(4) is {p[0] / ours4[0]:.2f}x faster at p50 "
+                  f"({ours4[1] / p[1]:.2f}x checks/s); ours(6) {p[0] / ours6[0]:.2f}x")  # fmt: skip
+        print(
+            f"{mode}: admit p50 / PING p50 = {ours4[0] / ping:.2f} (4 limits), "
+            f"{ours6[0] / ping:.2f} (6 limits)"
+        )
+    print(
+        "cmds = Redis commands per check incl. those inside scripts; "
+        "trips = client round trips per check (sync)"
+    )
+
+
+if __name__ == "__main__":
+    main()
