@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -316,3 +317,52 @@ def test_database_cut_with_nothing_cached_is_auth_unavailable(
         if proxied_backend.database_proxy is not None:
             proxied_backend.database_proxy.restore()
         service.close()
+
+
+class CountingRedis:
+    """The real client, counting the commands sent through it."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self.client, name)
+        if name in ("get", "set", "incr") and callable(attr):
+
+            def counted(*args: Any, **kwargs: Any) -> Any:
+                self.calls += 1
+                return attr(*args, **kwargs)
+
+            return counted
+        return attr
+
+
+@pytest.mark.real
+def test_after_a_redis_failure_verification_leaves_redis_alone_for_a_second(
+    proxied_backend: Backend, tenant_in: uuid.UUID, manual_clock: ManualClock
+) -> None:
+    engine = create_engine(proxied_backend.database_url)
+    redis = CountingRedis(
+        redis_from_url(proxied_backend.redis_url, socket_timeout=1.0, socket_connect_timeout=1.0)
+    )
+    service = ApiKeyService(engine, redis, clock=manual_clock)  # type: ignore[arg-type]
+    try:
+        first, second = service.create(tenant_in, "a"), service.create(tenant_in, "b")
+        assert proxied_backend.redis_proxy is not None
+        proxied_backend.redis_proxy.cut()
+
+        service.verify(first.secret)
+        calls_after_failure = redis.calls
+        service.verify(second.secret)  # an L1 miss, but Redis is known to be down
+        assert redis.calls == calls_after_failure
+
+        manual_clock.advance(1.0)
+        service.verify(second.secret)
+        assert redis.calls > calls_after_failure
+    finally:
+        if proxied_backend.redis_proxy is not None:
+            proxied_backend.redis_proxy.restore()
+        service.close()
+        redis.client.close()
+        engine.dispose()

@@ -36,6 +36,9 @@ DEFAULT_PREFIX = "sk-llmp-"
 #: Redis string holding the revocation epoch; every revocation increments it (no TTL: it must outlive caches).
 EPOCH_KEY = "llmproxy:auth:apikeys:epoch"
 _SECRET_BYTES = 32
+#: After a Redis failure, verification leaves Redis alone this long (a cut connection must not cost a
+#: socket timeout on every request).
+REDIS_RETRY_AFTER = 1.0
 _SCOPE_RE = re.compile(r"^[A-Za-z0-9_.:*/-]{1,100}$")
 
 
@@ -212,6 +215,7 @@ class ApiKeyCore:
         self.clock = clock
         self.l1: DeadlineCache[str, KeyRecord | None] = DeadlineCache(options.l1_maxsize, clock.monotonic)
         self._epoch: Any = None
+        self._redis_down_until = float("-inf")
         self._next_sync = float("-inf")
         self._last_used: dict[uuid.UUID, float] = {}
         self._next_flush = clock.monotonic() + options.last_used_interval
@@ -222,6 +226,14 @@ class ApiKeyCore:
 
     def well_formed(self, secret: str) -> bool:
         return secret.startswith(self.options.prefix) and self._min_len <= len(secret) <= 256
+
+    def redis_usable(self) -> bool:
+        return self.clock.monotonic() >= self._redis_down_until
+
+    def note_redis_result(self, value: Any) -> Any:
+        if value is REDIS_FAILED:
+            self._redis_down_until = self.clock.monotonic() + REDIS_RETRY_AFTER
+        return value
 
     def apply_epoch(self, value: Any, now: float) -> None:
         if value is REDIS_FAILED:
@@ -269,8 +281,8 @@ class ApiKeyCore:
             raise InvalidApiKey("Incorrect API key provided.")
         key_hash = hash_secret(secret, self.options.pepper)
         now = self.clock.monotonic()
-        if now >= self._next_sync:
-            self.apply_epoch((yield RedisCall("get", (EPOCH_KEY,))), now)
+        if now >= self._next_sync and self.redis_usable():
+            self.apply_epoch(self.note_redis_result((yield RedisCall("get", (EPOCH_KEY,)))), now)
         hit, record = self.l1.get(key_hash)
         if not hit:
             record = yield from self._load(key_hash)
@@ -287,7 +299,9 @@ class ApiKeyCore:
 
     def _load(self, key_hash: str) -> Generator[Op, Any, KeyRecord | None]:
         key = cache_key(key_hash)
-        raw = yield RedisCall("get", (key,))
+        raw = (
+            self.note_redis_result((yield RedisCall("get", (key,)))) if self.redis_usable() else REDIS_FAILED
+        )
         if raw is not REDIS_FAILED and raw is not None:
             try:
                 return decode_record(raw)
