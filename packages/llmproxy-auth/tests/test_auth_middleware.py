@@ -163,7 +163,7 @@ async def test_revoked_api_key_is_401(
     ],
 )
 async def test_garbage_credentials_are_401_never_500(client: httpx.AsyncClient, header: str) -> None:
-    response = await client.get("/v1/whoami", headers={"authorization": header.encode("latin-1")})  # type: ignore[dict-item]
+    response = await client.get("/v1/whoami", headers=[(b"authorization", header.encode("latin-1"))])
     assert response.status_code == 401
     assert "error" in response.json()
 
