@@ -281,17 +281,18 @@ def parse(plan: Plan, raw: bytes | str) -> tuple[bool, int, tuple[LimitResult, .
     results = []
     if len(values) > 2:
         for i, spec in enumerate(plan.specs):
-            allowed, remaining, reset_ms, retry_ms, usage = values[2 + 5 * i : 7 + 5 * i]
+            usage, reset_in, retry = values[2 + 3 * i : 5 + 3 * i]
+            capacity = 0 if spec.limit <= 0 else (spec.burst if spec.kind == "g" else spec.limit)
             results.append(
                 LimitResult(
                     name=spec.name,
                     unit=spec.unit,
                     window=_KIND_WINDOW[spec.kind],
-                    allowed=allowed == 1,
+                    allowed=retry == 0,
                     limit=spec.limit,
-                    remaining=remaining,
-                    reset_at=reset_ms / 1000,
-                    retry_after=None if retry_ms < 0 else retry_ms / 1000,
+                    remaining=max(0, capacity - usage),
+                    reset_at=(now_ms + reset_in) / 1000,
+                    retry_after=None if retry < 0 else retry / 1000,
                     usage=usage,
                 )
             )

@@ -36,7 +36,8 @@ class StaticLimits:
             return config
         if self._defaults is None:
             raise UnknownTenant(str(tenant_id))
-        return self._defaults.for_tenant(tenant_id)
+        config = self._configs[tenant_id] = self._defaults.for_tenant(tenant_id)
+        return config
 
     def set(self, config: TenantRateLimitConfiguration) -> None:
         self._configs[config.tenant_id] = config

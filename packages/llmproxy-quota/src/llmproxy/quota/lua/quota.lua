@@ -14,8 +14,8 @@
 --
 -- GCRA state (STRING "<tat_ms> <rem>"): the theoretical arrival time TAT = tat_ms + rem / limit, kept exact.
 -- Budget state (STRING "<window end ms> <used>"): a budget whose window is not the current one counts as 0.
--- Returns one string: "<ok> <now_ms>" then per limit " <ok> <remaining> <reset_at_ms> <retry_after_ms> <usage>"
--- (retry_after -1: never at this cost).
+-- Returns one string: "<ok> <now_ms>" then per limit " <usage> <reset_in_ms> <retry_after_ms>"; retry_after is 0
+-- when the limit admits and -1 when the cost can never fit. Remaining = (burst or limit) - usage.
 
 local mode = ARGV[1]
 local now
@@ -31,7 +31,7 @@ local costs = {r = tonumber(ARGV[6]), t = tonumber(ARGV[7])}
 local DAY = 86400000
 
 if mode == "settle" and redis.call("DEL", KEYS[1]) == 0 then
-  return "0 " .. string.format("%.0f", now)
+  return "0 " .. now
 end
 
 -- exact integer division on doubles (all operands stay below 2^53)
@@ -46,7 +46,9 @@ local function ceildiv(a, b)
   return -idiv(-a, b)
 end
 
+-- numbers below 1e14 convert exactly (and cheaply) through Lua's own "%.14g"
 local function fmt(x)
+  if x < 1e14 and x > -1e14 then return x end
   return string.format("%.0f", x)
 end
 
@@ -88,6 +90,9 @@ local ok_all = true
 local out = {}
 local writes = {}
 
+local stored = {}
+if #KEYS >= first then stored = redis.call("MGET", unpack(KEYS, first)) end
+
 local i = 0
 for kind, unit, limit_s, burst_s, period_s, reserved_s in
     string.gmatch(ARGV[5], "(%a) (%a) (%d+) (%d+) (%d+) (%d+);") do
@@ -95,14 +100,14 @@ for kind, unit, limit_s, burst_s, period_s, reserved_s in
   local limit = tonumber(limit_s)
   local key = KEYS[first + i]
   i = i + 1
-  local ok, remaining, reset_at, retry, usage = 1, 0, now, 0, 0
+  local raw = stored[i]
+  local ok, reset_at, retry, usage = 1, now, 0, 0
 
   if kind == "g" then
     local burst = tonumber(burst_s)
     local period = tonumber(period_s)
     local cap = burst * period
     local tat, rem = now, 0
-    local raw = redis.call("GET", key)
     if raw then
       local sp = string.find(raw, " ", 1, true)
       tat, rem = tonumber(string.sub(raw, 1, sp - 1)), tonumber(string.sub(raw, sp + 1))
@@ -129,7 +134,6 @@ for kind, unit, limit_s, burst_s, period_s, reserved_s in
       if mode == "check" then new_debt = debt end
       new_tat = now + idiv(new_debt, limit)
       new_rem = new_debt - (new_tat - now) * limit
-      remaining = math.max(0, idiv(cap - new_debt, period))
       reset_at = now + ceildiv(new_debt, limit)
       usage = ceildiv(new_debt, period)
       if ok == 1 and cost ~= 0 then
@@ -138,7 +142,6 @@ for kind, unit, limit_s, burst_s, period_s, reserved_s in
     end
   else
     local wend = window_end(kind)
-    local raw = redis.call("GET", key)
     local used = 0
     if raw then
       local sp = string.find(raw, " ", 1, true)
@@ -156,7 +159,6 @@ for kind, unit, limit_s, burst_s, period_s, reserved_s in
       new_used = used
     end
     if mode == "check" then new_used = used end
-    remaining = math.max(0, limit - new_used)
     reset_at = wend
     usage = new_used
     if ok == 1 and new_used ~= used then
@@ -165,14 +167,14 @@ for kind, unit, limit_s, burst_s, period_s, reserved_s in
   end
 
   if ok == 0 then ok_all = false end
-  out[#out + 1] = ok .. " " .. fmt(remaining) .. " " .. fmt(reset_at) .. " " .. fmt(retry) .. " " .. fmt(usage)
+  out[#out + 1] = fmt(usage) .. " " .. fmt(reset_at - now) .. " " .. fmt(retry)
 end
 
 if mode == "check" or (mode == "admit" and not ok_all) then
   writes = {}
 end
 for _, w in ipairs(writes) do
-  redis.call("SET", w[2], fmt(w[3]) .. " " .. fmt(w[4]), "PX", fmt(w[5]))
+  redis.call("SET", w[2], fmt(w[3]) .. " " .. fmt(w[4]), "PX", w[5])
 end
 if mode == "admit" and ok_all and has_resv then
   redis.call("SET", KEYS[1], "1", "PX", ARGV[4])
