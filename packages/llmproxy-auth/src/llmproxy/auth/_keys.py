@@ -96,6 +96,18 @@ class KeyRecord:
     scopes: frozenset[str]
     expires_at: float | None
     revoked: bool
+    #: Built once per record: the hit path must not allocate.
+    principal: Principal = field(init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        principal = Principal(
+            kind="api_key",
+            tenant_id=self.tenant_id,
+            api_key_id=self.id,
+            scopes=self.scopes,
+            expires_at=self.expires_at,
+        )
+        object.__setattr__(self, "principal", principal)
 
 
 _NEGATIVE = b"-"
@@ -217,7 +229,7 @@ class ApiKeyCore:
         self._epoch: Any = None
         self._redis_down_until = float("-inf")
         self._next_sync = float("-inf")
-        self._last_used: dict[uuid.UUID, float] = {}
+        self._last_used: dict[str, float] = {}
         self._next_flush = clock.monotonic() + options.last_used_interval
         self._lock = threading.Lock()
         self._min_len = len(options.prefix) + 20
@@ -250,26 +262,20 @@ class ApiKeyCore:
             raise ApiKeyRevoked("This API key has been revoked.")
         if record.expires_at is not None and self.clock.now() >= record.expires_at:
             raise ApiKeyExpired("This API key has expired.")
-        return Principal(
-            kind="api_key",
-            tenant_id=record.tenant_id,
-            api_key_id=record.id,
-            scopes=record.scopes,
-            expires_at=record.expires_at,
-        )
+        return record.principal
 
     def note_used(self, key_id: str) -> bool:
         """Buffer the use; True when the buffer is due to be written."""
-        self._last_used[uuid.UUID(key_id)] = self.clock.now()
+        self._last_used[key_id] = self.clock.now()
         return self.clock.monotonic() >= self._next_flush
 
-    def take_last_used(self) -> dict[uuid.UUID, float]:
+    def take_last_used(self) -> dict[str, float]:
         with self._lock:
             batch, self._last_used = self._last_used, {}
             self._next_flush = self.clock.monotonic() + self.options.last_used_interval
         return batch
 
-    def give_back_last_used(self, batch: dict[uuid.UUID, float]) -> None:
+    def give_back_last_used(self, batch: dict[str, float]) -> None:
         with self._lock:
             for key_id, ts in batch.items():
                 self._last_used[key_id] = max(ts, self._last_used.get(key_id, ts))

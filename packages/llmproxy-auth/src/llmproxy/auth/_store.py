@@ -141,8 +141,8 @@ def touch_keys() -> sa.Update:
     )
 
 
-def touch_params(last_used: dict[uuid.UUID, float]) -> Sequence[dict[str, Any]]:
+def touch_params(last_used: dict[str, float]) -> Sequence[dict[str, Any]]:
     return [
-        {"key_id": key_id, "used_at": datetime.fromtimestamp(ts, UTC)}
+        {"key_id": uuid.UUID(key_id), "used_at": datetime.fromtimestamp(ts, UTC)}
         for key_id, ts in sorted(last_used.items())
     ]
