@@ -242,7 +242,7 @@ def make_reservation(plan: Plan, results: Sequence[LimitResult], local: bool) ->
     if plan.reservation_id is None or plan.reservation_key is None:
         return None
     held = tuple(
-        replace(s, window_end=round(r.reset_at * 1000) if s.kind != "g" else 0)
+        s if s.kind == "g" else replace(s, window_end=round(r.reset_at * 1000))
         for s, r in zip(plan.specs, results, strict=True)
         if s.unit == "tokens"
     )

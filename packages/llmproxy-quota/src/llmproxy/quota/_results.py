@@ -5,7 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 
 class QuotaType(enum.StrEnum):
@@ -47,10 +47,9 @@ class UnknownTenant(QuotaError, LookupError):
         self.tenant_id = tenant_id
 
 
-@dataclass(frozen=True, slots=True)
-class LimitResult:
+class LimitResult(NamedTuple):
     """One limit's verdict. Times are epoch seconds (UTC); ``retry_after`` is seconds, None when the request
-    can never fit (its cost exceeds the limit or burst)."""
+    can never fit (its cost exceeds the limit or burst). (A NamedTuple: built on every request, cheaply.)"""
 
     name: str
     unit: str  # "requests" or "tokens"
