@@ -289,6 +289,14 @@ def test_a_malformed_tenant_id_is_a_clear_error(client: QuotaClient, tenant_id: 
         client.check(tenant_id, "requests_per_day", 1)
 
 
+@pytest.mark.parametrize("api_key_id", ["", "key with space", "k\x00", "k" * 201])
+def test_a_malformed_api_key_id_is_a_clear_error(
+    client: QuotaClient, tenant: uuid.UUID, api_key_id: str
+) -> None:
+    with pytest.raises(InvalidQuotaRequest, match="api_key_id"):
+        client.admit(ctx_for(tenant, api_key_id=api_key_id))
+
+
 def test_an_unknown_quota_type_is_a_clear_error(client: QuotaClient, tenant: uuid.UUID) -> None:
     with pytest.raises(InvalidQuotaRequest, match="quota_type"):
         client.check(tenant, "requests_per_fortnight", 1)

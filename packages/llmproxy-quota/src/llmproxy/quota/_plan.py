@@ -120,6 +120,13 @@ def amount(field: str, value: object) -> int:
     return value
 
 
+def _check_id(field: str, value: object) -> None:
+    if not isinstance(value, str) or not 0 < len(value) <= 200:
+        raise InvalidQuotaRequest(field, "must be a non-empty string of at most 200 characters")
+    if any(ch.isspace() or not ch.isprintable() for ch in value):
+        raise InvalidQuotaRequest(field, f"must not contain whitespace or control characters: {value!r}")
+
+
 def quota_type(value: object) -> QuotaType:
     try:
         if not isinstance(value, str):
@@ -199,6 +206,7 @@ def request_limits(
         if _QUOTA_SHAPE[qt][1] != "m" or qt in monthly
     ]
     if ctx.api_key_id is not None:
+        _check_id("api_key_id", ctx.api_key_id)
         key = config.api_key_limit
         scope = f"key:{ctx.api_key_id}"
         specs.append(_rate(tenant, "api_key.requests_per_minute", scope, "requests", key.requests_per_minute))
