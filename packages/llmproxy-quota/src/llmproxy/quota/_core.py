@@ -42,6 +42,7 @@ REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis.exceptions.TryAgainError,
     redis.exceptions.BusyLoadingError,
     redis.exceptions.MasterDownError,
+    redis.exceptions.ReadOnlyError,  # talking to a replica after a failover
     OSError,
 )
 
