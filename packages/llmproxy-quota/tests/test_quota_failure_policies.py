@@ -150,3 +150,39 @@ async def test_the_middleware_applies_the_policy_when_redis_is_cut_mid_load(
     assert before == [200] * 5
     assert after == during_cut  # local: a fresh per-process limiter, 10 rpm with 1 expected process
     await client.aclose()
+
+
+@pytest.mark.parametrize(("policy", "status"), [("open", "200 OK"), ("closed", "503 Service Unavailable")])
+def test_the_wsgi_middleware_applies_the_policy_when_redis_is_cut(
+    proxied_backend: Backend, tenant_limits: Any, manual_clock: ManualClock, policy: str, status: str
+) -> None:
+    import io
+
+    from llmproxy.core import bind_context_to_environ
+    from llmproxy.quota import QuotaWSGIMiddleware
+
+    tenant, limits = tenant_limits
+    client = sync_client(proxied_backend, limits, manual_clock, failure_policy=policy)
+
+    def app(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        start_response("200 OK", [("content-type", "text/plain")])
+        return [b"ok"]
+
+    wsgi = QuotaWSGIMiddleware(app, client=client, estimate_tokens=lambda environ, body: 5)
+    seen: list[str] = []
+
+    def call() -> None:
+        environ: dict[str, Any] = {"REQUEST_METHOD": "POST", "PATH_INFO": "/v1/chat/completions",
+                                   "CONTENT_LENGTH": "2", "wsgi.input": io.BytesIO(b"{}")}  # fmt: skip
+        bind_context_to_environ(environ, RequestContext(tenant_id=str(tenant)))
+        result = wsgi(environ, lambda s, h, e=None: seen.append(s))
+        b"".join(result)
+        getattr(result, "close", lambda: None)()
+
+    call()
+    assert proxied_backend.redis_proxy is not None
+    proxied_backend.redis_proxy.cut()
+    for _ in range(3):
+        call()
+    assert seen == ["200 OK"] + [status] * 3
+    client.close()
