@@ -7,7 +7,13 @@ from typing import Any
 
 import pytest
 
-from llmproxy.core import RequestContext, report_usage, use_context
+from llmproxy.core import (
+    RequestContext,
+    report_usage,
+    reset_current_context,
+    set_current_context,
+    use_context,
+)
 from llmproxy.quota import AsyncQuotaClient, InvalidQuotaRequest, QuotaClient, QuotaExceeded
 
 
@@ -64,8 +70,12 @@ def test_guarded_without_a_context_is_a_clear_error(client: QuotaClient) -> None
     def work() -> None:
         pass
 
-    with pytest.raises(InvalidQuotaRequest, match="ctx"):
-        work()
+    token = set_current_context(None)  # other tests' middlewares may have left one in this thread
+    try:
+        with pytest.raises(InvalidQuotaRequest, match="ctx"):
+            work()
+    finally:
+        reset_current_context(token)
 
 
 async def test_async_guard_settles_with_the_usage_channel(
