@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -167,3 +168,38 @@ async def test_async_verification_fetches_the_jwks_with_an_async_client(
         assert verifier.jwks_fetches == 1
     finally:
         await verifier.aclose()
+
+
+async def test_concurrent_first_requests_share_one_jwks_fetch(
+    jwks_server: JWKSServer, rsa_key: KeyPair, mint: Mint, manual_clock: ManualClock
+) -> None:
+    jwks_server.publish(rsa_key.jwk("RS256"))
+    verifier = _verifier(jwks_server, manual_clock)
+    try:
+        results = await asyncio.gather(*(verifier.averify(mint(rsa_key, sub=f"u{i}")) for i in range(10)))
+
+        assert {p.user_id for p in results} == {f"u{i}" for i in range(10)}
+        assert jwks_server.requests == 1
+    finally:
+        await verifier.aclose()
+
+
+def test_a_failed_first_load_is_retried_after_a_second_not_the_refresh_interval(
+    jwks_server: JWKSServer, rsa_key: KeyPair, mint: Mint, manual_clock: ManualClock
+) -> None:
+    jwks_server.status = 503
+    verifier = _verifier(jwks_server, manual_clock)
+    try:
+        with pytest.raises(AuthUnavailable):
+            verifier.verify(mint(rsa_key))
+        with pytest.raises(AuthUnavailable):
+            verifier.verify(mint(rsa_key))
+        assert jwks_server.requests == 1
+
+        jwks_server.status = 200
+        jwks_server.publish(rsa_key.jwk("RS256"))
+        manual_clock.advance(1.0)
+
+        assert verifier.verify(mint(rsa_key)).tenant_id == TEST_TENANT
+    finally:
+        verifier.close()

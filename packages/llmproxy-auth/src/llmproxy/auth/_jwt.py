@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import threading
 import uuid
 from collections.abc import Generator
 from dataclasses import dataclass
@@ -95,10 +97,13 @@ def _as_set(value: str | tuple[str, ...] | None) -> frozenset[str] | None:
 
 @dataclass(frozen=True, slots=True)
 class FetchJWKS:
-    """The I/O a verification flow asks for: GET the JWKS; the answer is the parsed JSON or the exception."""
+    """The I/O a verification flow asks for: GET the JWKS and hand the JSON (or the exception) to
+    :meth:`JWKSState.apply`, unless another fetch finished meanwhile."""
 
     url: str
     timeout: float
+    #: ``JWKSState.completed`` when the fetch was decided (to share one fetch between concurrent requests).
+    seen: int
 
 
 def parse_header(token: str) -> dict[str, Any]:
@@ -225,8 +230,7 @@ class JWTCore:
         assert self.settings.jwks_url is not None
         now = self.clock.monotonic()
         if jwks.should_fetch(alg, kid, now):
-            jwks.begin_fetch(now)
-            jwks.apply((yield FetchJWKS(self.settings.jwks_url, self.settings.jwks_timeout)), now)
+            yield FetchJWKS(self.settings.jwks_url, self.settings.jwks_timeout, jwks.completed)
         if jwks.ring is None:
             raise AuthUnavailable("Token keys cannot be loaded right now; retry later.")
         return jwks.ring.find(alg, kid)
@@ -294,11 +298,13 @@ class JWTVerifier:
         self._ahttp = async_http_client
         self._owns_http = http_client is None
         self._owns_ahttp = async_http_client is None
+        self._lock = threading.Lock()
+        self._alock = asyncio.Lock()
 
     @property
     def jwks_fetches(self) -> int:
-        """How many JWKS fetches were attempted (observability, tests)."""
-        return self._core.jwks.fetches if self._core.jwks else 0
+        """How many JWKS fetches were made (observability, tests)."""
+        return self._core.jwks.completed if self._core.jwks else 0
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; raises :class:`InvalidToken` otherwise."""
@@ -306,7 +312,8 @@ class JWTVerifier:
         try:
             op = next(flow)
             while True:
-                op = flow.send(self._fetch(op))
+                self._fetch(op)
+                op = flow.send(None)
         except StopIteration as stop:
             result: Principal = stop.value
             return result
@@ -316,26 +323,39 @@ class JWTVerifier:
         try:
             op = next(flow)
             while True:
-                op = flow.send(await self._afetch(op))
+                await self._afetch(op)
+                op = flow.send(None)
         except StopIteration as stop:
             result: Principal = stop.value
             return result
 
-    def _fetch(self, op: FetchJWKS) -> Any:
-        if self._http is None:
-            self._http = httpx.Client(follow_redirects=False)
-        try:
-            return _fetch_result(self._http.get(op.url, timeout=op.timeout))
-        except (httpx.HTTPError, ValueError) as exc:
-            return exc
+    def _fetch(self, op: FetchJWKS) -> None:
+        jwks = self._core.jwks
+        assert jwks is not None
+        with self._lock:
+            if jwks.superseded(op.seen):
+                return
+            if self._http is None:
+                self._http = httpx.Client(follow_redirects=False)
+            try:
+                document: Any = _fetch_result(self._http.get(op.url, timeout=op.timeout))
+            except (httpx.HTTPError, ValueError) as exc:
+                document = exc
+            jwks.apply(document, self._core.clock.monotonic())
 
-    async def _afetch(self, op: FetchJWKS) -> Any:
-        if self._ahttp is None:
-            self._ahttp = httpx.AsyncClient(follow_redirects=False)
-        try:
-            return _fetch_result(await self._ahttp.get(op.url, timeout=op.timeout))
-        except (httpx.HTTPError, ValueError) as exc:
-            return exc
+    async def _afetch(self, op: FetchJWKS) -> None:
+        jwks = self._core.jwks
+        assert jwks is not None
+        async with self._alock:
+            if jwks.superseded(op.seen):
+                return
+            if self._ahttp is None:
+                self._ahttp = httpx.AsyncClient(follow_redirects=False)
+            try:
+                document: Any = _fetch_result(await self._ahttp.get(op.url, timeout=op.timeout))
+            except (httpx.HTTPError, ValueError) as exc:
+                document = exc
+            jwks.apply(document, self._core.clock.monotonic())
 
     def close(self) -> None:
         if self._http is not None and self._owns_http:

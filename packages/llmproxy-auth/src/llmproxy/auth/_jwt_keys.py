@@ -142,10 +142,19 @@ class KeyRing:
         return fitting[0].key if len(fitting) == 1 else None
 
 
+#: With no keys at all, a failed JWKS fetch is retried after this long (not min_refresh_interval: until the
+#: first keys arrive every JWT is refused, so the wait must be short).
+FIRST_LOAD_RETRY = 1.0
+
+
 class JWKSState:
     """When to (re)fetch a JWKS: on first use, when the copy is older than ``ttl``, and on an unknown
     ``kid`` — but never more often than once per ``min_refresh_interval`` (an attacker minting random ``kid``
-    values must not turn the verifier into a JWKS hammer)."""
+    values must not turn the verifier into a JWKS hammer).
+
+    Requests deciding to fetch at the same moment share one fetch: each carries the ``completed`` count it
+    saw, and a driver (holding its lock) skips the fetch when another one finished meanwhile.
+    """
 
     def __init__(self, ttl: float, min_refresh_interval: float) -> None:
         self.ttl = ttl
@@ -153,21 +162,24 @@ class JWKSState:
         self.ring: KeyRing | None = None
         self._fetched_at = float("-inf")
         self._attempted_at = float("-inf")
-        self.fetches = 0
+        #: Fetches finished (successful or not).
+        self.completed = 0
 
     def should_fetch(self, alg: str, kid: str | None, now: float) -> bool:
+        if self.ring is None:
+            return now - self._attempted_at >= min(FIRST_LOAD_RETRY, self.min_refresh_interval)
         if now - self._attempted_at < self.min_refresh_interval:
             return False
-        if self.ring is None or now - self._fetched_at >= self.ttl:
-            return True
-        return self.ring.find(alg, kid) is None
+        return now - self._fetched_at >= self.ttl or self.ring.find(alg, kid) is None
 
-    def begin_fetch(self, now: float) -> None:
-        self._attempted_at = now
-        self.fetches += 1
+    def superseded(self, seen: int) -> bool:
+        """True when a fetch finished after the request that wants another one looked."""
+        return self.completed != seen
 
     def apply(self, document: Any, now: float) -> None:
         """Take a fetched document (or the exception the fetch raised). A failed fetch keeps the old keys."""
+        self._attempted_at = now
+        self.completed += 1
         if isinstance(document, BaseException):
             logger.warning("llmproxy.auth: JWKS fetch failed: %s", document)
             return
