@@ -6,7 +6,7 @@ import logging
 import uuid
 from collections.abc import Iterable
 from datetime import datetime
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import sqlalchemy as sa
 from redis.exceptions import RedisError
@@ -40,12 +40,10 @@ from ._store import ApiKey, CreatedApiKey
 logger = logging.getLogger("llmproxy.auth")
 
 DEFAULT_SCOPES = ("api:access",)
+E = TypeVar("E", Engine, AsyncEngine)
+R = TypeVar("R")
 #: Redis client options for services built from URLs: a cut connection must not hang a request.
 REDIS_CLIENT_OPTIONS: dict[str, Any] = {"socket_timeout": 1.0, "socket_connect_timeout": 1.0}
-
-
-def _options(**kwargs: Any) -> ApiKeyOptions:
-    return ApiKeyOptions(**kwargs)
 
 
 def _redis_failed(op: RedisCall, exc: Exception) -> Any:
@@ -55,13 +53,13 @@ def _redis_failed(op: RedisCall, exc: Exception) -> Any:
     return REDIS_FAILED
 
 
-class ApiKeyService:
-    """Create, verify, list and revoke API keys (sync). Verification goes L1 → Redis → PostgreSQL."""
+class _ApiKeyServiceBase(Generic[E, R]):
+    """What both shells share: options, the core (L1, epoch, last-used buffer), the engine and the client."""
 
     def __init__(
         self,
-        engine: Engine,
-        redis: SyncRedis,
+        engine: E,
+        redis: R,
         *,
         prefix: str = DEFAULT_PREFIX,
         pepper: bytes | None = None,
@@ -72,7 +70,7 @@ class ApiKeyService:
         last_used_interval: float = 60.0,
         clock: Clock = SYSTEM_CLOCK,
     ) -> None:
-        options = _options(
+        options = ApiKeyOptions(
             prefix=prefix,
             pepper=pepper,
             l1_ttl=l1_ttl,
@@ -82,9 +80,17 @@ class ApiKeyService:
             last_used_interval=last_used_interval,
         )
         self._core = ApiKeyCore(options, clock)
-        self._engine = engine
-        self._redis = redis
+        self._engine: E = engine
+        self._redis: R = redis
         self._owned = False
+
+    @property
+    def prefix(self) -> str:
+        return self._core.options.prefix
+
+
+class ApiKeyService(_ApiKeyServiceBase[Engine, SyncRedis]):
+    """Create, verify, list and revoke API keys (sync). Verification goes L1 → Redis → PostgreSQL."""
 
     @classmethod
     def from_urls(cls, redis_url: str, database_url: str, **options: Any) -> ApiKeyService:
@@ -94,10 +100,6 @@ class ApiKeyService:
         )
         service._owned = True
         return service
-
-    @property
-    def prefix(self) -> str:
-        return self._core.options.prefix
 
     def _run(self, flow: Flow) -> Any:
         try:
@@ -169,36 +171,8 @@ class ApiKeyService:
             self._engine.dispose()
 
 
-class AsyncApiKeyService:
+class AsyncApiKeyService(_ApiKeyServiceBase[AsyncEngine, AsyncRedis]):
     """The asyncio twin of :class:`ApiKeyService` (same flows, same cache, same keys)."""
-
-    def __init__(
-        self,
-        engine: AsyncEngine,
-        redis: AsyncRedis,
-        *,
-        prefix: str = DEFAULT_PREFIX,
-        pepper: bytes | None = None,
-        l1_ttl: float = 30.0,
-        redis_ttl: float = 300.0,
-        negative_ttl: float = 30.0,
-        sync_interval: float = 0.5,
-        last_used_interval: float = 60.0,
-        clock: Clock = SYSTEM_CLOCK,
-    ) -> None:
-        options = _options(
-            prefix=prefix,
-            pepper=pepper,
-            l1_ttl=l1_ttl,
-            redis_ttl=redis_ttl,
-            negative_ttl=negative_ttl,
-            sync_interval=sync_interval,
-            last_used_interval=last_used_interval,
-        )
-        self._core = ApiKeyCore(options, clock)
-        self._engine = engine
-        self._redis = redis
-        self._owned = False
 
     @classmethod
     def from_urls(cls, redis_url: str, database_url: str, **options: Any) -> AsyncApiKeyService:
@@ -209,10 +183,6 @@ class AsyncApiKeyService:
         )
         service._owned = True
         return service
-
-    @property
-    def prefix(self) -> str:
-        return self._core.options.prefix
 
     async def _run(self, flow: Flow) -> Any:
         try:
