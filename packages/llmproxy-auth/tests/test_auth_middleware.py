@@ -18,10 +18,13 @@ from llmproxy.auth import (
     AuthMiddleware,
     JWTSettings,
     JWTVerifier,
+    PolicyDenied,
     PolicyGuard,
     Principal,
     SameTenant,
     TenantAdmin,
+    add_exception_handlers,
+    principal_from_scope,
     require,
 )
 from llmproxy.auth.testing import TEST_AUDIENCE, TEST_ISSUER, TEST_TENANT, KeyPair
@@ -118,6 +121,38 @@ async def test_valid_api_key_sets_the_request_context(
     assert response.status_code == 200
     assert response.json()["tenant"] == str(tenant_id)
     assert response.json()["key"] == str(created.key.id)
+
+
+async def test_the_verified_principal_is_in_the_scope_with_its_claims(
+    verifier: JWTVerifier, mint: Mint, rsa_key: KeyPair
+) -> None:
+    seen: list[Principal | None] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        seen.append(principal_from_scope(scope))
+        await _ok_app(scope, receive, send)
+
+    headers = [(b"authorization", f"Bearer {mint(rsa_key, department='ml')}".encode())]
+    await _call(
+        AuthMiddleware(app, authenticator=Authenticator(jwt=verifier)), {"type": "http", "headers": headers}
+    )
+
+    assert seen[0] is not None
+    assert seen[0].claims["department"] == "ml"
+
+
+async def test_exception_handlers_render_policy_errors_without_the_middleware() -> None:
+    app = FastAPI()
+    add_exception_handlers(app)
+
+    @app.get("/admin")
+    async def admin() -> None:
+        raise PolicyDenied("You are not allowed to do this.")
+
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as c:
+        response = await c.get("/admin")
+
+    assert_openai_error(response, 403, "insufficient_permissions")
 
 
 async def test_missing_credentials_are_401_with_www_authenticate(client: httpx.AsyncClient) -> None:

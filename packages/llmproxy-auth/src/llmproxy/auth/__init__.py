@@ -33,7 +33,7 @@ from ._policies import (
     any_of,
     check,
 )
-from ._principal import Principal, PrincipalKind, context_with_principal
+from ._principal import PRINCIPAL_KEY, Principal, PrincipalKind, context_with_principal, principal_from_scope
 from ._service import DEFAULT_SCOPES, ApiKeyService, AsyncApiKeyService
 from ._store import ApiKey, CreatedApiKey, api_keys_table
 from ._version import __version__
@@ -44,6 +44,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "DEFAULT_SCOPES",
     "EPOCH_KEY",
+    "PRINCIPAL_KEY",
     "AllOf",
     "AnyOf",
     "ApiAccess",
@@ -89,6 +90,7 @@ __all__ = [
     "context_with_principal",
     "generate_secret",
     "hash_secret",
+    "principal_from_scope",
     "require",
     "requires",
 ]

@@ -19,6 +19,7 @@ from llmproxy.core import (
 from ._authenticator import Authenticator
 from ._errors import AuthError
 from ._guards import send_error
+from ._principal import PRINCIPAL_KEY
 from ._responses import UNEXPECTED, PathMatcher
 
 logger = logging.getLogger("llmproxy.auth")
@@ -74,6 +75,7 @@ class AuthMiddleware:
             logger.exception("llmproxy.auth: unexpected error while authenticating")
             await self._refuse(kind, send, UNEXPECTED)
             return
+        scope[PRINCIPAL_KEY] = principal
         bind_context_to_scope(scope, principal.apply_to(ctx))
         if kind == "websocket":
             await self.app(scope, receive, send)

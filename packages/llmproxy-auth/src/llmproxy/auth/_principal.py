@@ -10,6 +10,9 @@ from llmproxy.core import RequestContext
 
 PrincipalKind = Literal["jwt", "api_key"]
 
+#: Where the middlewares put the :class:`Principal` (ASGI scope / WSGI environ), next to the RequestContext.
+PRINCIPAL_KEY = "llmproxy.auth.principal"
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -44,3 +47,9 @@ class Principal:
 def context_with_principal(ctx: RequestContext, principal: Principal) -> RequestContext:
     """Same as :meth:`Principal.apply_to`."""
     return principal.apply_to(ctx)
+
+
+def principal_from_scope(scope: Mapping[str, Any]) -> Principal | None:
+    """The principal :class:`AuthMiddleware` (or :class:`AuthWSGIMiddleware`, given the environ) verified."""
+    principal = scope.get(PRINCIPAL_KEY)
+    return principal if isinstance(principal, Principal) else None

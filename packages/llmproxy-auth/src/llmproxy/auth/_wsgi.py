@@ -17,6 +17,7 @@ from llmproxy.core import (
 
 from ._authenticator import Authenticator
 from ._errors import AuthError
+from ._principal import PRINCIPAL_KEY
 from ._responses import UNEXPECTED, PathMatcher, error_response, status_line
 
 logger = logging.getLogger("llmproxy.auth")
@@ -54,6 +55,7 @@ class AuthWSGIMiddleware:
         except Exception:
             logger.exception("llmproxy.auth: unexpected error while authenticating")
             return self._refuse(start_response, UNEXPECTED)
+        environ[PRINCIPAL_KEY] = principal
         bind_context_to_environ(environ, principal.apply_to(ctx))
         started = False
 
