@@ -55,6 +55,10 @@ def gateway_like_app() -> FastAPI:
     async def health(request: Request) -> dict[str, Any]:
         return {"authenticated": request.scope["llmproxy.context"].is_authenticated}
 
+    @app.get("/health/details", dependencies=[Depends(require(ApiAccess()))])
+    async def health_details() -> dict[str, str]:
+        return {"ok": "yes"}
+
     @app.get("/v1/whoami")
     async def whoami(request: Request) -> dict[str, Any]:
         ctx: RequestContext = request.scope["llmproxy.context"]
@@ -79,6 +83,7 @@ def client(api_keys: AsyncApiKeyService, verifier: JWTVerifier) -> httpx.AsyncCl
         AuthMiddleware,
         authenticator=Authenticator(jwt=verifier, api_keys=api_keys),
         public_paths=("/health",),
+        public_prefixes=("/health/",),
     )
     return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
 
@@ -208,6 +213,11 @@ async def test_public_path_passes_without_credentials(client: httpx.AsyncClient)
 
     assert response.status_code == 200
     assert response.json() == {"authenticated": False}
+
+
+async def test_require_on_a_public_path_is_401_not_500(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health/details")
+    assert_openai_error(response, 401, "missing_credentials")
 
 
 async def test_require_dependency_lets_an_allowed_caller_through(

@@ -64,7 +64,7 @@ class AuthMiddleware:
         ctx = context_from_scope(scope) or RequestContext.from_scope(scope)
         if self.is_public(scope.get("path") or "/"):
             bind_context_to_scope(scope, ctx)
-            await self.app(scope, receive, send)
+            await self._app(kind, scope, receive, send)
             return
         try:
             principal = await self.authenticator.aauthenticate_header(_authorization(scope))
@@ -77,6 +77,10 @@ class AuthMiddleware:
             return
         scope[PRINCIPAL_KEY] = principal
         bind_context_to_scope(scope, principal.apply_to(ctx))
+        await self._app(kind, scope, receive, send)
+
+    async def _app(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:
+        """Call the app; an AuthError it raises before responding (e.g. from ``require``) becomes 401/403."""
         if kind == "websocket":
             await self.app(scope, receive, send)
             return

@@ -47,7 +47,7 @@ class AuthWSGIMiddleware:
         ctx = context_from_environ(environ) or RequestContext.from_environ(environ)
         if self.is_public(environ.get("PATH_INFO") or "/"):
             bind_context_to_environ(environ, ctx)
-            return self.app(environ, start_response)
+            return self._app(environ, start_response)
         try:
             principal = self.authenticator.authenticate_header(environ.get("HTTP_AUTHORIZATION"))
         except AuthError as exc:
@@ -57,6 +57,10 @@ class AuthWSGIMiddleware:
             return self._refuse(start_response, UNEXPECTED)
         environ[PRINCIPAL_KEY] = principal
         bind_context_to_environ(environ, principal.apply_to(ctx))
+        return self._app(environ, start_response)
+
+    def _app(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
+        """Call the app; an AuthError it raises before starting its response becomes 401/403."""
         started = False
 
         def start_watching(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
