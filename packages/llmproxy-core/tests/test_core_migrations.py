@@ -105,13 +105,10 @@ def test_cli_reports_an_unknown_package_without_a_trace(
     assert "no migrations installed for 'nope'" in capsys.readouterr().err
 
 
-def _migrate(url: str) -> None:
-    upgrade(url)
-
-
 def test_two_processes_migrating_at_once_both_succeed(real_empty_database_url: str) -> None:
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_migrate, args=(real_empty_database_url,)) for _ in range(2)]
+    # The target must be importable by name in a spawned child: the library function itself.
+    procs = [ctx.Process(target=upgrade, args=(real_empty_database_url,)) for _ in range(2)]
     for p in procs:
         p.start()
     for p in procs:
