@@ -41,7 +41,8 @@ def test_lua_scripts_run_on_every_backend(redis_url: str) -> None:
     client = redis_from_url(redis_url)
     result = client.eval("redis.call('SET', KEYS[1], ARGV[1]); return redis.call('TIME')", 1, "k", "v")
     assert client.get("k") == b"v"
-    assert len(result) == 2 and int(result[0]) > 1_600_000_000
+    assert len(result) == 2
+    assert int(result[0]) > 1_600_000_000
 
 
 def test_cluster_url_reaches_a_real_cluster(redis_cluster_url: str) -> None:
@@ -88,14 +89,18 @@ def test_settings_read_the_llmproxy_environment(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("LLMPROXY_REDIS_URL", "redis://example:6380/1")
     monkeypatch.setenv("LLMPROXY_DATABASE_URL", "postgresql+psycopg://u@h/db")
     settings = LLMProxySettings()
-    assert (settings.redis_url, settings.database_url) == ("redis://example:6380/1", "postgresql+psycopg://u@h/db")
+    assert (settings.redis_url, settings.database_url) == (
+        "redis://example:6380/1",
+        "postgresql+psycopg://u@h/db",
+    )
 
 
 def test_settings_default_to_the_embedded_backends(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LLMPROXY_REDIS_URL", raising=False)
     monkeypatch.delenv("LLMPROXY_DATABASE_URL", raising=False)
     settings = LLMProxySettings()
-    assert settings.redis_url.startswith("memory://") and settings.database_url.startswith("sqlite:///")
+    assert settings.redis_url.startswith("memory://")
+    assert settings.database_url.startswith("sqlite:///")
 
 
 def test_a_bad_setting_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -106,6 +111,7 @@ def test_a_bad_setting_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_manual_clock_moves_only_forward() -> None:
     clock = ManualClock(100.0)
-    assert clock.advance(2.5) == 102.5 and clock.now() == clock.monotonic() == 102.5
+    assert clock.advance(2.5) == 102.5
+    assert clock.now() == clock.monotonic() == 102.5
     with pytest.raises(ValueError, match="backwards"):
         clock.advance(-1)

@@ -1,4 +1,4 @@
-"""RequestContext and the usage channel: one object seen by every layer of one request, isolated between requests."""
+"""RequestContext and usage: one object per request, seen by every layer, isolated between requests."""
 
 from __future__ import annotations
 
@@ -37,13 +37,16 @@ def test_context_from_scope_reads_path_client_and_headers() -> None:
     ctx = RequestContext.from_scope(scope)
     assert (ctx.endpoint, ctx.method, ctx.client_ip) == ("/v1/chat/completions", "POST", "10.0.0.7")
     assert (ctx.user_agent, ctx.request_id) == ("openai-python/1.0", "req-1")
-    assert ctx.tenant_id is None and not ctx.is_authenticated
+    assert ctx.tenant_id is None
+    assert not ctx.is_authenticated
 
 
 def test_context_is_immutable_and_replace_derives_a_new_one() -> None:
     ctx = RequestContext(endpoint="/x")
     authed = ctx.replace(tenant_id="t1", scopes=frozenset({"api:access"}))
-    assert ctx.tenant_id is None and authed.tenant_id == "t1" and authed.endpoint == "/x"
+    assert ctx.tenant_id is None
+    assert authed.tenant_id == "t1"
+    assert authed.endpoint == "/x"
     with pytest.raises(AttributeError):
         ctx.tenant_id = "t2"  # type: ignore[misc]
 
@@ -74,7 +77,8 @@ def test_use_context_restores_the_previous_context() -> None:
     outer = RequestContext(tenant_id="outer")
     with use_context(outer):
         with use_context(RequestContext(tenant_id="inner")):
-            assert current_context() is not None and current_context().tenant_id == "inner"  # type: ignore[union-attr]
+            assert current_context() is not None
+            assert current_context().tenant_id == "inner"
         assert current_context() is outer
 
 
@@ -126,7 +130,8 @@ async def test_handler_usage_reaches_the_middleware_through_the_scope() -> None:
 
     await asyncio.create_task(handler())  # a task copies the context: the same Usage object is reported into
     assert (usage.model, usage.input_tokens, usage.output_tokens, usage.total_tokens) == ("m", 10, 7, 17)
-    assert usage.final and usage.reported
+    assert usage.final
+    assert usage.reported
     assert open_usage(scope) is usage
 
 
@@ -135,4 +140,5 @@ def test_report_usage_rejects_bad_token_counts(bad: object) -> None:
     usage = Usage()
     with pytest.raises(ValueError, match="input_tokens"):
         usage.update(input_tokens=bad)  # type: ignore[arg-type]
-    assert usage.input_tokens == 0 and not usage.reported
+    assert usage.input_tokens == 0
+    assert not usage.reported

@@ -64,9 +64,11 @@ def test_dependency_cycles_and_missing_packages_are_named() -> None:
 
 def test_upgrade_migrates_every_installed_package_core_first(empty_database_url: str) -> None:
     done = upgrade(empty_database_url)
-    assert done[0] == "core" and set(done) == set(discover_migrations())
+    assert done[0] == "core"
+    assert set(done) == set(discover_migrations())
     revisions = current_revisions(empty_database_url)
-    assert revisions["core"] == "core_0001" and all(revisions.values())
+    assert revisions["core"] == "core_0001"
+    assert all(revisions.values())
     assert any(name.endswith("tenants") for name in table_names(empty_database_url))
 
 
@@ -86,7 +88,8 @@ def test_only_migrates_a_package_and_what_it_needs(empty_database_url: str) -> N
 def test_downgrading_core_to_base_downgrades_its_dependents_first(empty_database_url: str) -> None:
     upgrade(empty_database_url)
     undone = downgrade(empty_database_url, "core")
-    assert undone[-1] == "core" and set(undone) == set(discover_migrations())
+    assert undone[-1] == "core"
+    assert set(undone) == set(discover_migrations())
     assert set(current_revisions(empty_database_url).values()) == {None}
     assert not any(name.endswith("tenants") for name in table_names(empty_database_url))
 
