@@ -246,7 +246,8 @@ class CachePolicy:
         self.on_load = on_load
         self.stats = CacheStats()
         self._lock = threading.Lock()
-        self._l1: cachetools.TLRUCache[uuid.UUID, _Entry] = cachetools.TLRUCache(
+        # Keyed by the UUID's int: UUID.__hash__ is Python code, and the hot path hashes the key several times.
+        self._l1: cachetools.TLRUCache[int, _Entry] = cachetools.TLRUCache(
             maxsize=l1_maxsize, ttu=lambda _k, entry, now: now + entry.ttl, timer=clock.monotonic
         )
         self._last_known: cachetools.LRUCache[uuid.UUID, TenantRateLimitConfiguration] = cachetools.LRUCache(
@@ -257,15 +258,10 @@ class CachePolicy:
 
     # L1
 
-    def _l1_get(self, tenant_id: uuid.UUID) -> TenantRateLimitConfiguration | None:
-        with self._lock:
-            entry = self._l1.get(tenant_id)
-        return None if entry is None else entry.config
-
     def _remember(self, config: TenantRateLimitConfiguration, ttl: float, *, known: bool = True) -> None:
         with self._lock:
             if ttl > 0:
-                self._l1[config.tenant_id] = _Entry(config, ttl)
+                self._l1[config.tenant_id.int] = _Entry(config, ttl)
             if known:
                 self._last_known[config.tenant_id] = config
 
@@ -277,7 +273,7 @@ class CachePolicy:
                 if last_known:
                     self._last_known.clear()
             else:
-                self._l1.pop(tenant_id, None)
+                self._l1.pop(tenant_id.int, None)
                 if last_known:
                     self._last_known.pop(tenant_id, None)
 
@@ -299,7 +295,11 @@ class CachePolicy:
     def _loaded(self, config: TenantRateLimitConfiguration, source: Source) -> Loaded:
         with self._lock:
             self.stats.loads[source] += 1
-        logger.debug("rate-limit configuration of tenant %s loaded from %s", config.tenant_id, source)
+        return self._report(config, source)
+
+    def _report(self, config: TenantRateLimitConfiguration, source: Source) -> Loaded:
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("rate-limit configuration of tenant %s loaded from %s", config.tenant_id, source)
         if self.on_load is not None:
             try:
                 self.on_load(config.tenant_id, source)
@@ -319,8 +319,12 @@ class CachePolicy:
         """The L1 hit, if any (the services try this before starting a flow: it is the hot path)."""
         if not isinstance(tenant_id, uuid.UUID):
             raise TypeError(f"tenant_id must be a uuid.UUID, got {type(tenant_id).__name__}")
-        cached = self._l1_get(tenant_id)
-        return None if cached is None else self._loaded(cached, "l1")
+        with self._lock:  # one acquisition for the lookup and the count
+            entry = self._l1.get(tenant_id.int)
+            if entry is None:
+                return None
+            self.stats.loads["l1"] += 1
+        return self._report(entry.config, "l1")
 
     def get_flow(self, tenant_id: uuid.UUID) -> Flow[Loaded]:
         hit = self.l1_lookup(tenant_id)
