@@ -246,7 +246,7 @@ class CachePolicy:
         self.on_load = on_load
         self.stats = CacheStats()
         self._lock = threading.Lock()
-        # Keyed by the UUID's int: UUID.__hash__ is Python code, and the hot path hashes the key several times.
+        # Keyed by the UUID's int: UUID.__hash__ is Python code, and the hot path hashes keys several times.
         self._l1: cachetools.TLRUCache[int, _Entry] = cachetools.TLRUCache(
             maxsize=l1_maxsize, ttu=lambda _k, entry, now: now + entry.ttl, timer=clock.monotonic
         )
