@@ -102,7 +102,7 @@ class TenantUsage(BaseModel):
     quotas: dict[str, QuotaUsage]
 
 
-def get_backends(request: Request) -> Backends:
+async def get_backends(request: Request) -> Backends:
     backends: Backends = request.app.state.backends
     return backends
 

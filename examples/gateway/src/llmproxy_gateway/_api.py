@@ -38,12 +38,13 @@ class ModelCatalog:
             raise GatewayError(404, f"the model '{model}' {reason}", code="model_not_found", param="model")
 
 
-def get_provider(request: Request) -> Provider:
+# Dependencies are ``async`` although they never await: FastAPI runs a plain ``def`` in its thread pool.
+async def get_provider(request: Request) -> Provider:
     provider: Provider = request.app.state.provider
     return provider
 
 
-def get_catalog(request: Request) -> ModelCatalog:
+async def get_catalog(request: Request) -> ModelCatalog:
     catalog: ModelCatalog = request.app.state.catalog
     return catalog
 
