@@ -119,10 +119,11 @@ class RedisFill:
 
 @dataclass(frozen=True, slots=True)
 class RedisInvalidate:
-    """Run ``INVALIDATE_SCRIPT``: bump the version, delete the entry."""
+    """Run ``INVALIDATE_SCRIPT``: set a new version token, delete the entry."""
 
     key: str
     version_key: str
+    token: str
     ttl: int
 
 
@@ -246,6 +247,7 @@ class CachePolicy:
         self.on_load = on_load
         self.stats = CacheStats()
         self._lock = threading.Lock()
+        self._generation = 0  # bumped by every invalidation; see _remember(since=...)
         # Keyed by the UUID's int: UUID.__hash__ is Python code, and the hot path hashes keys several times.
         self._l1: cachetools.TLRUCache[int, _Entry] = cachetools.TLRUCache(
             maxsize=l1_maxsize, ttu=lambda _k, entry, now: now + entry.ttl, timer=clock.monotonic
@@ -258,8 +260,19 @@ class CachePolicy:
 
     # L1
 
-    def _remember(self, config: TenantRateLimitConfiguration, ttl: float, *, known: bool = True) -> None:
+    def _remember(
+        self,
+        config: TenantRateLimitConfiguration,
+        ttl: float,
+        *,
+        known: bool = True,
+        since: int | None = None,
+    ) -> None:
+        """Cache ``config``; with ``since`` (a :attr:`_generation` snapshot), only if nothing was invalidated
+        since, so a load that raced an invalidation cannot put the pre-write value back into L1."""
         with self._lock:
+            if since is not None and since != self._generation:
+                return
             if ttl > 0:
                 self._l1[config.tenant_id.int] = _Entry(config, ttl)
             if known:
@@ -268,6 +281,7 @@ class CachePolicy:
     def forget(self, tenant_id: uuid.UUID | None, *, last_known: bool = False) -> None:
         """Drop one tenant's (or, with None, every) L1 entry; last known values stay unless asked."""
         with self._lock:
+            self._generation += 1
             if tenant_id is None:
                 self._l1.clear()
                 if last_known:
@@ -331,6 +345,7 @@ class CachePolicy:
         if hit is not None:
             return hit
         key, vkey = cache_key(tenant_id), version_key(tenant_id)
+        generation = self._generation
         seen_version = ""
         redis_usable = self._redis_backoff.allows(self.clock.monotonic())
         if redis_usable:
@@ -353,15 +368,15 @@ class CachePolicy:
                         )
                     else:
                         config = stored or self.defaults.for_tenant(tenant_id)
-                        self._remember(config, self.l1_ttl)
+                        self._remember(config, self.l1_ttl, since=generation)
                         return self._loaded(config, "redis")
         if not self._db_backoff.allows(self.clock.monotonic()):
-            return self._fallback(tenant_id, None)
+            return self._fallback(tenant_id, None, generation)
         try:
             stored = yield DbGet(tenant_id)
         except Exception as exc:
             self._db_backoff.failed(self.clock.monotonic())
-            return self._fallback(tenant_id, exc)
+            return self._fallback(tenant_id, exc, generation)
         self._db_backoff.succeeded()
         current = True
         if redis_usable:
@@ -372,10 +387,10 @@ class CachePolicy:
             except Exception as exc:
                 self._redis_failed(exc, "filling the configuration cache")
         config = stored or self.defaults.for_tenant(tenant_id)
-        self._remember(config, self.l1_ttl if current else 0)
+        self._remember(config, self.l1_ttl if current else 0, since=generation)
         return self._loaded(config, "database" if stored is not None else "default")
 
-    def _fallback(self, tenant_id: uuid.UUID, exc: BaseException | None) -> Loaded:
+    def _fallback(self, tenant_id: uuid.UUID, exc: BaseException | None, generation: int) -> Loaded:
         with self._lock:
             last = self._last_known.get(tenant_id)
             if exc is not None:
@@ -391,12 +406,17 @@ class CachePolicy:
             )
         config = last if last is not None else self.defaults.for_tenant(tenant_id)
         # Held briefly so an outage costs one failed query per tenant per failure_ttl, not one per request.
-        self._remember(config, self.failure_ttl, known=False)
+        self._remember(config, self.failure_ttl, known=False, since=generation)
         return self._loaded(config, source)
 
     def _invalidate_flow(self, tenant_id: uuid.UUID) -> Flow[None]:
         try:
-            yield RedisInvalidate(cache_key(tenant_id), version_key(tenant_id), self.redis_ttl)
+            # A fresh random token, never a counter: a counter restarts when its key expires, and a reader
+            # that saw the old "1" would then pass the fill check against a newer write's "1".
+            # It outlives the entry so that no reader's flow spans its expiry.
+            yield RedisInvalidate(
+                cache_key(tenant_id), version_key(tenant_id), uuid.uuid4().hex, 2 * self.redis_ttl
+            )
         except Exception as exc:
             self._redis_failed(exc, "invalidating the configuration cache")
         try:

@@ -221,8 +221,8 @@ class RateLimitConfigService(_ServiceBase):
                 return self.redis.mget(key, vkey)
             case RedisFill(key, vkey, seen, value, ttl):
                 return self._fill(keys=[key, vkey], args=[seen, value, ttl])
-            case RedisInvalidate(key, vkey, ttl):
-                return self._invalidate(keys=[key, vkey], args=[ttl])
+            case RedisInvalidate(key, vkey, token, ttl):
+                return self._invalidate(keys=[key, vkey], args=[token, ttl])
             case RedisPublish(channel, message):
                 return self.redis.publish(channel, message)
             case DbGet(tenant_id):
@@ -360,8 +360,8 @@ class AsyncRateLimitConfigService(_ServiceBase):
                 return await self.redis.mget(key, vkey)
             case RedisFill(key, vkey, seen, value, ttl):
                 return await self._fill(keys=[key, vkey], args=[seen, value, ttl])
-            case RedisInvalidate(key, vkey, ttl):
-                return await self._invalidate(keys=[key, vkey], args=[ttl])
+            case RedisInvalidate(key, vkey, token, ttl):
+                return await self._invalidate(keys=[key, vkey], args=[token, ttl])
             case RedisPublish(channel, message):
                 return await self.redis.publish(channel, message)
             case DbGet(tenant_id):
