@@ -133,6 +133,15 @@ def test_token_not_yet_valid_is_refused(
         verifier.verify(mint(rsa_key, nbf=int(manual_clock.now()) + 61))
 
 
+@pytest.mark.parametrize("claim", ["exp", "nbf", "iat"])
+@pytest.mark.parametrize("value", [float("inf"), float("-inf"), float("nan")])
+def test_non_finite_time_claims_are_refused(
+    verifier: JWTVerifier, mint: Mint, rsa_key: KeyPair, claim: str, value: float
+) -> None:
+    with pytest.raises(InvalidToken, match=f"'{claim}' must be a finite number"):
+        verifier.verify(mint(rsa_key, **{claim: value}))
+
+
 def test_token_without_exp_is_refused(verifier: JWTVerifier, mint: Mint, rsa_key: KeyPair) -> None:
     with pytest.raises(InvalidToken, match="exp"):
         verifier.verify(mint(rsa_key, exp=None))

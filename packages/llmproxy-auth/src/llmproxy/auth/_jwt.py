@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import math
 import threading
 import uuid
 from collections.abc import Generator
@@ -132,8 +133,9 @@ def _number(payload: dict[str, Any], claim: str) -> float | None:
     value = payload.get(claim)
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise InvalidToken(f"Claim {claim!r} must be a number.")
+    # json accepts NaN and Infinity: an ``exp`` of either would make a token that never expires.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidToken(f"Claim {claim!r} must be a finite number.")
     return float(value)
 
 
