@@ -2,10 +2,13 @@
 
 Both are served by uvicorn (`llmproxy-gateway serve` and `serve --bare`) in their own processes, with the mock
 provider at zero delay, on real Redis + PostgreSQL when available (else the embedded backends). The load comes
-from another process: an async httpx loader with a fixed number of concurrent connections. Same run, same
-loader, non-streaming and streaming chat completions; prints requests/s and p50/p99 latency side by side.
+from another process: a closed-loop asyncio loader speaking raw HTTP/1.1 on kept-alive connections
+(cheap enough that the loader is not what limits either server; ``--loader httpx`` uses the async httpx
+client instead, several times costlier per request: on 2 cores it caps both servers and flattens the
+difference). Same run, same loader, non-streaming and streaming chat completions; prints requests/s and
+p50/p99 latency side by side.
 
-    .venv/bin/python bench/bench_gateway.py [--quick] [--duration S] [--concurrency N]
+    .venv/bin/python bench/bench_gateway.py [--quick] [--duration S] [--concurrency N] [--loader raw|httpx]
 
 Targets (issue 5): the middlewares add <= 1 ms at p50 and keep >= 50% of the bare app's throughput.
 """
