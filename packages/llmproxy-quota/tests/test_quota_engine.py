@@ -9,7 +9,14 @@ from typing import Any
 import pytest
 
 from llmproxy.core import ManualClock, RequestContext, redis_from_url
-from llmproxy.quota import InvalidQuotaRequest, QuotaClient, QuotaType, StaticLimits, UnknownTenant
+from llmproxy.quota import (
+    AsyncQuotaClient,
+    InvalidQuotaRequest,
+    QuotaClient,
+    QuotaType,
+    StaticLimits,
+    UnknownTenant,
+)
 from llmproxy.ratelimit_config import EndpointLimit
 
 CHAT = "/v1/chat/completions"
@@ -322,3 +329,60 @@ def test_an_unknown_tenant_is_a_clear_error(redis_url: str) -> None:
 def test_a_bad_failure_policy_is_a_clear_error(redis_url: str, limits: Any) -> None:
     with pytest.raises(InvalidQuotaRequest, match="failure_policy"):
         QuotaClient(redis_from_url(redis_url), limits, failure_policy="maybe")
+
+
+def unconfigured(config: Any, **limits: Any) -> Any:
+    """``config`` with some limits set to None, as a custom limits source may build them (no validation)."""
+    sections = {"global_limit": config.global_limit, "api_key_limit": config.api_key_limit}
+    changed = {}
+    for section, model in sections.items():
+        values = {k: limits.get(k if section == "global_limit" else f"key_{k}", v) for k, v in model}
+        changed[section] = type(model).model_construct(**values)
+    return type(config).model_construct(**{**dict(config), **changed})
+
+
+def test_a_limit_set_to_none_by_a_custom_source_is_not_evaluated(
+    make_client: Any, limits: Any, tenant: uuid.UUID
+) -> None:
+    limits.configure(
+        rpm=2, endpoints={CHAT: EndpointLimit(requests_per_minute=5, tokens_per_minute=10, burst_capacity=5)}
+    )
+    config = limits.get(tenant)
+    endpoint = type(config.endpoint_limits[CHAT]).model_construct(
+        requests_per_minute=5, tokens_per_minute=None, burst_capacity=None
+    )
+    config = unconfigured(config, tokens_per_day=None, requests_per_minute=None, key_tokens_per_minute=None)
+    limits.set(type(config).model_construct(**{**dict(config), "endpoint_limits": {CHAT: endpoint}}))
+    client = make_client(deny_cache=False)
+    admission = client.admit(ctx_for(tenant, endpoint=CHAT, api_key_id="k1"), 1000)
+    assert admission.allowed  # 1000 tokens exceed no configured limit (endpoint tpm is None)
+    assert [r.name for r in admission.results] == [
+        "tenant.requests_per_day",
+        "tenant.tokens_per_minute",
+        "api_key.requests_per_minute",
+        "endpoint.requests_per_minute",
+    ]
+    assert by_name(admission)["endpoint.requests_per_minute"].limit == 5  # burst defaults to the rate
+    assert [client.admit(ctx_for(tenant), 0).allowed for _ in range(3)] == [True] * 3  # rpm=None: no limit
+    with pytest.raises(InvalidQuotaRequest):
+        client.check(tenant, "requests_per_minute", 1)
+
+
+def test_the_script_is_loaded_again_after_a_script_flush(
+    redis_url: str, limits: Any, tenant: uuid.UUID
+) -> None:
+    client = QuotaClient(redis_from_url(redis_url), limits)
+    assert client.admit(ctx_for(tenant), 10).allowed
+    client.redis.script_flush()
+    assert client.admit(ctx_for(tenant), 10).allowed
+    assert client.check(tenant, "requests_per_day", 0).current_usage == 2
+    client.close()
+
+
+async def test_the_async_client_loads_the_script_again_after_a_script_flush(
+    aclient: AsyncQuotaClient, tenant: uuid.UUID
+) -> None:
+    assert (await aclient.admit(ctx_for(tenant), 10)).allowed
+    await aclient.redis.script_flush()
+    assert (await aclient.admit(ctx_for(tenant), 10)).allowed
+    assert (await aclient.check(tenant, "requests_per_day", 0)).current_usage == 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
@@ -108,8 +109,8 @@ class QuotaCore:
         self._denied: dict[str, float] = {}
         self._lock = threading.Lock()
         self._local: Any = None
-        # the limits of (tenant, api key, endpoint) for the config object they were built from
-        self._specs: dict[tuple[str | None, ...], tuple[object, str, tuple[_plan.LimitSpec, ...], str]] = {}
+        # what admits of (tenant, api key, endpoint) send, for the config object it was built from
+        self._shapes: dict[tuple[object, ...], _plan.AdmitShape] = {}
         self.retry_redis_after = retry_redis_after
         self._down_until = float("-inf")
 
@@ -120,17 +121,17 @@ class QuotaCore:
         return None if self.clock is None else int(self.clock.now() * 1000)
 
     def plan_admit(self, ctx: RequestContext, config: TenantRateLimitConfiguration, estimate: int) -> Plan:
-        estimate = _plan.amount("estimate_tokens", estimate)
+        if type(estimate) is not int or not 0 <= estimate <= 2**47:  # the common case checked cheaply
+            estimate = _plan.amount("estimate_tokens", estimate)
         cache_key = (ctx.tenant_id, ctx.api_key_id, ctx.endpoint)
-        cached = self._specs.get(cache_key)
-        if cached is None or cached[0] is not config:
+        shape = self._shapes.get(cache_key)
+        if shape is None or shape.config is not config:
             tenant, _ = _plan.tenant_key(ctx.tenant_id)
-            specs = tuple(_plan.request_limits(tenant, config, ctx, self.monthly))
-            if len(self._specs) >= 10_000:
-                self._specs.clear()
-            cached = self._specs[cache_key] = (config, tenant, specs, _plan.encode(specs))
-        _, tenant, specs, encoded = cached
-        return _plan.admit_plan(tenant, specs, encoded, estimate, self.lease_ms)
+            specs = _plan.request_limits(tenant, config, ctx, self.monthly)
+            if len(self._shapes) >= 10_000:
+                self._shapes.clear()
+            shape = self._shapes[cache_key] = _plan.AdmitShape.build(config, tenant, specs)
+        return _plan.admit_plan(shape, estimate, self.lease_ms)
 
     def plan_single(
         self, mode: str, tenant: str, config: TenantRateLimitConfiguration, qt: QuotaType, n: int
@@ -156,7 +157,7 @@ class QuotaCore:
             result = LimitResult(
                 name=spec.name,
                 unit=spec.unit,
-                window=_plan._KIND_WINDOW[spec.kind],
+                window=spec.window,
                 allowed=False,
                 limit=spec.limit,
                 remaining=0,
@@ -304,19 +305,13 @@ class QuotaCore:
                     self._denied[spec.key] = now + result.retry_after
 
     def _monotonic(self) -> float:
-        import time
-
         return self.clock.monotonic() if self.clock is not None else time.monotonic()
 
     def wall(self) -> float:
         """Wall-clock seconds (the injected clock's, else the system's)."""
-        import time
-
         return self.clock.now() if self.clock is not None else time.time()
 
     def _wall(self) -> float:
-        import time
-
         return self.clock.now() if self.clock is not None else time.time()
 
     def _count(self, *names: str) -> None:
