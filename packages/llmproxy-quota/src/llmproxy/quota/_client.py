@@ -79,7 +79,7 @@ class QuotaClient(_Base, GuardMixin):
 
     redis: SyncRedis
 
-    def _run(self, keys: list[str], args: list[str | int]) -> Any:
+    def _run(self, keys: list[str | bytes], args: list[str | int]) -> Any:
         # EVALSHA directly: redis-py's Script object costs a few microseconds a call on the hot path
         redis: Any = self.redis
         try:
@@ -172,7 +172,7 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
 
     redis: AsyncRedis
 
-    async def _run(self, keys: list[str], args: list[str | int]) -> Any:
+    async def _run(self, keys: list[str | bytes], args: list[str | int]) -> Any:
         redis: Any = self.redis
         try:
             return await redis.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)

@@ -74,21 +74,19 @@ class Plan:
     lease_ms: int = 0
     estimate: int = 0
 
-    spec_keys: tuple[str, ...] | None = None  # the keys of ``specs``, when already known
+    spec_keys: tuple[str | bytes, ...] | None = None  # the keys of ``specs``, when already known (encoded)
 
-    def keys(self) -> list[str]:
+    def keys(self) -> list[str | bytes]:
         keys = self.spec_keys if self.spec_keys is not None else tuple(s.key for s in self.specs)
         return [self.reservation_key, *keys] if self.reservation_key else list(keys)
 
     def args(self, now_ms: int | None) -> list[str | int]:
+        """The script's ARGV: one header (see quota.lua) and the limits."""
+        resv = 1 if self.reservation_key else 0
+        now = "" if now_ms is None else now_ms
         return [
-            self.mode,
-            "" if now_ms is None else now_ms,
-            1 if self.reservation_key else 0,
-            self.lease_ms,
+            f"{self.mode} {resv} {self.lease_ms} {self.request_cost} {self.token_cost} {now}",
             self.encoded,
-            self.request_cost,
-            self.token_cost,
         ]
 
     def cost(self, spec: LimitSpec) -> int:
@@ -269,7 +267,7 @@ class AdmitShape:
     tenant: str
     specs: tuple[LimitSpec, ...]
     encoded: str
-    keys: tuple[str, ...]
+    keys: tuple[bytes, ...]  # encoded once: redis-py encodes str arguments on every call
     reservation_prefix: str | None  # set when a token limit applies: admits hold a reservation
 
     @classmethod
@@ -281,7 +279,7 @@ class AdmitShape:
             tenant=tenant,
             specs=specs,
             encoded=encode(specs),
-            keys=tuple(s.key for s in specs),
+            keys=tuple(s.key.encode() for s in specs),
             reservation_prefix=reservation_key(tenant, "") if tokens else None,
         )
 

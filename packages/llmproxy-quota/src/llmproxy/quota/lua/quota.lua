@@ -1,33 +1,35 @@
 -- llmproxy-quota: every limit of one request, evaluated atomically in one round trip.
 --
--- ARGV[1] mode:    "admit"  all-or-nothing: consume every limit or none
---                  "check"  dry run: evaluate, write nothing, report the state before the cost
---                  "force"  consume every limit unconditionally (increment)
---                  "settle" delete the reservation KEYS[1]; if it existed, charge/refund the signed costs
--- ARGV[2] now in ms since the epoch, or "" to use Redis TIME (so gateway instances with skewed clocks agree)
--- ARGV[3] 1 when KEYS[1] is a reservation key, else 0
--- ARGV[4] reservation lease in ms (admit)
--- ARGV[5] the limits, in KEYS order after the reservation key, each "<kind> <unit> <limit> <burst> <period ms>
+-- ARGV[1] "<mode> <reservation> <lease ms> <request cost> <token cost> <now ms>" (one argument: each argument
+--         costs the client ~1 us to encode):
+--   mode:        "admit"  all-or-nothing: consume every limit or none
+--                "check"  dry run: evaluate, write nothing, report the state before the cost
+--                "force"  consume every limit unconditionally (increment)
+--                "settle" delete the reservation KEYS[1]; if it existed, charge/refund the signed costs
+--   reservation: 1 when KEYS[1] is a reservation key, else 0; lease: its lifetime in ms (admit)
+--   costs:       of each "r" limit and of each "t" limit (signed when settling)
+--   now:         ms since the epoch, or empty to use Redis TIME (so gateway instances with skewed clocks agree)
+-- ARGV[2] the limits, in KEYS order after the reservation key, each "<kind> <unit> <limit> <burst> <period ms>
 --         <window end ms>;" -- kind "g" GCRA, "d" UTC day, "m" UTC month; unit "r" requests or "t" tokens;
 --         window end: the window a reserved cost was counted in ("d"/"m", settle only, else 0)
--- ARGV[6] cost of each "r" limit, ARGV[7] cost of each "t" limit (signed when settling)
 --
 -- GCRA state (STRING "<tat_ms> <rem>"): the theoretical arrival time TAT = tat_ms + rem / limit, kept exact.
 -- Budget state (STRING "<window end ms> <used>"): a budget whose window is not the current one counts as 0.
 -- Returns one string: "<ok> <now_ms>" then per limit " <usage> <reset_in_ms> <retry_after_ms>"; retry_after is 0
 -- when the limit admits and -1 when the cost can never fit. Remaining = (burst or limit) - usage.
 
-local mode = ARGV[1]
+local mode, resv_s, lease_s, rcost_s, tcost_s, now_s =
+  string.match(ARGV[1], "^(%a+) ([01]) (%d+) (%-?%d+) (%-?%d+) (%d*)$")
 local now
-if ARGV[2] == "" then
+if now_s == "" then
   local t = redis.call("TIME")
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 else
-  now = tonumber(ARGV[2])
+  now = tonumber(now_s)
 end
-local has_resv = ARGV[3] == "1"
+local has_resv = resv_s == "1"
 local first = has_resv and 2 or 1
-local costs = {r = tonumber(ARGV[6]), t = tonumber(ARGV[7])}
+local costs = {r = tonumber(rcost_s), t = tonumber(tcost_s)}
 local DAY = 86400000
 
 if mode == "settle" and redis.call("DEL", KEYS[1]) == 0 then
@@ -108,7 +110,7 @@ if #KEYS >= first then stored = redis.call("MGET", unpack(KEYS, first)) end
 
 local i = 0
 for kind, unit, limit_s, burst_s, period_s, reserved_s in
-    string.gmatch(ARGV[5], "(%a) (%a) (%d+) (%d+) (%d+) (%d+);") do
+    string.gmatch(ARGV[2], "(%a) (%a) (%d+) (%d+) (%d+) (%d+);") do
   local cost = costs[unit]
   local limit = tonumber(limit_s)
   local key = KEYS[first + i]
@@ -190,7 +192,7 @@ for _, w in ipairs(writes) do
   redis.call("SET", w[2], pair(w[3], w[4]), "PX", w[5])
 end
 if mode == "admit" and ok_all and has_resv then
-  redis.call("SET", KEYS[1], "1", "PX", ARGV[4])
+  redis.call("SET", KEYS[1], "1", "PX", lease_s)
 end
 
 local head = (ok_all and "1 " or "0 ") .. fmt(now)
