@@ -202,6 +202,35 @@ def test_a_rate_refund_never_raises_capacity_above_full(
     assert not client.admit(ctx_for(tenant), 1).allowed
 
 
+def test_a_rate_refund_never_erases_other_requests_charges(
+    make_client: Any, limits: Any, tenant: uuid.UUID, clock: ManualClock
+) -> None:
+    # the reviewer's case: A's charge drained fully, B's is in place; refunding A must not free B's tokens
+    limits.configure(tpm=1000)
+    client = make_client(deny_cache=False)
+    a = client.admit(ctx_for(tenant), 1000)
+    clock.advance(60)
+    b = client.admit(ctx_for(tenant), 1000)
+    assert b.allowed
+    client.settle(b.reservation, 1000)
+    client.settle(a.reservation, 0)
+    assert not client.admit(ctx_for(tenant), 1000).allowed
+    assert client.check(tenant, "tokens_per_minute", 0).remaining == 0
+
+
+def test_a_rate_refund_is_capped_by_the_undrained_part_of_the_reservation(
+    make_client: Any, limits: Any, tenant: uuid.UUID, clock: ManualClock
+) -> None:
+    limits.configure(tpm=600)
+    client = make_client(deny_cache=False)
+    a = client.admit(ctx_for(tenant), 300)  # its charge ends 30 s from now
+    assert client.admit(ctx_for(tenant), 300).allowed  # this one's 30 s after that
+    clock.advance(20)  # 200 tokens drained (all A's), 400 held: 100 of A's, 300 of the other's
+    client.settle(a.reservation, 0)  # refunds A's 100 undrained tokens, not 300
+    assert client.check(tenant, "tokens_per_minute", 0).remaining == 300
+    assert client.check(tenant, "tokens_per_day", 0).current_usage == 300  # budgets refund all of it
+
+
 def test_an_expired_reservation_is_not_settled(make_client: Any, tenant: uuid.UUID, redis_url: str) -> None:
     client = make_client(reservation_ttl=0.05)
     admission = client.admit(ctx_for(tenant), 100)

@@ -39,7 +39,9 @@ class LimitSpec:
     limit: int
     burst: int = 0
     period_ms: int = MINUTE_MS
-    window_end: int = 0  # settle only: the budget window the reserved cost was counted in
+    # settle only: a budget ("d"/"m"): the window the reserved cost was counted in; a rate ("g"): where the
+    # reservation's charge ended on the key's timeline (its TAT right after the admit, ms, rounded up)
+    window_end: int = 0
     # derived once, read by every reply's parsing: "minute"/"day"/"month", and what usage is measured against
     window: str = field(init=False, compare=False)
     capacity: int = field(init=False, compare=False)
@@ -311,10 +313,9 @@ def single_plan(mode: str, tenant: str, spec: LimitSpec, cost: int) -> Plan:
 def make_reservation(plan: Plan, results: Sequence[LimitResult], local: bool) -> Reservation | None:
     if plan.reservation_id is None or plan.reservation_key is None:
         return None
+    # a budget's reset_at is its window end; a rate's is the key's TAT after this admit: where its charge ends
     held = tuple(
-        s
-        if s.kind == "g"
-        else LimitSpec(s.name, s.unit, s.kind, s.key, s.limit, s.burst, s.period_ms, round(r.reset_at * 1000))
+        LimitSpec(s.name, s.unit, s.kind, s.key, s.limit, s.burst, s.period_ms, round(r.reset_at * 1000))
         for s, r in zip(plan.specs, results, strict=True)
         if s.unit == "tokens"
     )

@@ -11,7 +11,9 @@
 --   now:         ms since the epoch, or empty to use Redis TIME (so gateway instances with skewed clocks agree)
 -- ARGV[2] the limits, in KEYS order after the reservation key, each "<kind> <unit> <limit> <burst> <period ms>
 --         <window end ms>;" -- kind "g" GCRA, "d" UTC day, "m" UTC month; unit "r" requests or "t" tokens;
---         window end: the window a reserved cost was counted in ("d"/"m", settle only, else 0)
+--         window end (settle only, else 0): "d"/"m" the window a reserved cost was counted in; "g" the charge
+--         end, the key's TAT right after the admit (ms, rounded up): a refund is capped by what of the
+--         reservation's charge has not drained by now
 --
 -- GCRA state (STRING "<tat_ms> <rem>"): the theoretical arrival time TAT = tat_ms + rem / limit, kept exact.
 -- Budget state (STRING "<window end ms> <used>"): a budget whose window is not the current one counts as 0.
@@ -139,7 +141,11 @@ for kind, unit, limit_s, burst_s, period_s, reserved_s in
       if cost >= 0 then
         new_debt = debt + cost * period
       else
-        new_debt = math.max(0, debt + cost * period)
+        -- a refund returns only the part of the reservation's own charge not yet drained (its charge ended
+        -- at <window end>, the TAT after its admit rounded up to the ms): what drained already was replaced
+        -- by other requests' charges, which a refund must not erase; never below full capacity now
+        local refund = math.min(-cost * period, (tonumber(reserved_s) - now) * limit)
+        if refund > 0 then new_debt = math.max(0, debt - refund) else new_debt = debt end
       end
       if mode ~= "force" and mode ~= "settle" and new_debt > cap then
         ok = 0
