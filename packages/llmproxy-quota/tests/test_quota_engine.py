@@ -290,6 +290,46 @@ def test_the_deny_cache_rejects_without_asking_redis(
     assert client.admit(ctx_for(tenant)).allowed
 
 
+def test_the_deny_cache_is_ignored_once_the_limit_changes(
+    make_client: Any, limits: Any, tenant: uuid.UUID, clock: ManualClock
+) -> None:
+    limits.configure(rpd=2)
+    client = make_client()
+    assert [client.admit(ctx_for(tenant)).allowed for _ in range(3)] == [True, True, False]
+    assert client.admit(ctx_for(tenant)).from_deny_cache  # cached until UTC midnight
+    limits.configure(rpd=1000)  # the admin raises the budget
+    admission = client.admit(ctx_for(tenant))
+    assert (admission.allowed, admission.from_deny_cache) == (True, False)
+
+    limits.configure(rpm=1)
+    clock.advance(60)
+    assert client.admit(ctx_for(tenant)).allowed
+    assert client.admit(ctx_for(tenant)).rejected
+    assert client.admit(ctx_for(tenant)).from_deny_cache  # cached for 60 s at 1/min
+    limits.configure(rpm=6)  # the stored TAT is a time: at 6/min the next request fits 10 s from now
+    clock.advance(10)
+    assert client.admit(ctx_for(tenant)).allowed
+
+
+def test_a_token_budget_denial_is_cached_for_at_most_deny_cache_max_ttl(
+    make_client: Any, limits: Any, tenant: uuid.UUID, clock: ManualClock
+) -> None:
+    limits.configure(tpd=100)
+    client = make_client()  # deny_cache_max_ttl defaults to 1 s
+    other_process = make_client(deny_cache=False)
+    held = other_process.admit(ctx_for(tenant), 100)
+    assert not client.admit(ctx_for(tenant), 1).allowed  # the day's budget is exhausted
+    assert client.admit(ctx_for(tenant), 1).from_deny_cache
+    other_process.settle(held.reservation, 0)  # a refund frees the budget
+    clock.advance(1)
+    assert client.admit(ctx_for(tenant), 1).allowed
+
+
+def test_deny_cache_max_ttl_is_validated(make_client: Any) -> None:
+    with pytest.raises(InvalidQuotaRequest):
+        make_client(deny_cache_max_ttl=-1)
+
+
 def test_shadow_mode_reports_but_never_rejects(make_client: Any, limits: Any, tenant: uuid.UUID) -> None:
     limits.configure(rpm=1)
     client = make_client(shadow=True)

@@ -79,6 +79,7 @@ class QuotaCore:
         shadow: bool = False,
         clock: Clock | None = None,
         deny_cache: bool = True,
+        deny_cache_max_ttl: float = 1.0,
         reservation_ttl: float = 3600.0,
         monthly_limits: Mapping[QuotaType | str, int] | None = None,
         retry_redis_after: float = 1.0,
@@ -99,6 +100,8 @@ class QuotaCore:
             )
         if reservation_ttl <= 0:
             raise InvalidQuotaRequest("reservation_ttl", "must be positive")
+        if not deny_cache_max_ttl >= 0:
+            raise InvalidQuotaRequest("deny_cache_max_ttl", "must not be negative")
         self.expected_processes = expected_processes
         self.shadow = shadow
         self.clock = clock
@@ -106,7 +109,9 @@ class QuotaCore:
         self.monthly = _plan.monthly_limits(monthly_limits)
         self.stats = QuotaStats()
         self._use_deny_cache = deny_cache
-        self._denied: dict[str, float] = {}
+        self.deny_cache_max_ttl = deny_cache_max_ttl
+        # key -> (until (monotonic), the limit and burst it was denied under): a changed limit ignores it
+        self._denied: dict[str, tuple[float, int, int]] = {}
         self._lock = threading.Lock()
         self._local: Any = None
         # what admits of (tenant, api key, endpoint) send, for the config object it was built from
@@ -141,15 +146,17 @@ class QuotaCore:
     # -- admit ----------------------------------------------------------------------------------------------
 
     def cached_denial(self, plan: Plan) -> Admission | None:
-        """A rejection known locally (a limit exhausted until its retry_after), skipping Redis."""
+        """A rejection known locally (a limit exhausted until its retry_after), skipping Redis. Only while the
+        plan's limit is the one it was denied under: a raised (or lowered) limit asks Redis again."""
         if not self._use_deny_cache or self.shadow or not self._denied:
             return None
         now = self._monotonic()
         for spec in plan.specs:
-            until = self._denied.get(spec.key)
-            if until is None or plan.cost(spec) <= 0:
+            denied = self._denied.get(spec.key)
+            if denied is None or plan.cost(spec) <= 0:
                 continue
-            if until <= now:
+            until, limit, burst = denied
+            if until <= now or limit != spec.limit or burst != spec.burst:
                 self._denied.pop(spec.key, None)
                 continue
             wait = until - now
@@ -299,10 +306,18 @@ class QuotaCore:
         for spec, result in zip(plan.specs, results, strict=True):
             if result.allowed or result.retry_after is None:
                 continue
-            # certain for any later request: a request limit (cost always 1) or an exhausted budget
-            if spec.unit == "requests" or (spec.kind != "g" and result.remaining == 0):
+            # certain for any later request under the same limit: a request limit (cost always 1; requests are
+            # never refunded) until its retry_after, or an exhausted token budget, for at most
+            # deny_cache_max_ttl (a refund settled by another process may free capacity)
+            if spec.unit == "requests":
+                ttl = result.retry_after
+            elif spec.kind != "g" and result.remaining == 0:
+                ttl = min(result.retry_after, self.deny_cache_max_ttl)
+            else:
+                continue
+            if ttl > 0:
                 with self._lock:
-                    self._denied[spec.key] = now + result.retry_after
+                    self._denied[spec.key] = (now + ttl, spec.limit, spec.burst)
 
     def _monotonic(self) -> float:
         return self.clock.monotonic() if self.clock is not None else time.monotonic()
