@@ -20,12 +20,21 @@ def estimate(environ: dict[str, Any], body: bytes) -> int:
 
 
 def run(
-    app: Any, tenant: uuid.UUID | None, body: bytes, *, read_chunks: int | None = None
+    app: Any,
+    tenant: uuid.UUID | None,
+    body: bytes,
+    *,
+    read_chunks: int | None = None,
+    environ_extra: dict[str, Any] | None = None,
 ) -> tuple[str, dict[str, str], bytes]:
     environ: dict[str, Any] = {
         "REQUEST_METHOD": "POST", "PATH_INFO": "/v1/chat/completions", "CONTENT_LENGTH": str(len(body)),
         "wsgi.input": io.BytesIO(body),
     }  # fmt: skip
+    if environ_extra is not None:
+        environ.update(environ_extra)
+        if environ_extra.get("CONTENT_LENGTH", "") is None:
+            del environ["CONTENT_LENGTH"]
     if tenant is not None:
         bind_context_to_environ(
             environ, RequestContext(tenant_id=str(tenant), endpoint="/v1/chat/completions")
@@ -111,3 +120,58 @@ def test_no_tenant_gets_401_when_required(client: QuotaClient) -> None:
     status, _, body = run(app, None, b"{}")
     assert status == "401 Unauthorized"
     assert json.loads(body)["error"]["code"] == "missing_tenant"
+
+
+def test_a_chunked_body_without_content_length_is_read_to_its_end(
+    app: Any, client: QuotaClient, tenant: uuid.UUID
+) -> None:
+    # wsgi.input_terminated: the server has de-chunked the body and the input ends where it does
+    status, headers, _ = run(
+        app,
+        tenant,
+        b'{"max_tokens": 100}',
+        environ_extra={"CONTENT_LENGTH": None, "wsgi.input_terminated": True},
+    )
+    assert status == "200 OK"  # streaming_app asserts it received the body
+    assert headers["x-ratelimit-remaining-tokens"] == "99900"  # the estimate came from the body
+
+
+def test_a_chunked_body_over_max_body_bytes_is_413(client: QuotaClient, tenant: uuid.UUID) -> None:
+    app = QuotaWSGIMiddleware(streaming_app, client=client, estimate_tokens=estimate, max_body_bytes=10)
+    status, _, body = run(
+        app,
+        tenant,
+        b'{"max_tokens": 100}',
+        environ_extra={"CONTENT_LENGTH": "", "wsgi.input_terminated": True},
+    )
+    assert status == "413 Payload Too Large"
+    assert json.loads(body)["error"]["code"] == "request_too_large"
+
+
+def test_no_content_length_and_no_terminated_input_is_an_empty_body(
+    client: QuotaClient, tenant: uuid.UUID
+) -> None:
+    seen: list[bytes] = []
+
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        seen.append(environ["wsgi.input"].read())
+        start_response("200 OK", [])
+        return [b"ok"]
+
+    mw = QuotaWSGIMiddleware(app, client=client, estimate_tokens=lambda env, body: len(body))
+    status, headers, _ = run(mw, tenant, b"unbounded", environ_extra={"CONTENT_LENGTH": None})
+    assert status == "200 OK"
+    assert seen == [b""]  # PEP 3333: without a length the input must not be read
+    assert headers["x-ratelimit-remaining-tokens"] == "100000"
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", "+3", "0x10"])
+def test_an_invalid_content_length_is_400_naming_the_header(
+    client: QuotaClient, tenant: uuid.UUID, value: str
+) -> None:
+    app = QuotaWSGIMiddleware(streaming_app, client=client, estimate_tokens=estimate, max_body_bytes=10)
+    status, _, body = run(app, tenant, b"x" * 100_000, environ_extra={"CONTENT_LENGTH": value})
+    assert status == "400 Bad Request"
+    err = json.loads(body)["error"]
+    assert (err["code"], err["param"]) == ("invalid_content_length", "Content-Length")
+    assert "Content-Length" in err["message"]

@@ -9,6 +9,7 @@ from typing import Any
 
 from llmproxy.core import StartResponse, WSGIApp, WSGIEnviron, context_from_environ, open_environ_usage
 
+from ._body import BodyTooLarge, InvalidContentLength, content_length, read_until_end
 from ._client import QuotaClient
 from ._http import (
     STATUS_TEXT,
@@ -58,8 +59,16 @@ class QuotaWSGIMiddleware:
             return self.app(environ, start_response)
         estimate = 0
         if self.estimate_tokens is not None:
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            if length > self.max_body_bytes:
+            try:
+                body = self._read_body(environ)
+            except InvalidContentLength as exc:
+                return _respond(
+                    start_response,
+                    *error(
+                        400, str(exc), "invalid_request_error", "invalid_content_length", "Content-Length"
+                    ),
+                )
+            except BodyTooLarge:
                 return _respond(
                     start_response,
                     *error(
@@ -69,7 +78,6 @@ class QuotaWSGIMiddleware:
                         "request_too_large",
                     ),
                 )
-            body = environ["wsgi.input"].read(length) if length else b""
             environ["wsgi.input"] = io.BytesIO(body)
             estimate = check_estimate(self.estimate_tokens(environ, body))
         usage = open_environ_usage(environ)
@@ -109,6 +117,19 @@ class QuotaWSGIMiddleware:
             settle(True)
             raise
         return _SettleOnClose(result, settle)
+
+    def _read_body(self, environ: WSGIEnviron) -> bytes:
+        """The whole body, at most ``max_body_bytes``: ``CONTENT_LENGTH`` bytes; without one, to the end of a
+        terminated input (chunked), else nothing (PEP 3333: reading past an absent length may block)."""
+        length = content_length(environ.get("CONTENT_LENGTH"))
+        stream = environ["wsgi.input"]
+        if length is None:
+            terminated = environ.get("wsgi.input_terminated")
+            return read_until_end(stream, self.max_body_bytes) if terminated else b""
+        if length > self.max_body_bytes:
+            raise BodyTooLarge
+        body: bytes = stream.read(length) if length else b""
+        return body
 
 
 class _SettleOnClose:
