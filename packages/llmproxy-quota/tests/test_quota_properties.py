@@ -209,7 +209,11 @@ def test_engine_matches_the_reference_model_and_never_over_admits(
             reservation, estimate, ends = reservations[index]
             settlement = client.settle(reservation, step[2])
             if settlement.settled:
-                day_end = next(held.window_end for held in reservation.limits if held.kind == "d")
+                day_end = next(
+                    end
+                    for held, end in zip(reservation.limits, reservation.ends, strict=True)
+                    if held.kind == "d"
+                )
                 window = day_end // DAY_MS - 1
                 model.settle(now, step[2] - estimate, window, ends)
                 # usage beyond the estimate is charged after the fact (later requests wait): not bounded here

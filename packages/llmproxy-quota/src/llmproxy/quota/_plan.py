@@ -313,24 +313,27 @@ def single_plan(mode: str, tenant: str, spec: LimitSpec, cost: int) -> Plan:
 def make_reservation(plan: Plan, results: Sequence[LimitResult], local: bool) -> Reservation | None:
     if plan.reservation_id is None or plan.reservation_key is None:
         return None
-    # a budget's reset_at is its window end; a rate's is the key's TAT after this admit: where its charge ends
-    held = tuple(
-        LimitSpec(s.name, s.unit, s.kind, s.key, s.limit, s.burst, s.period_ms, round(r.reset_at * 1000))
-        for s, r in zip(plan.specs, results, strict=True)
-        if s.unit == "tokens"
-    )
+    # a budget's reset_at is its window end; a rate's is the key's TAT after this admit: where its charge
+    # ends. (The specs are shared, not copied: settle builds the ones carrying the ends, off admit's path.)
+    held = [
+        (s, round(r.reset_at * 1000)) for s, r in zip(plan.specs, results, strict=True) if s.unit == "tokens"
+    ]
     return Reservation(
         id=plan.reservation_id,
         tenant_id=plan.tenant_id,
         key=plan.reservation_key,
         estimate=plan.estimate,
-        limits=held,
+        limits=tuple(s for s, _ in held),
         local=local,
+        ends=tuple(end for _, end in held),
     )
 
 
 def settle_plan(reservation: Reservation, actual: int) -> Plan:
-    specs: tuple[LimitSpec, ...] = tuple(reservation.limits)
+    specs = tuple(
+        LimitSpec(s.name, s.unit, s.kind, s.key, s.limit, s.burst, s.period_ms, end)
+        for s, end in zip(reservation.limits, reservation.ends, strict=True)
+    )
     return Plan(
         mode="settle",
         tenant_id=reservation.tenant_id,

@@ -75,8 +75,11 @@ class Reservation:
     tenant_id: str
     key: str
     estimate: int
-    limits: tuple[Any, ...]  # the token limits held (LimitSpec), with the budget window each was counted in
+    limits: tuple[Any, ...]  # the token limits held (LimitSpec)
     local: bool = False
+    #: per held limit (ms since the epoch): a budget's window the estimate was counted in; a per-minute rate's
+    #: charge end (the key's TAT after the admit), which caps a refund at settle to what has not drained yet
+    ends: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
