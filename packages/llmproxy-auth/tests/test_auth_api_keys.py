@@ -180,6 +180,60 @@ def test_deleting_the_tenant_deletes_its_keys(
     assert keys.list(tenant_id) == []
 
 
+def test_revoke_tenant_revokes_every_key_of_the_tenant_in_every_process(
+    keys: ApiKeyService, tenant_id: uuid.UUID, backend: Backend, manual_clock: ManualClock
+) -> None:
+    engine = create_engine(backend.database_url)
+    bystander = TenantRegistry(engine).create(f"bystander-{uuid.uuid4().hex[:8]}").id
+    a, b = keys.create(tenant_id, "a"), keys.create(tenant_id, "b")
+    already = keys.create(tenant_id, "already revoked")
+    keys.revoke(already.key.id)
+    kept = keys.create(bystander, "kept")
+    other = second_process_view(backend, manual_clock)
+    try:
+        for created in (a, b, kept):
+            other.verify(created.secret)  # now in the other process's L1 (and in Redis)
+            keys.verify(created.secret)
+
+        assert keys.revoke_tenant(str(tenant_id)) == 2
+        manual_clock.advance(0.5)
+
+        for created in (a, b):
+            with pytest.raises(ApiKeyRevoked):
+                keys.verify(created.secret)
+            with pytest.raises(ApiKeyRevoked):
+                other.verify(created.secret)
+            assert keys.get(created.key.id).revoked_at is not None
+        assert other.verify(kept.secret).tenant_id == str(bystander)
+        # Then the tenant is deleted (rows cascade away): a process that never saw the keys refuses them too.
+        TenantRegistry(engine).delete(tenant_id)
+        fresh = second_process_view(backend, manual_clock)
+        try:
+            for created in (a, b):
+                with pytest.raises(InvalidApiKey):
+                    fresh.verify(created.secret)
+        finally:
+            fresh.close()
+    finally:
+        other.close()
+        engine.dispose()
+
+
+def test_revoke_tenant_is_idempotent_and_zero_for_an_unknown_tenant(
+    keys: ApiKeyService, tenant_id: uuid.UUID
+) -> None:
+    created = keys.create(tenant_id, "k")
+    assert keys.revoke_tenant(tenant_id) == 1
+    first = keys.get(created.key.id).revoked_at
+
+    assert keys.revoke_tenant(tenant_id) == 0
+    assert keys.revoke_tenant(uuid.uuid4()) == 0
+
+    assert keys.get(created.key.id).revoked_at == first
+    with pytest.raises(ValueError, match="tenant_id"):
+        keys.revoke_tenant("not-a-uuid")
+
+
 def test_last_used_at_is_written_in_batches_not_per_request(
     keys: ApiKeyService, tenant_id: uuid.UUID, manual_clock: ManualClock
 ) -> None:
@@ -316,6 +370,35 @@ def test_database_cut_with_nothing_cached_is_auth_unavailable(
     finally:
         if proxied_backend.database_proxy is not None:
             proxied_backend.database_proxy.restore()
+        service.close()
+
+
+@pytest.mark.real
+def test_revoke_tenant_with_redis_cut_is_auth_unavailable_and_a_retry_reaches_every_process(
+    proxied_backend: Backend, tenant_in: uuid.UUID, manual_clock: ManualClock
+) -> None:
+    service = ApiKeyService.from_urls(
+        proxied_backend.redis_url, proxied_backend.database_url, clock=manual_clock
+    )
+    other = second_process_view(proxied_backend, manual_clock)
+    assert proxied_backend.redis_proxy is not None
+    try:
+        created = service.create(tenant_in, "k")
+        other.verify(created.secret)
+        proxied_backend.redis_proxy.cut()
+
+        with pytest.raises(AuthUnavailable):
+            service.revoke_tenant(tenant_in)
+        assert service.get(created.key.id).revoked_at is not None  # the database change stands
+
+        proxied_backend.redis_proxy.restore()
+        assert service.revoke_tenant(tenant_in) == 0  # nothing newly revoked, but every process is told
+        manual_clock.advance(0.5)
+        with pytest.raises(ApiKeyRevoked):
+            other.verify(created.secret)
+    finally:
+        proxied_backend.redis_proxy.restore()
+        other.close()
         service.close()
 
 

@@ -49,3 +49,23 @@ async def test_async_revocation_reaches_a_sync_service_sharing_the_backend(
             sync_view.verify(created.secret)
     finally:
         sync_view.close()
+
+
+async def test_async_revoke_tenant_reaches_a_sync_service_sharing_the_backend(
+    akeys: AsyncApiKeyService, tenant_id: uuid.UUID, backend: Backend, manual_clock: ManualClock
+) -> None:
+    created = await akeys.create(tenant_id, "k")
+    sync_view = ApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
+    try:
+        sync_view.verify(created.secret)
+
+        assert await akeys.revoke_tenant(tenant_id) == 1
+        manual_clock.advance(0.5)
+
+        with pytest.raises(ApiKeyRevoked):
+            sync_view.verify(created.secret)
+        with pytest.raises(ApiKeyRevoked):
+            await akeys.verify(created.secret)
+        assert await akeys.revoke_tenant(tenant_id) == 0
+    finally:
+        sync_view.close()

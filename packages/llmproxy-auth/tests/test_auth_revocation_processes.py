@@ -16,8 +16,9 @@ from llmproxy.core.testing.plugin import Backend
 
 @pytest.mark.real
 @pytest.mark.slow
+@pytest.mark.parametrize("how", ["revoke", "revoke_tenant"])
 def test_revocation_is_seen_by_another_process_within_one_second(
-    real_backend: Backend, monkeypatch: pytest.MonkeyPatch
+    real_backend: Backend, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     monkeypatch.syspath_prepend(str(Path(__file__).parent))  # the spawned child imports the worker by name
     from auth_revocation_worker import verify_until_refused
@@ -38,7 +39,13 @@ def test_revocation_is_seen_by_another_process_within_one_second(
         assert ready.wait(30), "the other process never verified the key"
 
         revoked_at = time.time()
-        service.revoke(created.key.id)
+        if how == "revoke":
+            service.revoke(created.key.id)
+        else:  # what deleting a tenant does first; then its rows cascade away
+            assert service.revoke_tenant(tenant.id) == 1
+            engine = create_engine(real_backend.database_url)
+            TenantRegistry(engine).delete(tenant.id)
+            engine.dispose()
 
         rejected_at = results.get(timeout=5)
         assert rejected_at - revoked_at <= 1.0

@@ -373,18 +373,45 @@ class ApiKeyCore:
         rows = yield SqlFetch(_store.select_by_id(kid))
         if not rows:
             raise ApiKeyNotFound(kid)
-        row = rows[0]
         yield SqlWrite(_store.revoke_key(kid, datetime.fromtimestamp(self.clock.now(), UTC)))
-        tombstone = KeyRecord(str(kid), str(row.tenant_id), row.key_hash, frozenset(), None, revoked=True)
-        self.l1.put(row.key_hash, tombstone, self.clock.monotonic() + self.options.l1_ttl)
-        ms = max(1, int(self.options.redis_ttl * 1000))
-        written = yield RedisCall("set", (cache_key(row.key_hash), encode_record(tombstone)), {"px": ms})
-        bumped = yield RedisCall("incr", (EPOCH_KEY,))
-        if written is REDIS_FAILED or bumped is REDIS_FAILED:
+        if not (yield from self._publish_revoked(rows)):
             raise AuthUnavailable(
                 "The key is revoked in the database but other processes could not be told; retry revoke()."
             )
         return None
+
+    def revoke_tenant(self, tenant_id: uuid.UUID | str) -> Flow:
+        """Revoke every key of the tenant as :meth:`revoke` does; the number newly revoked (idempotent)."""
+        tenant = as_uuid(tenant_id, "tenant_id")
+        newly = yield SqlWrite(
+            _store.revoke_tenant_keys(tenant, datetime.fromtimestamp(self.clock.now(), UTC))
+        )
+        # Every key of the tenant, the ones revoked before too: a retry must reach the processes a failed
+        # attempt did not, and the tombstones must outlive the rows if the tenant is deleted next.
+        rows = yield SqlFetch(_store.select_hashes_by_tenant(tenant))
+        if not (yield from self._publish_revoked(rows)):
+            raise AuthUnavailable(
+                "The tenant's keys are revoked in the database but other processes could not be told; "
+                "retry revoke_tenant()."
+            )
+        return int(newly or 0)
+
+    def _publish_revoked(self, rows: Iterable[Any]) -> Generator[Op, Any, bool]:
+        """Tombstone each key (rows with id, tenant_id, key_hash) in L1 and Redis, then bump the epoch.
+
+        False when Redis could not be told (other processes would keep trusting their copies).
+        """
+        ok = True
+        ms = max(1, int(self.options.redis_ttl * 1000))
+        for row in rows:
+            tombstone = KeyRecord(
+                str(row.id), str(row.tenant_id), row.key_hash, frozenset(), None, revoked=True
+            )
+            self.l1.put(row.key_hash, tombstone, self.clock.monotonic() + self.options.l1_ttl)
+            written = yield RedisCall("set", (cache_key(row.key_hash), encode_record(tombstone)), {"px": ms})
+            ok = ok and written is not REDIS_FAILED
+        bumped = yield RedisCall("incr", (EPOCH_KEY,))
+        return ok and bumped is not REDIS_FAILED
 
     def get(self, key_id: uuid.UUID | str) -> Flow:
         kid = as_uuid(key_id, "key_id")

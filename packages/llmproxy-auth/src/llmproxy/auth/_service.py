@@ -151,6 +151,14 @@ class ApiKeyService(_ApiKeyServiceBase[Engine, SyncRedis]):
         """Revoke a key; every process sharing the Redis stops accepting it within ``sync_interval``."""
         self._run(self._core.revoke(key_id))
 
+    def revoke_tenant(self, tenant_id: uuid.UUID | str) -> int:
+        """Revoke every key of the tenant (call it before deleting the tenant); the number newly revoked.
+
+        Every process sharing the Redis stops accepting them within ``sync_interval``; idempotent.
+        """
+        result: int = self._run(self._core.revoke_tenant(tenant_id))
+        return result
+
     def get(self, key_id: uuid.UUID | str) -> ApiKey:
         result: ApiKey = self._run(self._core.get(key_id))
         return result
@@ -228,6 +236,10 @@ class AsyncApiKeyService(_ApiKeyServiceBase[AsyncEngine, AsyncRedis]):
 
     async def revoke(self, key_id: uuid.UUID | str) -> None:
         await self._run(self._core.revoke(key_id))
+
+    async def revoke_tenant(self, tenant_id: uuid.UUID | str) -> int:
+        result: int = await self._run(self._core.revoke_tenant(tenant_id))
+        return result
 
     async def get(self, key_id: uuid.UUID | str) -> ApiKey:
         result: ApiKey = await self._run(self._core.get(key_id))

@@ -129,6 +129,14 @@ def revoke_key(key_id: uuid.UUID, when: datetime) -> sa.Update:
     return sa.update(_t).where(_t.c.id == key_id, _t.c.revoked_at.is_(None)).values(revoked_at=when)
 
 
+def select_hashes_by_tenant(tenant_id: uuid.UUID) -> sa.Select[Any]:
+    return sa.select(_t.c.id, _t.c.tenant_id, _t.c.key_hash).where(_t.c.tenant_id == tenant_id)
+
+
+def revoke_tenant_keys(tenant_id: uuid.UUID, when: datetime) -> sa.Update:
+    return sa.update(_t).where(_t.c.tenant_id == tenant_id, _t.c.revoked_at.is_(None)).values(revoked_at=when)
+
+
 def touch_keys() -> sa.Update:
     """Executed with many parameter sets ``{"key_id", "used_at"}``; never moves ``last_used_at`` backwards."""
     return (
