@@ -73,6 +73,24 @@ def test_a_revoked_key_is_401(gateway: GatewayProcess) -> None:
     assert chat(gateway, key).status_code == 401
 
 
+def test_a_deleted_tenants_keys_are_401_at_once(gateway: GatewayProcess) -> None:
+    tenant_id, key = fresh_tenant(gateway, "deleted")
+    _, second_key = gateway.issue_key(tenant_id)
+    assert chat(gateway, key).status_code == 200  # cached by the process (and in Redis)
+    assert chat(gateway, second_key).status_code == 200
+
+    assert gateway.admin("DELETE", f"/tenants/{tenant_id}").status_code == 204
+
+    assert gateway.admin("GET", f"/tenants/{tenant_id}").status_code == 404
+    for secret in (key, second_key):
+        response = chat(gateway, secret)
+        assert response.status_code == 401, response.text
+        assert response.json()["error"]["code"] == "invalid_api_key"
+    # Deleting it again is a 404, and another tenant's key is untouched.
+    assert gateway.admin("DELETE", f"/tenants/{tenant_id}").status_code == 404
+    assert chat(gateway, gateway.api_key).status_code == 200
+
+
 def test_health_and_docs_are_public(gateway: GatewayProcess) -> None:
     assert httpx.get(f"{gateway.base_url}/healthz").status_code == 200
     schema = httpx.get(f"{gateway.base_url}/openapi.json").json()

@@ -93,3 +93,20 @@ def test_a_key_revoked_on_one_process_is_refused_by_both_within_a_second(
     assert chat_status(gw1, key) == 401
     # The tenant's other key is untouched.
     assert chat_status(gw2, gw1.api_key) == 200
+
+
+def test_a_deleted_tenants_key_is_refused_by_both_within_a_second(
+    two_gateways: tuple[GatewayProcess, GatewayProcess],
+) -> None:
+    gw1, gw2 = two_gateways
+    gw1.provision("survivor")
+    doomed = gw1.create_tenant(f"deleted-{time.monotonic_ns()}")
+    _, key = gw1.issue_key(doomed, "doomed")
+    # Both processes have verified (and cached) the key.
+    assert chat_status(gw1, key) == 200
+    assert chat_status(gw2, key) == 200
+    assert gw1.admin("DELETE", f"/tenants/{doomed}").status_code == 204
+    assert seconds_until(lambda: chat_status(gw2, key) == 401, PROPAGATION_DEADLINE) is not None
+    assert chat_status(gw1, key) == 401
+    # Another tenant's key is untouched.
+    assert chat_status(gw2, gw1.api_key) == 200

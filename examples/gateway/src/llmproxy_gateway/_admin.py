@@ -159,6 +159,10 @@ async def get_tenant(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScope
     "/tenants/{tenant_id}", status_code=204, summary="Delete a tenant and all it owns (platform admin)"
 )
 async def delete_tenant(tenant_id: uuid.UUID, backends: BackendsDep, _: PlatformAdminDep) -> Response:
+    # Revoke its keys first: deleting the tenant cascades their rows away, but copies cached in Redis and in
+    # every process would otherwise keep working for minutes. If Redis cannot be told, this raises (503) and
+    # the tenant is kept, so the DELETE can be retried while the keys' hashes are still known.
+    await backends.api_keys.revoke_tenant(tenant_id)
     if not await backends.tenants.delete(tenant_id):
         raise tenant_not_found(tenant_id)
     await backends.limits.delete(tenant_id)  # drops every cache of its limits
