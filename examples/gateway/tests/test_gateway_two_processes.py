@@ -74,7 +74,12 @@ def test_a_limit_lowered_on_one_process_is_obeyed_by_both_within_a_second(
     }
     assert gw1.admin("PUT", f"/tenants/{gw1.tenant_id}/rate-limits", json=limits).status_code == 200
     assert seconds_until(lambda: chat_status(gw2, gw1.api_key) == 429, PROPAGATION_DEADLINE) is not None
-    assert chat_status(gw1, gw1.api_key) == 429
+    # From here both processes enforce 1 request/minute together. GCRA may still hold the one request the new
+    # limit allows (the old limit's charges drain in milliseconds), never more: a process still on the old
+    # limit would admit several.
+    statuses = [chat_status(gw, gw1.api_key) for gw in (gw1, gw2, gw1, gw2, gw1, gw2)]
+    assert statuses.count(200) <= 1, statuses
+    assert statuses[-2:] == [429, 429], statuses
     seen_by_gw2 = gw2.admin("GET", f"/tenants/{gw1.tenant_id}/rate-limits").json()
     assert seen_by_gw2["global_limit"]["requests_per_minute"] == 1
 
