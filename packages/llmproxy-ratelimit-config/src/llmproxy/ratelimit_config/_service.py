@@ -139,8 +139,9 @@ class RateLimitConfigService(_ServiceBase):
             on_load=on_load,
         )
         self.redis = redis
-        self._fill = redis.register_script(FILL_SCRIPT)
-        self._invalidate = redis.register_script(INVALIDATE_SCRIPT)
+        scripts: Any = redis  # Redis or RedisCluster: both register scripts (the stubs name only Redis)
+        self._fill = scripts.register_script(FILL_SCRIPT)
+        self._invalidate = scripts.register_script(INVALIDATE_SCRIPT)
         self.repository = RateLimitConfigRepository(engine)
         self._subscribe = subscribe
         self._subscriber = ThreadSubscriber(
@@ -278,8 +279,9 @@ class AsyncRateLimitConfigService(_ServiceBase):
             on_load=on_load,
         )
         self.redis = redis
-        self._fill = redis.register_script(FILL_SCRIPT)
-        self._invalidate = redis.register_script(INVALIDATE_SCRIPT)
+        scripts: Any = redis  # Redis or RedisCluster: both register scripts (the stubs name only Redis)
+        self._fill = scripts.register_script(FILL_SCRIPT)
+        self._invalidate = scripts.register_script(INVALIDATE_SCRIPT)
         self.repository = AsyncRateLimitConfigRepository(engine)
         self._subscribe = subscribe
         self._subscriber = TaskSubscriber(
@@ -363,7 +365,8 @@ class AsyncRateLimitConfigService(_ServiceBase):
             case RedisInvalidate(key, vkey, token, ttl):
                 return await self._invalidate(keys=[key, vkey], args=[token, ttl])
             case RedisPublish(channel, message):
-                return await self.redis.publish(channel, message)
+                publisher: Any = self.redis  # RedisCluster publishes too (not in redis-py's async stubs)
+                return await publisher.publish(channel, message)
             case DbGet(tenant_id):
                 return await self.repository.get_by_tenant_id(tenant_id)
             case DbUpsert(config):
