@@ -1,7 +1,8 @@
 """Benchmark: llmproxy-quota ``admit`` vs the ``limits`` library (5.x) vs a redis-py PING, on a real Redis.
 
-Starts a throwaway redis-server (llmproxy.core.testing.RedisServer). Every variant runs sequentially against
-the same server in the same run; figures are p50/p99 latency and checks per second, sync and async, plus Redis
+Starts a throwaway redis-server (llmproxy.core.testing.RedisServer). Every variant runs against the same
+server in the same run, the variants taking turns in 20 rounds (a noisy moment of a shared machine hits all
+alike); figures are p50/p99 latency and checks per second (1 / mean latency), sync and async, plus Redis
 commands per check (INFO commandstats, commands run inside scripts included) and client round trips per check.
 
     .venv/bin/python bench/bench_quota.py [--quick] [--n N]
@@ -95,25 +96,35 @@ def commands(admin: redis.Redis) -> int:
     return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config|resetstat"))
 
 
-def measure(fn: Callable[[], Any], n: int) -> list[float]:
-    for _ in range(min(200, n)):
-        fn()
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        fn()
-        out.append((time.perf_counter_ns() - t0) / 1000)
+ROUNDS = 20  # variants take turns, n / ROUNDS calls at a time: a noisy moment hits every variant alike
+
+
+def measure(fns: list[Callable[[], Any]], n: int) -> list[list[float]]:
+    """Latency samples (µs) of each function, interleaved in rounds."""
+    out: list[list[float]] = [[] for _ in fns]
+    clock = time.perf_counter_ns
+    for _ in range(ROUNDS):
+        for fn, samples in zip(fns, out, strict=True):
+            for _ in range(20):
+                fn()
+            for _ in range(max(1, n // ROUNDS)):
+                t0 = clock()
+                fn()
+                samples.append((clock() - t0) / 1000)
     return out
 
 
-async def ameasure(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
-    for _ in range(min(200, n)):
-        await fn()
-    out = []
-    for _ in range(n):
-        t0 = time.perf_counter_ns()
-        await fn()
-        out.append((time.perf_counter_ns() - t0) / 1000)
+async def ameasure(fns: list[Callable[[], Awaitable[Any]]], n: int) -> list[list[float]]:
+    out: list[list[float]] = [[] for _ in fns]
+    clock = time.perf_counter_ns
+    for _ in range(ROUNDS):
+        for fn, samples in zip(fns, out, strict=True):
+            for _ in range(20):
+                await fn()
+            for _ in range(max(1, n // ROUNDS)):
+                t0 = clock()
+                await fn()
+                samples.append((clock() - t0) / 1000)
     return out
 
 
@@ -158,10 +169,11 @@ def run(url: str, n: int) -> None:
     ours = QuotaClient(ours_redis, source)
     ping_client = redis.Redis.from_url(url)
     ping_trips = counting(ping_client)
-    fixed_storage = RedisStorage(url)
+    # a key prefix per limiter: interleaved, fixed and moving window would share keys of different types
+    fixed_storage = RedisStorage(url, key_prefix="FIXED")
     fixed_trips = counting(fixed_storage.storage)
     fixed = sync_strategies.FixedWindowRateLimiter(fixed_storage)
-    moving_storage = RedisStorage(url)
+    moving_storage = RedisStorage(url, key_prefix="MOVING")
     moving_trips = counting(moving_storage.storage)
     moving = sync_strategies.MovingWindowRateLimiter(moving_storage)
 
@@ -177,9 +189,10 @@ def run(url: str, n: int) -> None:
         ("limits moving window, 4 limits (hit each)", peer(moving), moving_trips),
     ]
     rows = []
-    for name, fn, trips in sync_variants:
-        admin.flushall()
-        p50, p99, ops = summary(measure(fn, n))
+    admin.flushall()
+    samples = measure([fn for _, fn, _ in sync_variants], n)
+    for (name, fn, trips), timings in zip(sync_variants, samples, strict=True):
+        p50, p99, ops = summary(timings)
         trips[0] = 0
         cmds = per_check(admin, fn)
         rows.append(("sync", name, p50, p99, ops, cmds, trips[0] / 200))
@@ -196,10 +209,10 @@ async def run_async(
     ours = AsyncQuotaClient(redis.asyncio.Redis.from_url(url), source)
     ping_client = redis.asyncio.Redis.from_url(url)
     fixed = aio_strategies.FixedWindowRateLimiter(
-        aio_storage.RedisStorage("async+" + url, implementation="redispy")
+        aio_storage.RedisStorage("async+" + url, implementation="redispy", key_prefix="AFIXED")
     )
     moving = aio_strategies.MovingWindowRateLimiter(
-        aio_storage.RedisStorage("async+" + url, implementation="redispy")
+        aio_storage.RedisStorage("async+" + url, implementation="redispy", key_prefix="AMOVING")
     )
 
     def peer(limiter: Any) -> Callable[[], Awaitable[bool]]:
@@ -217,9 +230,10 @@ async def run_async(
         ("limits moving window, 4 limits (hit each)", peer(moving)),
     ]
     rows = []
-    for name, fn in variants:
-        admin.flushall()
-        p50, p99, ops = summary(await ameasure(fn, n))
+    admin.flushall()
+    samples = await ameasure([fn for _, fn in variants], n)
+    for (name, fn), timings in zip(variants, samples, strict=True):
+        p50, p99, ops = summary(timings)
         admin.config_resetstat()
         for _ in range(200):
             await fn()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 import runpy
+import struct
 import uuid
 from pathlib import Path
 
@@ -32,6 +33,6 @@ def test_eight_processes_of_eight_threads_admit_exactly_the_limit(real_redis_url
         p.join(timeout=30)
     assert [p.exitcode for p in processes] == [0] * 8
     assert sum(counts) == 100  # 1280 attempts, exactly the limit admitted
-    usage = redis_from_url(real_redis_url).get(f"llmproxy:{{{tenant}}}:quota:budget:requests:day")
+    usage = redis_from_url(real_redis_url).hget(f"llmproxy:{{{tenant}}}:quota", "budget:requests:day")
     assert usage is not None
-    assert usage.split()[1] == b"100"  # and exactly the admitted requests were counted
+    assert struct.unpack(">qq", usage)[1] == 100  # and exactly the admitted requests were counted

@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
+from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError
 
 from llmproxy.core import AsyncRedis, Clock, RequestContext, SyncRedis
@@ -27,6 +28,8 @@ from ._results import (
 from ._source import LimitsSource
 
 _CONFIG_TYPE = TenantRateLimitConfiguration
+#: the reply is binary (see quota.lua): read it as bytes even from a client with decode_responses=True
+_RAW = {NEVER_DECODE: True}
 
 
 def _unknown(tenant: uuid.UUID, exc: LookupError) -> UnknownTenant:
@@ -62,8 +65,7 @@ class _Base:
         )
         self.redis = redis
         self.limits_source = limits_source
-        self._script = redis.register_script(_plan.SCRIPT)
-        self._sha: str = self._script.sha
+        self._sha: str = _plan.SCRIPT_SHA
 
     @property
     def stats(self) -> Any:
@@ -81,13 +83,15 @@ class QuotaClient(_Base, GuardMixin):
 
     redis: SyncRedis
 
-    def _run(self, keys: list[str | bytes], args: list[str | int]) -> Any:
+    def _run(self, plan: _plan.Plan) -> Any:
         # EVALSHA directly: redis-py's Script object costs a few microseconds a call on the hot path
         redis: Any = self.redis
+        command = plan.command(self._sha, self.core.now_ms())
         try:
-            return redis.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+            return redis.execute_command(*command, **_RAW)
         except NoScriptError:
-            return self._script(keys=keys, args=args)  # loads the script (a restarted or new server)
+            redis.script_load(_plan.SCRIPT)  # a restarted or new server
+            return redis.execute_command(*command, **_RAW)
 
     def _config(self, tenant_id: object) -> tuple[str, TenantRateLimitConfiguration]:
         tenant, tid = _plan.tenant_key(tenant_id)
@@ -111,7 +115,7 @@ class QuotaClient(_Base, GuardMixin):
         if self.core.redis_down():
             return self.core.admit_failure(plan, None)
         try:
-            raw = self._run(plan.keys(), plan.args(self.core.now_ms()))
+            raw = self._run(plan)
         except REDIS_UNAVAILABLE as exc:
             return self.core.admit_failure(plan, exc)
         return self.core.admission(plan, raw)
@@ -126,7 +130,7 @@ class QuotaClient(_Base, GuardMixin):
         if self.core.redis_down():
             return self.core.settle_failure(plan, None)
         try:
-            raw = self._run(plan.keys(), plan.args(self.core.now_ms()))
+            raw = self._run(plan)
         except REDIS_UNAVAILABLE as exc:
             return self.core.settle_failure(plan, exc)
         return self.core.settlement(plan, raw)
@@ -146,7 +150,7 @@ class QuotaClient(_Base, GuardMixin):
         if self.core.redis_down():
             return self.core.check_failure(plan, None)
         try:
-            raw = self._run(plan.keys(), plan.args(self.core.now_ms()))
+            raw = self._run(plan)
         except REDIS_UNAVAILABLE as exc:
             return self.core.check_failure(plan, exc)
         return self.core.check_result(plan, raw)
@@ -160,7 +164,7 @@ class QuotaClient(_Base, GuardMixin):
         if self.core.redis_down():
             return self.core.increment_failure(plan, None)
         try:
-            raw = self._run(plan.keys(), plan.args(self.core.now_ms()))
+            raw = self._run(plan)
         except REDIS_UNAVAILABLE as exc:
             return self.core.increment_failure(plan, exc)
         return self.core.increment_result(plan, raw)
@@ -174,12 +178,14 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
 
     redis: AsyncRedis
 
-    async def _run(self, keys: list[str | bytes], args: list[str | int]) -> Any:
+    async def _run(self, plan: _plan.Plan) -> Any:
         redis: Any = self.redis
+        command = plan.command(self._sha, self.core.now_ms())
         try:
-            return await redis.execute_command("EVALSHA", self._sha, len(keys), *keys, *args)
+            return await redis.execute_command(*command, **_RAW)
         except NoScriptError:
-            return await self._script(keys=keys, args=args)
+            await redis.script_load(_plan.SCRIPT)  # a restarted or new server
+            return await redis.execute_command(*command, **_RAW)
 
     async def _config(self, tenant_id: object) -> tuple[str, TenantRateLimitConfiguration]:
         tenant, tid = _plan.tenant_key(tenant_id)
@@ -193,7 +199,13 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
 
     async def admit(self, ctx: RequestContext, estimate_tokens: int = 0) -> Admission:
         """Admit or reject a request against every limit that applies; reserve ``estimate_tokens``."""
-        _, config = await self._config(ctx.tenant_id)
+        _, tid = _plan.tenant_key(ctx.tenant_id)
+        try:  # (_config inlined: one coroutine less per request)
+            config = self.limits_source.get(tid)
+            if type(config) is not _CONFIG_TYPE and inspect.isawaitable(config):
+                config = await config
+        except LookupError as exc:
+            raise _unknown(tid, exc) from exc
         plan = self.core.plan_admit(ctx, config, estimate_tokens)
         cached = self.core.cached_denial(plan)
         if cached is not None:
@@ -201,7 +213,7 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
         if self.core.redis_down():
             return self.core.admit_failure(plan, None)
         try:
-            raw = await self._run(plan.keys(), plan.args(self.core.now_ms()))
+            raw = await self._run(plan)
         except REDIS_UNAVAILABLE as exc:
             return self.core.admit_failure(plan, exc)
         return self.core.admission(plan, raw)
@@ -216,7 +228,7 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
         if self.core.redis_down():
             return self.core.settle_failure(plan, None)
         try:
-            raw = await self._run(plan.keys(), plan.args(self.core.now_ms()))
+            raw = await self._run(plan)
         except REDIS_UNAVAILABLE as exc:
             return self.core.settle_failure(plan, exc)
         return self.core.settlement(plan, raw)
@@ -236,7 +248,7 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
         if self.core.redis_down():
             return self.core.check_failure(plan, None)
         try:
-            raw = await self._run(plan.keys(), plan.args(self.core.now_ms()))
+            raw = await self._run(plan)
         except REDIS_UNAVAILABLE as exc:
             return self.core.check_failure(plan, exc)
         return self.core.check_result(plan, raw)
@@ -250,7 +262,7 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
         if self.core.redis_down():
             return self.core.increment_failure(plan, None)
         try:
-            raw = await self._run(plan.keys(), plan.args(self.core.now_ms()))
+            raw = await self._run(plan)
         except REDIS_UNAVAILABLE as exc:
             return self.core.increment_failure(plan, exc)
         return self.core.increment_result(plan, raw)

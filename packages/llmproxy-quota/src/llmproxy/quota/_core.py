@@ -117,7 +117,7 @@ class QuotaCore:
         # what admits of (tenant, api key, endpoint) send, for the config object it was built from
         self._shapes: dict[tuple[object, ...], _plan.AdmitShape] = {}
         self.retry_redis_after = retry_redis_after
-        self._down_until = float("-inf")
+        self._down_until = 0.0  # monotonic time until which Redis is not tried (0: it is)
 
     # -- plans ----------------------------------------------------------------------------------------------
 
@@ -177,17 +177,13 @@ class QuotaCore:
         return None
 
     def admission(self, plan: Plan, raw: Any, *, local: bool = False) -> Admission:
-        ok, _, results = _plan.parse(plan, raw)
+        ok, now_ms, results, figures = _plan.parse(plan, raw)
         if ok:
-            self._count("admitted")
-            reservation = _plan.make_reservation(plan, results, local)
-            return Admission(
-                allowed=True,
-                results=results,
-                reservation=reservation,
-                degraded=local,
-                failure_policy=FailurePolicy.LOCAL if local else None,
-            )
+            with self._lock:
+                self.stats.admitted += 1
+            reservation = _plan.make_reservation(plan, now_ms, figures, local)
+            # positional: Admission(allowed, results, reservation, degraded, failure_policy)
+            return Admission(True, results, reservation, local, FailurePolicy.LOCAL if local else None)
         if not local:  # the local limiter is in-process already; its verdicts are not Redis's
             self._remember_denials(plan, results)
         if self.shadow:
@@ -209,7 +205,7 @@ class QuotaCore:
     def redis_down(self) -> bool:
         """True for ``retry_redis_after`` seconds after a failure: calls go straight to the failure policy
         instead of waiting on a dead connection for every request."""
-        return self._monotonic() < self._down_until
+        return self._down_until != 0.0 and self._monotonic() < self._down_until
 
     def _failed(self, exc: BaseException | None) -> None:
         if exc is not None:
@@ -240,7 +236,7 @@ class QuotaCore:
         return _plan.settle_plan(reservation, actual)
 
     def settlement(self, plan: Plan, raw: Any) -> Settlement:
-        settled = len(raw.split()) > 2
+        settled = len(raw) > 16  # more than "<ok> <now>": the reservation existed
         return Settlement(settled=settled, charged=plan.token_cost if settled else 0)
 
     def settle_failure(self, plan: Plan, exc: BaseException | None) -> Settlement:
@@ -254,7 +250,7 @@ class QuotaCore:
     # -- check / increment ----------------------------------------------------------------------------------
 
     def check_result(self, plan: Plan, raw: Any) -> QuotaCheckResult:
-        _, _, (result,) = _plan.parse(plan, raw)
+        _, _, (result,), _ = _plan.parse(plan, raw)
         return QuotaCheckResult(
             allowed=result.allowed,
             current_usage=result.usage,

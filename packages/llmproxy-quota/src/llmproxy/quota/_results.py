@@ -67,7 +67,12 @@ class LimitResult(NamedTuple):
         return self.window != "minute"
 
 
-@dataclass(frozen=True, slots=True)
+# Reservation, Admission and Settlement are built on every request: plain slotted dataclasses, read-only by
+# convention (a frozen dataclass costs ~2 us more to build, measured, as its __init__ sets each field through
+# object.__setattr__).
+
+
+@dataclass(slots=True)
 class Reservation:
     """Estimated tokens held by an admitted request until :meth:`settle` charges the actual figure."""
 
@@ -82,7 +87,7 @@ class Reservation:
     ends: tuple[int, ...] = ()
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Admission:
     """The decision for one request.
 
@@ -119,7 +124,7 @@ class Admission:
         return not self.allowed and self.degraded and self.failure_policy is FailurePolicy.CLOSED
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Settlement:
     """What :meth:`settle` did: ``settled`` is False when the reservation was already settled or expired."""
 
