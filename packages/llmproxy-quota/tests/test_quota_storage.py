@@ -32,7 +32,8 @@ def test_a_tenants_state_is_one_hash_with_a_field_per_limit_and_a_ttl(
     client = make_client()
     redis = redis_from_url(redis_url)
     admission = client.admit(RequestContext(tenant_id=str(tenant), api_key_id="k1"), 100)
-    assert admission.allowed and admission.reservation is not None
+    assert admission.allowed
+    assert admission.reservation is not None
     assert sorted(k.decode() for k in redis.keys(f"llmproxy:{{{tenant}}}:*")) == sorted(
         [state_key(tenant), admission.reservation.key]
     )
@@ -63,7 +64,7 @@ def test_fields_of_keys_no_longer_used_are_pruned_when_the_expiry_is_extended(
     assert client.admit(RequestContext(tenant_id=str(tenant), api_key_id="old-key"), 10).allowed
     assert "rate:key:old-key:requests" in fields(redis, tenant)
     expires_before = fields(redis, tenant)["_expires"][0]
-    clock.advance(3 * 3600)  # into the next day, past the hash's expiry as last set: the next write extends it
+    clock.advance(3 * 3600)  # into the next day, past the hash's expiry as last set: a write extends it
     assert client.admit(RequestContext(tenant_id=str(tenant), api_key_id="new-key"), 10).allowed
     stored = fields(redis, tenant)
     assert stored["_expires"][0] > expires_before
@@ -80,7 +81,7 @@ def test_a_field_still_alive_survives_pruning(
     client = make_client()
     redis = redis_from_url(redis_url)
     assert client.admit(RequestContext(tenant_id=str(tenant), api_key_id="slow"), 0).allowed
-    redis.hset(state_key(tenant), "_expires", struct.pack(">q", 0))  # force the next write to extend and prune
+    redis.hset(state_key(tenant), "_expires", struct.pack(">q", 0))  # the next write extends it and prunes
     assert client.admit(RequestContext(tenant_id=str(tenant)), 0).allowed
     assert "rate:key:slow:requests" in fields(redis, tenant)  # its TAT is still ahead: kept
     assert not client.admit(RequestContext(tenant_id=str(tenant), api_key_id="slow"), 0).allowed
@@ -140,7 +141,7 @@ def test_the_embedded_backend_answers_and_stores_exactly_what_redis_does(real_re
 
     reservations: list[Any] = []
     for step in range(12):
-        admissions = both(lambda c: c.admit(ctx, 300 + 50 * step))
+        admissions = both(lambda c, step=step: c.admit(ctx, 300 + 50 * step))
         reservations.append([a.reservation for a in admissions])
         clock.advance(7.5)
         if step % 3 == 2 and reservations[-1][0] is not None:

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from llmproxy.core import ASGIApp, Message, Receive, Scope, Send, context_from_scope, open_usage
 
 from ._client import AsyncQuotaClient
 from ._http import Headers, check_estimate, error, rate_limit_headers, rejection, tokens_to_settle
-from ._results import InvalidQuotaRequest, UnknownTenant
+from ._results import InvalidQuotaRequest, Reservation, UnknownTenant
 
 logger = logging.getLogger("llmproxy.quota")
 
@@ -126,14 +125,14 @@ class QuotaMiddleware:
                 tokens = tokens_to_settle(
                     usage.reported, usage.total_tokens, estimate, status[0] if status else None, failed
                 )
-                await _shielded(self.client.settle(admission.reservation, tokens))
+                await _settle(self.client, admission.reservation, tokens)
 
 
-async def _shielded(coro: Coroutine[Any, Any, Any]) -> None:
-    """Settle even when the request task is being cancelled (client gone); never raise into the app."""
-    task = asyncio.ensure_future(coro)
+async def _settle(client: AsyncQuotaClient, reservation: Reservation, tokens: int) -> None:
+    """Settle, never raising into the app. The client queues the settle before its first wait and sends it
+    even if this task is cancelled (the client went away), so no task of its own is needed here."""
     try:
-        await asyncio.shield(task)
+        await client.settle(reservation, tokens)
     except asyncio.CancelledError:
         raise
     except Exception:

@@ -7,7 +7,6 @@ import uuid
 from collections.abc import Mapping
 from typing import Any
 
-from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError
 
 from llmproxy.core import AsyncRedis, Clock, RequestContext, SyncRedis
@@ -16,6 +15,7 @@ from llmproxy.ratelimit_config import TenantRateLimitConfiguration
 from . import _plan
 from ._core import REDIS_UNAVAILABLE, QuotaCore
 from ._guard import AsyncGuardMixin, GuardMixin
+from ._pipeline import RAW, Pipeliner, is_cluster
 from ._results import (
     Admission,
     FailurePolicy,
@@ -28,8 +28,6 @@ from ._results import (
 from ._source import LimitsSource
 
 _CONFIG_TYPE = TenantRateLimitConfiguration
-#: the reply is binary (see quota.lua): read it as bytes even from a client with decode_responses=True
-_RAW = {NEVER_DECODE: True}
 
 
 def _unknown(tenant: uuid.UUID, exc: LookupError) -> UnknownTenant:
@@ -66,6 +64,10 @@ class _Base:
         self.redis = redis
         self.limits_source = limits_source
         self._sha: str = _plan.SCRIPT_SHA
+        self._setup()
+
+    def _setup(self) -> None:
+        """What a shell adds to the common state."""
 
     @property
     def stats(self) -> Any:
@@ -88,10 +90,10 @@ class QuotaClient(_Base, GuardMixin):
         redis: Any = self.redis
         command = plan.command(self._sha, self.core.now_ms())
         try:
-            return redis.execute_command(*command, **_RAW)
+            return redis.execute_command(*command, **RAW)
         except NoScriptError:
             redis.script_load(_plan.SCRIPT)  # a restarted or new server
-            return redis.execute_command(*command, **_RAW)
+            return redis.execute_command(*command, **RAW)
 
     def _config(self, tenant_id: object) -> tuple[str, TenantRateLimitConfiguration]:
         tenant, tid = _plan.tenant_key(tenant_id)
@@ -178,14 +180,12 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
 
     redis: AsyncRedis
 
-    async def _run(self, plan: _plan.Plan) -> Any:
-        redis: Any = self.redis
-        command = plan.command(self._sha, self.core.now_ms())
-        try:
-            return await redis.execute_command(*command, **_RAW)
-        except NoScriptError:
-            await redis.script_load(_plan.SCRIPT)  # a restarted or new server
-            return await redis.execute_command(*command, **_RAW)
+    def _setup(self) -> None:
+        self._pipeliner = Pipeliner(self.redis, _plan.SCRIPT, batching=not is_cluster(self.redis))
+
+    async def _run(self, plan: _plan.Plan, *, detached: bool = False) -> Any:
+        # concurrent calls share round trips (see _pipeline.py)
+        return await self._pipeliner.call(plan.command(self._sha, self.core.now_ms()), detached=detached)
 
     async def _config(self, tenant_id: object) -> tuple[str, TenantRateLimitConfiguration]:
         tenant, tid = _plan.tenant_key(tenant_id)
@@ -228,7 +228,8 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
         if self.core.redis_down():
             return self.core.settle_failure(plan, None)
         try:
-            raw = await self._run(plan)
+            # detached: queued before this coroutine first waits, and sent even if its caller is cancelled
+            raw = await self._run(plan, detached=True)
         except REDIS_UNAVAILABLE as exc:
             return self.core.settle_failure(plan, exc)
         return self.core.settlement(plan, raw)
@@ -268,4 +269,6 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
         return self.core.increment_result(plan, raw)
 
     async def aclose(self) -> None:
+        """Send what is still queued (settles), then close the Redis client."""
+        await self._pipeliner.drain()
         await self.redis.aclose()

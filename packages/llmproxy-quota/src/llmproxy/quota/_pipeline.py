@@ -1,0 +1,144 @@
+"""Coalescing of an asyncio client's script calls: what concurrent requests send while Redis is busy answering
+leaves together, as one pipeline (one write, one read, one round trip).
+
+A call made while fewer than ``max_in_flight`` (2) round trips are out goes at once, in the caller's task: a
+lone request (and its previous request's settle) waits no longer than without this. Beyond that, calls queue,
+and one flusher task sends the queue as one pipeline, and again, as long as calls keep queueing. Each queued
+call then costs Redis and the client a fraction of a separate round trip (redis-py's asyncio client spends far
+more per call on connection checks, timeouts and packing than per command of a pipeline).
+
+A *detached* call (a settle) always goes through the queue, so that its caller's cancellation (a client that
+disconnects) cannot stop it half-sent: once queued it is sent, and only its answer is dropped if nobody waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+from redis.client import NEVER_DECODE
+from redis.exceptions import NoScriptError
+
+#: the reply is binary (see quota.lua): read it as bytes even from a client with decode_responses=True
+RAW = {NEVER_DECODE: True}
+
+Command = Sequence[Any]  # EVALSHA's arguments, "EVALSHA" first
+
+
+class Pipeliner:
+    def __init__(self, redis: Any, script: str, *, batching: bool = True, max_in_flight: int = 2) -> None:
+        self.redis = redis
+        self.script = script
+        self.batching = batching  # off for Redis Cluster (a pipeline there spans nodes: calls go one by one)
+        self.max_in_flight = max_in_flight  # round trips at once before calls queue up for a pipeline
+        self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
+        self._in_flight = 0
+        self._flusher: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    async def call(self, command: Command, *, detached: bool = False) -> Any:
+        """Run one script call; its reply (or exception)."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:  # first use, or a new event loop: nothing of an old one is in flight here
+            self._loop, self._queue, self._in_flight, self._flusher = loop, [], 0, None
+        if not self.batching:
+            return await self._one(command)
+        if detached or self._in_flight >= self.max_in_flight:
+            future: asyncio.Future[Any] = loop.create_future()
+            self._queue.append((command, future))
+            if self._flusher is None:
+                self._flusher = loop.create_task(self._flush())
+            return await future
+        self._in_flight += 1
+        try:
+            return await self._one(command)
+        finally:
+            self._in_flight -= 1
+
+    async def drain(self) -> None:
+        """Wait until every queued call has been sent and answered (closing a client)."""
+        flusher = self._flusher
+        if flusher is not None and not flusher.done() and self._loop is asyncio.get_running_loop():
+            await asyncio.shield(flusher)
+
+    async def _one(self, command: Command) -> Any:
+        try:
+            return await self.redis.execute_command(*command, **RAW)
+        except NoScriptError:
+            await self.redis.script_load(self.script)  # a restarted or new server
+            return await self.redis.execute_command(*command, **RAW)
+
+    async def _flush(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue, []
+                self._in_flight += 1
+                try:
+                    await self._send(batch)
+                finally:
+                    self._in_flight -= 1
+        finally:
+            self._flusher = None
+
+    async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+        if len(batch) == 1:
+            command, future = batch[0]
+            try:
+                _settle(future, await self._one(command))
+            except asyncio.CancelledError:
+                _fail(batch, None)
+                raise
+            except Exception as exc:
+                _fail(batch, exc)
+            return
+        try:
+            results = await self._pipeline([command for command, _ in batch])
+            missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
+            if missing:
+                await self.redis.script_load(self.script)
+                retried = await self._pipeline([batch[i][0] for i in missing])
+                for i, result in zip(missing, retried, strict=True):
+                    results[i] = result
+        except asyncio.CancelledError:
+            _fail(batch, None)
+            raise
+        except Exception as exc:  # the connection failed: every call of the batch sees it
+            _fail(batch, exc)
+            return
+        for (_, future), result in zip(batch, results, strict=True):
+            _settle(future, result)
+
+    async def _pipeline(self, commands: list[Command]) -> list[Any]:
+        pipe = self.redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command, **RAW)
+        try:
+            results: list[Any] = await pipe.execute(raise_on_error=False)
+        finally:
+            await pipe.reset()
+        return results
+
+
+def _settle(future: asyncio.Future[Any], result: Any) -> None:
+    if future.done():  # its caller gave up waiting (cancelled): the call was made, the answer is dropped
+        return
+    if isinstance(result, BaseException):
+        future.set_exception(result)
+    else:
+        future.set_result(result)
+
+
+def _fail(batch: list[tuple[Command, asyncio.Future[Any]]], exc: BaseException | None) -> None:
+    for _, future in batch:
+        if not future.done():
+            if exc is None:
+                future.cancel()
+            else:
+                future.set_exception(exc)
+
+
+def is_cluster(redis: Any) -> bool:
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(redis, RedisCluster)
