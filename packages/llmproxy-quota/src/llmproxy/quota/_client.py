@@ -63,7 +63,7 @@ class _Base:
         )
         self.redis = redis
         self.limits_source = limits_source
-        self._sha: str = _plan.SCRIPT_SHA
+        self._sha: bytes = _plan.SCRIPT_SHA
         self._setup()
 
     def _setup(self) -> None:

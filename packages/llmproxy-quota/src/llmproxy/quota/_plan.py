@@ -19,15 +19,15 @@ from ._results import InvalidQuotaRequest, LimitResult, QuotaType, Reservation
 
 #: The one Lua script (package data): admit, check, force (increment) and settle.
 SCRIPT: str = files("llmproxy.quota").joinpath("lua/quota.lua").read_text(encoding="utf-8")
-SCRIPT_SHA: str = hashlib.sha1(SCRIPT.encode()).hexdigest()  # Redis names scripts by their SHA-1
+SCRIPT_SHA: bytes = hashlib.sha1(SCRIPT.encode()).hexdigest().encode()  # Redis names scripts by their SHA-1
 
 MINUTE_MS = 60_000
 _KIND_WINDOW = {"g": "minute", "d": "day", "m": "month"}
 _KIND_CODE = {"g": 0, "d": 1, "m": 2}
 _MODE_CODE = {"admit": 1, "check": 2, "force": 3, "settle": 4}
-#: the script's header and each limit: big-endian 64-bit integers (see quota.lua)
+#: the script's header and each limit: big-endian 64-bit integers (see quota.lua), all in one argument
 _HEADER = struct.Struct(">BBqqqq")
-_SPEC = struct.Struct(">BBqqqq")
+_SPEC = struct.Struct(">BBqqqqH")  # and the field's bytes
 #: limits above this are sent as this (the script's doubles are exact below 2^53; no cost can come near it)
 _EXACT = 2**53
 _REPLIES: dict[int, struct.Struct] = {}
@@ -66,13 +66,18 @@ class LimitSpec:
         object.__setattr__(self, "capacity", capacity)
 
     def encoded(self) -> bytes:
-        return _SPEC.pack(
-            _KIND_CODE[self.kind],
-            0 if self.unit == "requests" else 1,
-            min(self.limit, _EXACT),
-            min(self.burst, _EXACT),
-            self.period_ms,
-            self.window_end,
+        field = self.field.encode()
+        return (
+            _SPEC.pack(
+                _KIND_CODE[self.kind],
+                0 if self.unit == "requests" else 1,
+                min(self.limit, _EXACT),
+                min(self.burst, _EXACT),
+                self.period_ms,
+                self.window_end,
+                len(field),
+            )
+            + field
         )
 
     def scaled(self, processes: int) -> LimitSpec:
@@ -88,7 +93,7 @@ class Plan:
     (A plain class: one is built per request, and a frozen dataclass costs microseconds to build.)"""
 
     __slots__ = (
-        "encoded", "estimate", "fields", "held", "lease_ms", "mode", "request_cost", "reservation_id",
+        "encoded", "estimate", "held", "lease_ms", "mode", "request_cost", "reservation_id",
         "reservation_key", "specs", "state_key", "tenant_id", "token_cost",
     )  # fmt: skip
 
@@ -101,7 +106,6 @@ class Plan:
         request_cost: int,
         token_cost: int,
         state_key: bytes,
-        fields: tuple[bytes, ...],
         reservation_key: str | None = None,
         reservation_id: str | None = None,
         lease_ms: int = 0,
@@ -115,7 +119,6 @@ class Plan:
         self.request_cost = request_cost
         self.token_cost = token_cost
         self.state_key = state_key
-        self.fields = fields
         self.reservation_key = reservation_key
         self.reservation_id = reservation_id
         self.lease_ms = lease_ms
@@ -127,23 +130,29 @@ class Plan:
             return [self.state_key]
         return [self.state_key, self.reservation_key]
 
-    def args(self, now_ms: int | None) -> list[object]:
-        """The script's ARGV: the header, the limits, their fields (see quota.lua)."""
-        return self.command("", now_ms)[4 if self.reservation_key is None else 5 :]
+    def args(self, now_ms: int | None) -> list[bytes]:
+        """The script's ARGV: one string, the header and the limits (see quota.lua)."""
+        return [self.argument(now_ms)]
 
-    def command(self, sha: str, now_ms: int | None) -> list[object]:
-        """EVALSHA's arguments: the script, its keys, its ARGV (as :meth:`keys` and :meth:`args`)."""
-        header = _HEADER.pack(
-            _MODE_CODE[self.mode],
-            0 if self.reservation_key is None else 1,
-            self.lease_ms,
-            self.request_cost,
-            self.token_cost,
-            -1 if now_ms is None else now_ms,
+    def argument(self, now_ms: int | None) -> bytes:
+        return (
+            _HEADER.pack(
+                _MODE_CODE[self.mode],
+                0 if self.reservation_key is None else 1,
+                self.lease_ms,
+                self.request_cost,
+                self.token_cost,
+                -1 if now_ms is None else now_ms,
+            )
+            + self.encoded
         )
+
+    def command(self, sha: bytes, now_ms: int | None) -> list[object]:
+        """EVALSHA's arguments: the script, its keys, its argument (as :meth:`keys` and :meth:`args`). Bytes
+        where possible: redis-py encodes every other argument on every call."""
         if self.reservation_key is None:
-            return ["EVALSHA", sha, 1, self.state_key, header, self.encoded, *self.fields]
-        return ["EVALSHA", sha, 2, self.state_key, self.reservation_key, header, self.encoded, *self.fields]
+            return ["EVALSHA", sha, b"1", self.state_key, self.argument(now_ms)]
+        return ["EVALSHA", sha, b"2", self.state_key, self.reservation_key, self.argument(now_ms)]
 
     def cost(self, spec: LimitSpec) -> int:
         return self.request_cost if spec.unit == "requests" else self.token_cost
@@ -152,7 +161,7 @@ class Plan:
         specs = tuple(s.scaled(processes) for s in self.specs)
         return Plan(
             self.mode, self.tenant_id, specs, encode(specs), self.request_cost, self.token_cost,
-            self.state_key, self.fields, self.reservation_key, self.reservation_id, self.lease_ms,
+            self.state_key, self.reservation_key, self.reservation_id, self.lease_ms,
             self.estimate, self.held,
         )  # fmt: skip
 
@@ -329,7 +338,6 @@ class AdmitShape:
     specs: tuple[LimitSpec, ...]
     encoded: bytes
     state_key: bytes  # encoded once: redis-py encodes str arguments on every call
-    fields: tuple[bytes, ...]
     reservation_prefix: str | None  # set when a token limit applies: admits hold a reservation
     held: tuple[int, ...]  # the positions of the token limits
 
@@ -343,7 +351,6 @@ class AdmitShape:
             specs=specs,
             encoded=encode(specs),
             state_key=state_key(tenant).encode(),
-            fields=tuple(s.field.encode() for s in specs),
             reservation_prefix=reservation_key(tenant, "") if tokens else None,
             held=tuple(i for i, s in enumerate(specs) if s.unit == "tokens"),
         )
@@ -381,7 +388,6 @@ def admit_plan(shape: AdmitShape, estimate: int, lease_ms: int) -> Plan:
         1,
         estimate,
         shape.state_key,
-        shape.fields,
         None if rid is None else prefix + rid,  # type: ignore[operator]
         rid,
         lease_ms,
@@ -391,9 +397,7 @@ def admit_plan(shape: AdmitShape, estimate: int, lease_ms: int) -> Plan:
 
 
 def single_plan(mode: str, tenant: str, spec: LimitSpec, cost: int) -> Plan:
-    return Plan(
-        mode, tenant, (spec,), spec.encoded(), cost, cost, state_key(tenant).encode(), (spec.field.encode(),)
-    )
+    return Plan(mode, tenant, (spec,), spec.encoded(), cost, cost, state_key(tenant).encode())
 
 
 def make_reservation(plan: Plan, now_ms: int, values: Sequence[int], local: bool) -> Reservation | None:
@@ -425,7 +429,6 @@ def settle_plan(reservation: Reservation, actual: int) -> Plan:
         0,
         actual - reservation.estimate,
         state_key(reservation.tenant_id).encode(),
-        tuple(s.field.encode() for s in specs),
         reservation.key,
         reservation.id,
         0,

@@ -3,10 +3,11 @@
 -- Numbers travel as big-endian 64-bit integers (Redis's struct library): parsing and formatting them as text
 -- cost the script about a third of its time (measured). Integers stay exact below 2^53.
 --
--- KEYS[1] the tenant's state: a HASH with one field per limit (ARGV[3..]) and "_expires", the hash's own expiry
---         (ms since the epoch), so that the TTL is extended only when a write needs it
+-- KEYS[1] the tenant's state: a HASH with one field per limit and "_expires", the hash's own expiry (ms since the
+--         epoch), so that the TTL is extended only when a write needs it
 -- KEYS[2] the reservation (a STRING with a TTL lease), when the header says so
--- ARGV[1] the header ">BBi8i8i8i8": mode, reservation, lease ms, request cost, token cost, now ms
+-- ARGV[1] one string (every argument costs the client's encoder more than its bytes do): the header, then each
+--         limit. The header ">BBi8i8i8i8": mode, reservation, lease ms, request cost, token cost, now ms
 --   mode:        1 admit   all-or-nothing: consume every limit or none
 --                2 check   dry run: evaluate, write nothing, report the state before the cost
 --                3 force   consume every limit unconditionally (increment)
@@ -14,11 +15,10 @@
 --   reservation: 1 when KEYS[2] is a reservation key, else 0; lease: its lifetime in ms (admit)
 --   costs:       of each request limit and of each token limit (signed when settling)
 --   now:         ms since the epoch, or -1 to use Redis TIME (so gateway instances with skewed clocks agree)
--- ARGV[2] the limits, 34 bytes each ">BBi8i8i8i8": kind (0 GCRA, 1 UTC day, 2 UTC month), unit (0 requests,
---         1 tokens), limit, burst, period ms, window end ms. Window end (settle only, else 0): a day/month budget's
---         window the reserved cost was counted in; a GCRA's charge end, the field's TAT right after the admit (ms,
---         rounded up): a refund is capped by what of the reservation's charge has not drained by now
--- ARGV[3..] the hash field of each limit, in ARGV[2]'s order
+--         Each limit ">BBi8i8i8i8Hc0": kind (0 GCRA, 1 UTC day, 2 UTC month), unit (0 requests, 1 tokens), limit,
+--         burst, period ms, window end ms, and its hash field (2-byte length, bytes). Window end (settle only, else 0): a
+--         day/month budget's window the reserved cost was counted in; a GCRA's charge end, the field's TAT right
+--         after the admit (ms, rounded up): a refund is capped by what of the reservation's charge has not drained
 --
 -- GCRA field ">i8i8" tat_ms, rem: the theoretical arrival time TAT = tat_ms + rem / limit, kept exact.
 -- Budget field ">i8i8" window end ms, used: a budget whose window is not the current one counts as 0.
@@ -32,16 +32,24 @@ local pack, unpack_
 if struct then
   pack, unpack_ = struct.pack, struct.unpack
 else
-  -- the embedded backend (fakeredis) has no struct library: the two codes this script uses, "B" and "i8"
+  -- the embedded backend (fakeredis) has no struct library: the codes this script uses, "B", "H", "i8", "c0"
   local byte, char = string.byte, string.char
   unpack_ = function(fmt, s, pos)
     pos = pos or 1
     local out, n = {}, 0
-    for code in string.gmatch(fmt, "[Bi]8?") do
+    for code in string.gmatch(fmt, "[BHic][08]?") do
       n = n + 1
       if code == "B" then
         out[n] = byte(s, pos)
         pos = pos + 1
+      elseif code == "H" then
+        local hi, lo = byte(s, pos, pos + 1)
+        out[n] = hi * 256 + lo
+        pos = pos + 2
+      elseif code == "c0" then -- a string whose length is the previous number read (which it replaces)
+        n = n - 1
+        out[n] = string.sub(s, pos, pos + out[n] - 1)
+        pos = pos + #out[n]
       else
         local b = {byte(s, pos, pos + 7)}
         if #b < 8 then error("data string too short") end
@@ -79,7 +87,7 @@ else
   end
 end
 
-local mode, has_resv, lease, rcost, tcost, now = unpack_(">BBi8i8i8i8", ARGV[1])
+local mode, has_resv, lease, rcost, tcost, now, pos = unpack_(">BBi8i8i8i8", ARGV[1])
 if now < 0 then
   local t = redis.call("TIME")
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -126,23 +134,26 @@ local function month_end(day)
   return days_from_civil(y, m, 1) * DAY
 end
 
-local stored = redis.call("HMGET", KEYS[1], "_expires", unpack(ARGV, 3))
+local args = ARGV[1]
+local kinds, units, limits, bursts, periods, ends, fields = {}, {}, {}, {}, {}, {}, {}
+local n = 0
+while pos <= #args do
+  n = n + 1
+  kinds[n], units[n], limits[n], bursts[n], periods[n], ends[n], fields[n], pos =
+    unpack_(">BBi8i8i8i8Hc0", args, pos)
+end
+
+local stored = redis.call("HMGET", KEYS[1], "_expires", unpack(fields, 1, n))
 local ok_all = true
 local out = {}
 local writes = {}
 local nw = 0
 local need = 0 -- the latest instant a written field must survive to
-local i = 1
 
-local spec = ARGV[2]
-local pos = 1
-local n = #spec / 34
-for _ = 1, n do
-  local kind, unit, limit, burst, period, end_ms
-  kind, unit, limit, burst, period, end_ms, pos = unpack_(">BBi8i8i8i8", spec, pos)
+for i = 1, n do
+  local kind, unit, limit, burst, period, end_ms = kinds[i], units[i], limits[i], bursts[i], periods[i], ends[i]
+  local raw = stored[i + 1]
   local cost = unit == 0 and rcost or tcost
-  i = i + 1
-  local raw = stored[i]
   local ok, reset_in, retry, usage = true, 0, 0, 0
 
   if kind == 0 then
@@ -177,7 +188,7 @@ for _ = 1, n do
       reset_in = -idiv(-new_debt, limit)
       usage = -idiv(-new_debt, period)
       if ok and cost ~= 0 then
-        writes[nw + 1] = ARGV[i + 1]
+        writes[nw + 1] = fields[i]
         writes[nw + 2] = pack(">i8i8", now + ahead, new_debt - ahead * limit)
         nw = nw + 2
         if now + reset_in + 1000 > need then need = now + reset_in + 1000 end
@@ -206,7 +217,7 @@ for _ = 1, n do
     reset_in = wend - now
     usage = new_used
     if ok and new_used ~= used then
-      writes[nw + 1] = ARGV[i + 1]
+      writes[nw + 1] = fields[i]
       writes[nw + 2] = pack(">i8i8", wend, new_used)
       nw = nw + 2
       if wend + 60000 > need then need = wend + 60000 end
