@@ -96,7 +96,7 @@ async def test_an_unreachable_upstream_is_a_502(tmp_path: Path) -> None:
         port = sock.getsockname()[1]
     provider = UpstreamProvider(f"http://127.0.0.1:{port}/v1", timeout=2)
     app = with_edge(
-        create_api(_settings(tmp_path), provider=provider, require_api_access=False), _settings(tmp_path)
+        create_api(_settings(tmp_path), provider=provider), _settings(tmp_path)
     )
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
         response = await http.post(
@@ -113,7 +113,7 @@ async def test_a_silent_upstream_is_a_504_after_the_timeout(tmp_path: Path) -> N
         listener.listen(8)  # accepts connections into the backlog, never answers
         provider = UpstreamProvider(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", timeout=0.3)
         app = with_edge(
-            create_api(_settings(tmp_path), provider=provider, require_api_access=False), _settings(tmp_path)
+            create_api(_settings(tmp_path), provider=provider), _settings(tmp_path)
         )
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
             response = await http.post(
@@ -138,7 +138,7 @@ class ExplodingProvider(MockProvider):
 
 async def test_an_unexpected_error_is_a_500_that_leaks_nothing(tmp_path: Path) -> None:
     settings = _settings(tmp_path)
-    app = with_edge(create_api(settings, provider=ExplodingProvider(), require_api_access=False), settings)
+    app = with_edge(create_api(settings, provider=ExplodingProvider()), settings)
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=False)
     async with httpx.AsyncClient(transport=transport, base_url="http://gw") as http:
         response = await http.post(

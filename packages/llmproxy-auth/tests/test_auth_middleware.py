@@ -337,3 +337,43 @@ async def test_policy_guard_wraps_a_plain_asgi_app(
 
     assert allowed[0]["status"] == 200
     assert denied[0]["status"] == 403
+
+
+async def test_path_policies_are_checked_right_after_authentication(
+    api_keys: AsyncApiKeyService, verifier: JWTVerifier, tenant_id: uuid.UUID
+) -> None:
+    reached: list[str] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        reached.append(scope["path"])
+        await _ok_app(scope, receive, send)
+
+    auth = AuthMiddleware(
+        app,
+        authenticator=Authenticator(jwt=verifier, api_keys=api_keys),
+        public_paths=("/v1/public",),
+        policies={"/v1/admin/": TenantAdmin(), "/v1/": ApiAccess()},  # the first matching prefix wins
+    )
+    client = httpx.AsyncClient(transport=httpx.ASGITransport(app=auth), base_url="http://gw")
+    caller = (await api_keys.create(tenant_id, "caller", scopes=("api:access",))).secret
+    reader = (await api_keys.create(tenant_id, "reader", scopes=("read",))).secret
+
+    assert (await client.get("/v1/models", headers=bearer(caller))).status_code == 200
+    body = assert_openai_error(
+        await client.get("/v1/models", headers=bearer(reader)), 403, "insufficient_permissions"
+    )
+    assert "api:access" in body["error"]["message"]
+    assert_openai_error(
+        await client.get("/v1/admin/x", headers=bearer(caller)), 403, "insufficient_permissions"
+    )
+    assert (await client.get("/other", headers=bearer(reader))).status_code == 200  # no policy there
+    assert (await client.get("/v1/public")).status_code == 200  # public paths are not checked
+    assert_openai_error(await client.get("/v1/models"), 401, "missing_credentials")
+    assert reached == ["/v1/models", "/other", "/v1/public"]  # refusals never reach the app
+
+
+def test_path_policies_are_validated(verifier: JWTVerifier) -> None:
+    with pytest.raises(ValueError, match="must start with '/'"):
+        AuthMiddleware(_ok_app, authenticator=Authenticator(jwt=verifier), policies={"v1/": ApiAccess()})
+    with pytest.raises(TypeError, match="not a Policy"):
+        AuthMiddleware(_ok_app, authenticator=Authenticator(jwt=verifier), policies={"/v1/": "api:access"})  # type: ignore[dict-item]

@@ -116,3 +116,17 @@ def test_wsgi_guard_without_authentication_is_401() -> None:
     body = WSGIPolicyGuard(inner_app, ApiAccess())({"PATH_INFO": "/"}, lambda s, h: start.append(s))
     assert start == ["401 Unauthorized"]
     assert json.loads(b"".join(body))["error"]["code"] == "missing_credentials"
+
+
+def test_wsgi_path_policies_are_checked_right_after_authentication(
+    authenticator: Authenticator, keys: ApiKeyService, tenant_id: uuid.UUID
+) -> None:
+    app = AuthWSGIMiddleware(inner_app, authenticator=authenticator, policies={"/v1/": ApiAccess()})
+    client = httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://gw")
+    caller = keys.create(tenant_id, "caller", scopes=("api:access",)).secret
+    reader = keys.create(tenant_id, "reader", scopes=("read",)).secret
+    assert client.get("/v1/models", headers={"authorization": f"Bearer {caller}"}).status_code == 200
+    denied = client.get("/v1/models", headers={"authorization": f"Bearer {reader}"})
+    assert denied.status_code == 403
+    assert denied.json()["error"]["code"] == "insufficient_permissions"
+    assert client.get("/other", headers={"authorization": f"Bearer {reader}"}).status_code == 200

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
-from fastapi import Depends, FastAPI
+from fastapi import FastAPI
 
-from llmproxy.auth import AuthMiddleware, add_exception_handlers, require
+from llmproxy.auth import AuthMiddleware, add_exception_handlers
 from llmproxy.core import ASGIApp, Receive, Scope, Send
 from llmproxy.quota import QuotaMiddleware
 
@@ -42,16 +42,12 @@ def create_provider(settings: GatewaySettings) -> Provider:
 
 
 def create_api(
-    settings: GatewaySettings,
-    *,
-    backends: Backends | None = None,
-    provider: Provider | None = None,
-    require_api_access: bool = True,
+    settings: GatewaySettings, *, backends: Backends | None = None, provider: Provider | None = None
 ) -> FastAPI:
     """The FastAPI app alone: OpenAI-compatible and admin routes, OpenAI-style errors; no middleware.
 
-    ``require_api_access``: the ``/v1`` routes demand the ``api:access`` scope (off only for the benchmark's
-    bare app, which has no auth middleware to establish it).
+    Who may call ``/v1`` is the auth middleware's rule (``policies``); the admin routes, whose rule depends
+    on the tenant in their path, declare theirs with ``require``.
     """
     backends = backends or Backends.from_settings(settings)
     provider = provider or create_provider(settings)
@@ -78,7 +74,7 @@ def create_api(
     )
     install_error_handlers(api)
     add_exception_handlers(api)  # 401/403 from policies in OpenAI's shape
-    api.include_router(api_router, dependencies=[Depends(require(ApiCaller))] if require_api_access else [])
+    api.include_router(api_router)
     api.include_router(admin_router)
 
     @api.get("/healthz", include_in_schema=False)
@@ -128,11 +124,16 @@ def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
         ),
         prefixes=("/v1/",),
     )
-    app = AuthMiddleware(app, authenticator=backends.authenticator, public_paths=PUBLIC_PATHS)
+    app = AuthMiddleware(
+        app,
+        authenticator=backends.authenticator,
+        public_paths=PUBLIC_PATHS,
+        policies={"/v1/": ApiCaller},  # the OpenAI-compatible API: keys (or tokens) with api:access
+    )
     return with_edge(app, settings)
 
 
 def create_bare_app(settings: GatewaySettings | None = None) -> ASGIApp:
     """The same app without the llmproxy middlewares (the benchmark's baseline)."""
     settings = settings or GatewaySettings()
-    return with_edge(create_api(settings, require_api_access=False), settings)
+    return with_edge(create_api(settings), settings)

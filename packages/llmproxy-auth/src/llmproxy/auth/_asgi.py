@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 from llmproxy.core import (
     ASGIApp,
@@ -19,8 +19,9 @@ from llmproxy.core import (
 from ._authenticator import Authenticator
 from ._errors import AuthError
 from ._guards import send_error
+from ._policies import Policy
 from ._principal import PRINCIPAL_KEY
-from ._responses import UNEXPECTED, PathMatcher
+from ._responses import UNEXPECTED, PathMatcher, PathPolicies
 
 logger = logging.getLogger("llmproxy.auth")
 
@@ -35,7 +36,9 @@ def _authorization(scope: Scope) -> bytes | None:
 class AuthMiddleware:
     """Authenticate every HTTP / WebSocket request (JWT or API key) and bind its RequestContext.
 
-    Public paths pass through with the anonymous context. Refusals are OpenAI-style JSON: 401 with
+    Public paths pass through with the anonymous context. ``policies`` maps path prefixes to a
+    :class:`~llmproxy.auth.Policy` checked right after authentication (e.g. ``{"/v1/": ApiAccess()}``: a
+    whole API's rule, without a dependency on each route). Refusals are OpenAI-style JSON: 401 with
     ``WWW-Authenticate: Bearer ... error="invalid_token"``, 503 when credentials cannot be checked, and
     403 when
     the app raises :class:`~llmproxy.auth.AuthorizationError` (e.g. from :func:`require`) before
@@ -49,11 +52,13 @@ class AuthMiddleware:
         authenticator: Authenticator,
         public_paths: Iterable[str] = (),
         public_prefixes: Iterable[str] = (),
+        policies: Mapping[str, Policy] | None = None,
         realm: str = "llmproxy",
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.is_public = PathMatcher(public_paths, public_prefixes)
+        self.policies = PathPolicies(policies)
         self.realm = realm
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -68,6 +73,8 @@ class AuthMiddleware:
             return
         try:
             principal = await self.authenticator.aauthenticate_header(_authorization(scope))
+            ctx = principal.apply_to(ctx)
+            self.policies.check(scope.get("path") or "/", ctx)
         except AuthError as exc:
             await self._refuse(kind, send, exc)
             return
@@ -76,7 +83,7 @@ class AuthMiddleware:
             await self._refuse(kind, send, UNEXPECTED)
             return
         scope[PRINCIPAL_KEY] = principal
-        bind_context_to_scope(scope, principal.apply_to(ctx))
+        bind_context_to_scope(scope, ctx)
         await self._app(kind, scope, receive, send)
 
     async def _app(self, kind: str, scope: Scope, receive: Receive, send: Send) -> None:

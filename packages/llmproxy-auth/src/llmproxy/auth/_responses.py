@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
-from llmproxy.core import openai_error_body
+from llmproxy.core import RequestContext, openai_error_body
 
 from ._errors import AuthError, AuthUnavailable
+from ._policies import Policy, check
 
 _UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
 _REASONS = {401: "Unauthorized", 403: "Forbidden", 503: "Service Unavailable"}
@@ -48,3 +49,27 @@ class PathMatcher:
 
     def __call__(self, path: str) -> bool:
         return path in self._exact or (bool(self._prefixes) and path.startswith(self._prefixes))
+
+
+class PathPolicies:
+    """Policies by path prefix (the first matching prefix wins), checked by the middleware right after
+    authentication: a whole API's rule without a dependency on each route."""
+
+    __slots__ = ("_prefixes", "_rules")
+
+    def __init__(self, policies: Mapping[str, Policy] | None) -> None:
+        self._rules = tuple((policies or {}).items())
+        for prefix, policy in self._rules:
+            if not prefix.startswith("/"):
+                raise ValueError(f"policy path prefixes must start with '/': {prefix!r}")
+            if not isinstance(policy, Policy):
+                raise TypeError(f"the policy for {prefix!r} is not a Policy: {policy!r}")
+        self._prefixes = tuple(prefix for prefix, _ in self._rules)
+
+    def check(self, path: str, ctx: RequestContext) -> None:
+        """Raise :class:`PolicyDenied` (403) when the policy of ``path``'s prefix does not allow ``ctx``."""
+        if self._prefixes and path.startswith(self._prefixes):
+            for prefix, policy in self._rules:
+                if path.startswith(prefix):
+                    check(policy, ctx)
+                    return

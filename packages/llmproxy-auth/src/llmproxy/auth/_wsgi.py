@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from llmproxy.core import (
@@ -17,8 +17,9 @@ from llmproxy.core import (
 
 from ._authenticator import Authenticator
 from ._errors import AuthError
+from ._policies import Policy
 from ._principal import PRINCIPAL_KEY
-from ._responses import UNEXPECTED, PathMatcher, error_response, status_line
+from ._responses import UNEXPECTED, PathMatcher, PathPolicies, error_response, status_line
 
 logger = logging.getLogger("llmproxy.auth")
 
@@ -36,11 +37,13 @@ class AuthWSGIMiddleware:
         authenticator: Authenticator,
         public_paths: Iterable[str] = (),
         public_prefixes: Iterable[str] = (),
+        policies: Mapping[str, Policy] | None = None,
         realm: str = "llmproxy",
     ) -> None:
         self.app = app
         self.authenticator = authenticator
         self.is_public = PathMatcher(public_paths, public_prefixes)
+        self.policies = PathPolicies(policies)
         self.realm = realm
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
@@ -50,13 +53,15 @@ class AuthWSGIMiddleware:
             return self._app(environ, start_response)
         try:
             principal = self.authenticator.authenticate_header(environ.get("HTTP_AUTHORIZATION"))
+            ctx = principal.apply_to(ctx)
+            self.policies.check(environ.get("PATH_INFO") or "/", ctx)
         except AuthError as exc:
             return self._refuse(start_response, exc)
         except Exception:
             logger.exception("llmproxy.auth: unexpected error while authenticating")
             return self._refuse(start_response, UNEXPECTED)
         environ[PRINCIPAL_KEY] = principal
-        bind_context_to_environ(environ, principal.apply_to(ctx))
+        bind_context_to_environ(environ, ctx)
         return self._app(environ, start_response)
 
     def _app(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
