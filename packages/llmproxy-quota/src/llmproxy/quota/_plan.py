@@ -27,7 +27,9 @@ _KIND_CODE = {"g": 0, "d": 1, "m": 2}
 _MODE_CODE = {"admit": 1, "check": 2, "force": 3, "settle": 4}
 #: the script's header and each limit: big-endian 64-bit integers (see quota.lua), all in one argument
 _HEADER = struct.Struct(">BBqqqq")
-_SPEC = struct.Struct(">BBqqqqH")  # and the field's bytes
+_SPEC_HEAD = struct.Struct(">BBqqq")  # then the window end, then the field: its length and bytes
+_END = struct.Struct(">q")
+_FIELD_LENGTH = struct.Struct(">H")
 #: limits above this are sent as this (the script's doubles are exact below 2^53; no cost can come near it)
 _EXACT = 2**53
 _REPLIES: dict[int, struct.Struct] = {}
@@ -53,32 +55,28 @@ class LimitSpec:
     limit: int
     burst: int = 0
     period_ms: int = MINUTE_MS
-    # settle only: a budget ("d"/"m"): the window the reserved cost was counted in; a rate ("g"): where the
-    # reservation's charge ended on the key's timeline (its TAT right after the admit, ms, rounded up)
-    window_end: int = 0
     # derived once, read by every reply's parsing: "minute"/"day"/"month", and what usage is measured against
     window: str = dataclasses.field(init=False, compare=False)
     capacity: int = dataclasses.field(init=False, compare=False)
+    # derived once: this limit's encoding (see quota.lua) before and after its window end
+    _head: bytes = dataclasses.field(init=False, compare=False, repr=False)
+    _tail: bytes = dataclasses.field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", _KIND_WINDOW[self.kind])
         capacity = 0 if self.limit <= 0 else (self.burst if self.kind == "g" else self.limit)
         object.__setattr__(self, "capacity", capacity)
-
-    def encoded(self) -> bytes:
+        unit = 0 if self.unit == "requests" else 1
+        limit, burst = min(self.limit, _EXACT), min(self.burst, _EXACT)
+        head = _SPEC_HEAD.pack(_KIND_CODE[self.kind], unit, limit, burst, self.period_ms)
         field = self.field.encode()
-        return (
-            _SPEC.pack(
-                _KIND_CODE[self.kind],
-                0 if self.unit == "requests" else 1,
-                min(self.limit, _EXACT),
-                min(self.burst, _EXACT),
-                self.period_ms,
-                self.window_end,
-                len(field),
-            )
-            + field
-        )
+        object.__setattr__(self, "_head", head)
+        object.__setattr__(self, "_tail", _FIELD_LENGTH.pack(len(field)) + field)
+
+    def encoded(self, window_end: int = 0) -> bytes:
+        """``window_end`` (settle only): a budget's window the reserved cost was counted in; a rate's point
+        where the reservation's charge ended on the field's timeline (its TAT right after the admit)."""
+        return self._head + _END.pack(window_end) + self._tail
 
     def scaled(self, processes: int) -> LimitSpec:
         """This limit divided among ``processes`` (the ``local`` failure policy)."""
@@ -93,7 +91,7 @@ class Plan:
     (A plain class: one is built per request, and a frozen dataclass costs microseconds to build.)"""
 
     __slots__ = (
-        "encoded", "estimate", "held", "lease_ms", "mode", "request_cost", "reservation_id",
+        "encoded", "ends", "estimate", "held", "lease_ms", "mode", "request_cost", "reservation_id",
         "reservation_key", "specs", "state_key", "tenant_id", "token_cost",
     )  # fmt: skip
 
@@ -124,6 +122,7 @@ class Plan:
         self.lease_ms = lease_ms
         self.estimate = estimate
         self.held = held  # the positions of the token limits a reservation holds
+        self.ends: Sequence[int] | None = None  # settle: each limit's window end (see LimitSpec.encoded)
 
     def keys(self) -> list[str | bytes]:
         if self.reservation_key is None:
@@ -159,15 +158,19 @@ class Plan:
 
     def scaled(self, processes: int) -> Plan:
         specs = tuple(s.scaled(processes) for s in self.specs)
-        return Plan(
-            self.mode, self.tenant_id, specs, encode(specs), self.request_cost, self.token_cost,
+        scaled = Plan(
+            self.mode, self.tenant_id, specs, encode(specs, self.ends), self.request_cost, self.token_cost,
             self.state_key, self.reservation_key, self.reservation_id, self.lease_ms,
             self.estimate, self.held,
         )  # fmt: skip
+        scaled.ends = self.ends
+        return scaled
 
 
-def encode(specs: Sequence[LimitSpec]) -> bytes:
-    return b"".join(s.encoded() for s in specs)
+def encode(specs: Sequence[LimitSpec], ends: Sequence[int] | None = None) -> bytes:
+    if ends is None:
+        return b"".join(s.encoded() for s in specs)
+    return b"".join(s.encoded(end) for s, end in zip(specs, ends, strict=True))
 
 
 # -- validation ----------------------------------------------------------------------------------------------
@@ -418,14 +421,12 @@ def make_reservation(plan: Plan, now_ms: int, values: Sequence[int], local: bool
 
 
 def settle_plan(reservation: Reservation, actual: int) -> Plan:
-    specs = tuple(
-        replace(s, window_end=end) for s, end in zip(reservation.limits, reservation.ends, strict=True)
-    )
-    return Plan(
+    specs = reservation.limits
+    plan = Plan(
         "settle",
         reservation.tenant_id,
         specs,
-        encode(specs),
+        encode(specs, reservation.ends),
         0,
         actual - reservation.estimate,
         state_key(reservation.tenant_id).encode(),
@@ -434,6 +435,8 @@ def settle_plan(reservation: Reservation, actual: int) -> Plan:
         0,
         reservation.estimate,
     )
+    plan.ends = reservation.ends
+    return plan
 
 
 # -- results ------------------------------------------------------------------------------------------------
