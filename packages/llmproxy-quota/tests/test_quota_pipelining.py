@@ -134,3 +134,33 @@ async def test_a_cut_connection_reaches_every_caller_of_a_batch_as_the_failure_p
     assert client.stats.redis_failures >= 1
     proxied_backend.redis_proxy.restore()
     await client.aclose()
+
+
+async def test_a_settle_rides_along_with_the_next_call(
+    redis_url: str, tenant: uuid.UUID, clock: ManualClock
+) -> None:
+    """One request at a time: the settle of a request and the admit of the next share one round trip."""
+    client = AsyncQuotaClient(async_redis_from_url(redis_url), StaticLimits({}), clock=clock)
+    ctx = RequestContext(tenant_id=str(tenant))
+    first = await client.admit(ctx, 100)
+    sizes = counting_pipelines(client)
+    settling = asyncio.ensure_future(client.settle(first.reservation, 30))
+    await asyncio.sleep(0)  # the request's task queued its settle and waits for company
+    second = await client.admit(ctx, 100)
+    assert (await settling).settled
+    assert second.allowed
+    if not is_memory_url(redis_url):
+        assert sizes == [2]  # the settle and the next admit: one pipeline, no other round trip
+    assert (await client.check(tenant, "tokens_per_day", 0)).current_usage == 130
+    await client.aclose()
+
+
+async def test_a_lone_settle_goes_out_after_a_few_milliseconds(
+    redis_url: str, tenant: uuid.UUID, clock: ManualClock
+) -> None:
+    client = AsyncQuotaClient(async_redis_from_url(redis_url), StaticLimits({}), clock=clock)
+    admission = await client.admit(RequestContext(tenant_id=str(tenant)), 100)
+    settlement = await asyncio.wait_for(client.settle(admission.reservation, 0), timeout=2)
+    assert settlement.settled
+    assert (await client.check(tenant, "tokens_per_day", 0)).current_usage == 0
+    await client.aclose()
