@@ -95,9 +95,7 @@ async def test_an_unreachable_upstream_is_a_502(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     provider = UpstreamProvider(f"http://127.0.0.1:{port}/v1", timeout=2)
-    app = with_edge(
-        create_api(_settings(tmp_path), provider=provider), _settings(tmp_path)
-    )
+    app = with_edge(create_api(_settings(tmp_path), provider=provider), _settings(tmp_path))
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
         response = await http.post(
             "/v1/chat/completions", json={"model": "gpt-4o-mini", "messages": MESSAGES}
@@ -112,9 +110,7 @@ async def test_a_silent_upstream_is_a_504_after_the_timeout(tmp_path: Path) -> N
         listener.bind(("127.0.0.1", 0))
         listener.listen(8)  # accepts connections into the backlog, never answers
         provider = UpstreamProvider(f"http://127.0.0.1:{listener.getsockname()[1]}/v1", timeout=0.3)
-        app = with_edge(
-            create_api(_settings(tmp_path), provider=provider), _settings(tmp_path)
-        )
+        app = with_edge(create_api(_settings(tmp_path), provider=provider), _settings(tmp_path))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
             response = await http.post(
                 "/v1/embeddings", json={"model": "text-embedding-3-small", "input": "x"}
