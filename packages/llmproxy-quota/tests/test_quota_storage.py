@@ -155,3 +155,15 @@ def test_the_embedded_backend_answers_and_stores_exactly_what_redis_does(real_re
     both(lambda c: c.check(huge.tenant_id, "tokens_per_day", 2**45))
     for c in clients:
         c.close()
+
+
+def test_figures_beyond_int64_are_bounded_not_wrapped(redis_url: str, tenant: uuid.UUID) -> None:
+    """A rate pushed far ahead (increments under a small limit), read under a limit at the 2^53 cap: its usage
+    would not fit an int64; the reply is bounded, never a wrapped negative number."""
+    limits = StaticLimits({tenant: make_config(tenant, tpm=1)})
+    client = QuotaClient(redis_from_url(redis_url), limits, clock=ManualClock(MONTH_END))
+    client.increment(tenant, "tokens_per_minute", 100_000)  # a TAT ~69 days ahead
+    limits.set(make_config(tenant, tpm=2**62))
+    usage = client.check(tenant, "tokens_per_minute", 0).current_usage
+    assert usage == 2**62
+    client.close()

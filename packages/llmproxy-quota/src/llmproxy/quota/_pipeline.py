@@ -27,6 +27,7 @@ from redis.exceptions import NoScriptError
 RAW = {NEVER_DECODE: True}
 
 Command = Sequence[Any]  # EVALSHA's arguments, "EVALSHA" first
+_Entry = tuple[Command, "asyncio.Future[Any]", bool]  # a queued call: command, its answer, detached
 
 
 class Pipeliner:
@@ -46,31 +47,38 @@ class Pipeliner:
         self.detached_delay = (
             detached_delay  # how long a detached call waits for company before it goes alone
         )
-        self._queue: list[tuple[Command, asyncio.Future[Any]]] = []
+        self._queue: list[_Entry] = []
         self._in_flight = 0
         self._flusher: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._alone: set[asyncio.Task[Any]] = set()  # detached calls sent one by one (no batching)
 
     async def call(self, command: Command, *, detached: bool = False) -> Any:
         """Run one script call; its reply (or exception)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # first use, or a new event loop: nothing of an old one is in flight here
             self._loop, self._queue, self._in_flight, self._flusher, self._timer = loop, [], 0, None, None
+            self._alone = set()
         if not self.batching:
-            return await self._one(command)
+            if not detached:
+                return await self._one(command)
+            # its own task, so that the caller's cancellation cannot stop it half-sent
+            task = loop.create_task(self._one(command))
+            self._alone.add(task)
+            task.add_done_callback(self._alone.discard)
+            return await asyncio.shield(task)
+        future: asyncio.Future[Any] = loop.create_future()
         if detached:
             # a settle: waits up to detached_delay for the next call to share its round trip (at one request
             # at a time, the next request's admit), then goes alone
-            future: asyncio.Future[Any] = loop.create_future()
-            self._queue.append((command, future))
+            self._queue.append((command, future, True))
             if self._flusher is None and self._timer is None:
                 self._timer = loop.call_later(self.detached_delay, self._start_flusher)
             return await future
-        if self._in_flight >= self.max_in_flight or (self._queue and self._flusher is None):
-            # Redis is busy, or detached calls wait for company: leave with them, in one pipeline
-            future = loop.create_future()
-            self._queue.append((command, future))
+        if self._in_flight >= self.max_in_flight or self._queue:
+            # Redis is busy, or calls wait already (they are sent first): leave with them, in one pipeline
+            self._queue.append((command, future, False))
             self._start_flusher()
             return await future
         self._in_flight += 1
@@ -84,7 +92,17 @@ class Pipeliner:
             self._timer.cancel()
             self._timer = None
         if self._flusher is None and self._queue and self._loop is not None:
-            self._flusher = self._loop.create_task(self._flush())
+            flusher = self._flusher = self._loop.create_task(self._flush())
+            flusher.add_done_callback(self._flusher_done)
+
+    def _flusher_done(self, flusher: asyncio.Task[None]) -> None:
+        if self._flusher is flusher:  # it ended without its own cleanup (cancelled before it started)
+            self._flusher = None
+        if (
+            flusher.cancelled()
+        ):  # the loop is shutting down: nobody will send what waits; do not hang its callers
+            queued, self._queue = self._queue, []
+            _fail(queued, None)
 
     async def drain(self) -> None:
         """Send every queued call now and wait for the answers (closing a client)."""
@@ -94,6 +112,8 @@ class Pipeliner:
         flusher = self._flusher
         if flusher is not None and not flusher.done():
             await asyncio.shield(flusher)
+        if self._alone:
+            await asyncio.gather(*self._alone, return_exceptions=True)
 
     async def _one(self, command: Command) -> Any:
         try:
@@ -106,6 +126,11 @@ class Pipeliner:
         try:
             while self._queue:
                 batch, self._queue = self._queue, []
+                # a call whose caller gave up before it was sent is dropped (an admit nobody waits for would
+                # charge the tenant); a detached one is sent all the same
+                batch = [entry for entry in batch if entry[2] or not entry[1].cancelled()]
+                if not batch:
+                    continue
                 self._in_flight += 1
                 try:
                     await self._send(batch)
@@ -114,9 +139,9 @@ class Pipeliner:
         finally:
             self._flusher = None
 
-    async def _send(self, batch: list[tuple[Command, asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[_Entry]) -> None:
         if len(batch) == 1:
-            command, future = batch[0]
+            command, future, _ = batch[0]
             try:
                 _settle(future, await self._one(command))
             except asyncio.CancelledError:
@@ -126,7 +151,7 @@ class Pipeliner:
                 _fail(batch, exc)
             return
         try:
-            results = await self._pipeline([command for command, _ in batch])
+            results = await self._pipeline([command for command, _, _ in batch])
             missing = [i for i, result in enumerate(results) if isinstance(result, NoScriptError)]
             if missing:
                 await self.redis.script_load(self.script)
@@ -139,7 +164,7 @@ class Pipeliner:
         except Exception as exc:  # the connection failed: every call of the batch sees it
             _fail(batch, exc)
             return
-        for (_, future), result in zip(batch, results, strict=True):
+        for (_, future, _), result in zip(batch, results, strict=True):
             _settle(future, result)
 
     async def _pipeline(self, commands: list[Command]) -> list[Any]:
@@ -162,8 +187,8 @@ def _settle(future: asyncio.Future[Any], result: Any) -> None:
         future.set_result(result)
 
 
-def _fail(batch: list[tuple[Command, asyncio.Future[Any]]], exc: BaseException | None) -> None:
-    for _, future in batch:
+def _fail(batch: list[_Entry], exc: BaseException | None) -> None:
+    for _, future, _ in batch:
         if not future.done():
             if exc is None:
                 future.cancel()

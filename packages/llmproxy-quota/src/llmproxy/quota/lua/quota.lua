@@ -109,6 +109,14 @@ local function idiv(a, b)
   return q
 end
 
+-- what is packed stays within int64: a TAT pushed far ahead by increments under a small limit, read under a
+-- limit raised to 2^53, would otherwise overflow (and wrap) in the reply
+local BOUND = 2 ^ 62
+local function bounded(x)
+  if x > BOUND then return BOUND elseif x < -BOUND then return -BOUND end
+  return x
+end
+
 -- Howard Hinnant's civil calendar algorithms (proleptic Gregorian, UTC)
 local function days_from_civil(y, m, d)
   if m <= 2 then y = y - 1 end
@@ -189,7 +197,7 @@ for i = 1, n do
       usage = -idiv(-new_debt, period)
       if ok and cost ~= 0 then
         writes[nw + 1] = fields[i]
-        writes[nw + 2] = pack(">i8i8", now + ahead, new_debt - ahead * limit)
+        writes[nw + 2] = pack(">i8i8", bounded(now + ahead), bounded(new_debt - ahead * limit))
         nw = nw + 2
         if now + reset_in + 1000 > need then need = now + reset_in + 1000 end
       end
@@ -218,16 +226,16 @@ for i = 1, n do
     usage = new_used
     if ok and new_used ~= used then
       writes[nw + 1] = fields[i]
-      writes[nw + 2] = pack(">i8i8", wend, new_used)
+      writes[nw + 2] = pack(">i8i8", wend, bounded(new_used))
       nw = nw + 2
       if wend + 60000 > need then need = wend + 60000 end
     end
   end
 
   if not ok then ok_all = false end
-  out[#out + 1] = usage
-  out[#out + 1] = reset_in
-  out[#out + 1] = retry
+  out[#out + 1] = bounded(usage)
+  out[#out + 1] = bounded(reset_in)
+  out[#out + 1] = bounded(retry)
 end
 
 if nw > 0 and (ok_all or mode ~= 1) and mode ~= 2 then
