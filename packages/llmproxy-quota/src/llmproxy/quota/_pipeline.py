@@ -44,9 +44,7 @@ class Pipeliner:
         self.script = script
         self.batching = batching  # off for Redis Cluster (a pipeline there spans nodes: calls go one by one)
         self.max_in_flight = max_in_flight  # round trips at once before calls queue up for a pipeline
-        self.detached_delay = (
-            detached_delay  # how long a detached call waits for company before it goes alone
-        )
+        self.detached_delay = detached_delay  # how long a detached call waits for company, at most
         self._queue: list[_Entry] = []
         self._in_flight = 0
         self._flusher: asyncio.Task[None] | None = None

@@ -109,6 +109,7 @@ class Plan:
         lease_ms: int = 0,
         estimate: int = 0,
         held: tuple[int, ...] = (),
+        ends: Sequence[int] | None = None,
     ) -> None:
         self.mode = mode
         self.tenant_id = tenant_id
@@ -122,7 +123,7 @@ class Plan:
         self.lease_ms = lease_ms
         self.estimate = estimate
         self.held = held  # the positions of the token limits a reservation holds
-        self.ends: Sequence[int] | None = None  # settle: each limit's window end (see LimitSpec.encoded)
+        self.ends = ends  # settle: each limit's window end (see LimitSpec.encoded)
 
     def keys(self) -> list[str | bytes]:
         if self.reservation_key is None:
@@ -158,13 +159,11 @@ class Plan:
 
     def scaled(self, processes: int) -> Plan:
         specs = tuple(s.scaled(processes) for s in self.specs)
-        scaled = Plan(
+        return Plan(
             self.mode, self.tenant_id, specs, encode(specs, self.ends), self.request_cost, self.token_cost,
             self.state_key, self.reservation_key, self.reservation_id, self.lease_ms,
-            self.estimate, self.held,
+            self.estimate, self.held, self.ends,
         )  # fmt: skip
-        scaled.ends = self.ends
-        return scaled
 
 
 def encode(specs: Sequence[LimitSpec], ends: Sequence[int] | None = None) -> bytes:
@@ -422,7 +421,7 @@ def make_reservation(plan: Plan, now_ms: int, values: Sequence[int], local: bool
 
 def settle_plan(reservation: Reservation, actual: int) -> Plan:
     specs = reservation.limits
-    plan = Plan(
+    return Plan(
         "settle",
         reservation.tenant_id,
         specs,
@@ -434,9 +433,9 @@ def settle_plan(reservation: Reservation, actual: int) -> Plan:
         reservation.id,
         0,
         reservation.estimate,
+        (),
+        reservation.ends,
     )
-    plan.ends = reservation.ends
-    return plan
 
 
 # -- results ------------------------------------------------------------------------------------------------
