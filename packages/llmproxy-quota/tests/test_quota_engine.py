@@ -231,12 +231,25 @@ def test_a_rate_refund_is_capped_by_the_undrained_part_of_the_reservation(
     assert client.check(tenant, "tokens_per_day", 0).current_usage == 300  # budgets refund all of it
 
 
-def test_an_expired_reservation_is_not_settled(make_client: Any, tenant: uuid.UUID, redis_url: str) -> None:
-    client = make_client(reservation_ttl=0.05)
+def test_an_expired_reservation_is_not_settled(
+    make_client: Any, tenant: uuid.UUID, clock: ManualClock
+) -> None:
+    client = make_client(reservation_ttl=30)
     admission = client.admit(ctx_for(tenant), 100)
-    redis_from_url(redis_url).delete(admission.reservation.key)  # what the lease's expiry does
+    clock.advance(31)  # past the lease
     assert not client.settle(admission.reservation, 0).settled
     assert client.check(tenant, "tokens_per_day", 0).current_usage == 100
+
+
+def test_a_reservation_within_its_lease_is_settled_once(
+    make_client: Any, tenant: uuid.UUID, clock: ManualClock
+) -> None:
+    client = make_client(reservation_ttl=30)
+    admission = client.admit(ctx_for(tenant), 100)
+    clock.advance(29)
+    assert client.settle(admission.reservation, 40).settled
+    assert not client.settle(admission.reservation, 0).settled
+    assert client.check(tenant, "tokens_per_day", 0).current_usage == 40
 
 
 def test_check_consumes_nothing_and_increment_is_unconditional(

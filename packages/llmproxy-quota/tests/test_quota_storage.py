@@ -34,22 +34,25 @@ def test_a_tenants_state_is_one_hash_with_a_field_per_limit_and_a_ttl(
     admission = client.admit(RequestContext(tenant_id=str(tenant), api_key_id="k1"), 100)
     assert admission.allowed
     assert admission.reservation is not None
-    assert sorted(k.decode() for k in redis.keys(f"llmproxy:{{{tenant}}}:*")) == sorted(
-        [state_key(tenant), admission.reservation.key]
-    )
+    assert [k.decode() for k in redis.keys(f"llmproxy:{{{tenant}}}:*")] == [state_key(tenant)]
     stored = fields(redis, tenant)
-    assert sorted(stored) == [
-        "_expires",
-        "budget:requests:day",
-        "budget:tokens:day",
-        "rate:key:k1:requests",
-        "rate:key:k1:tokens",
-        "rate:tenant:requests",
-        "rate:tenant:tokens",
-    ]
+    assert admission.reservation.key == f"reservation:{admission.reservation.id}"
+    assert sorted(stored) == sorted(
+        [
+            "_expires",
+            "budget:requests:day",
+            "budget:tokens:day",
+            "rate:key:k1:requests",
+            "rate:key:k1:tokens",
+            "rate:tenant:requests",
+            "rate:tenant:tokens",
+            admission.reservation.key,
+        ]
+    )
     now_ms = int(clock.now() * 1000)
     day_end = (now_ms // 86_400_000 + 1) * 86_400_000
     assert stored["budget:tokens:day"] == (day_end, 100)
+    assert stored[admission.reservation.key] == (now_ms + 3_600_000,)  # the end of its lease
     # the hash lives until the latest need (the day budget: its window end + 60 s) plus an hour's slack
     assert stored["_expires"] == (day_end + 60_000 + 3_600_000,)
     ttl = redis.pttl(state_key(tenant))
@@ -72,6 +75,25 @@ def test_fields_of_keys_no_longer_used_are_pruned_when_the_expiry_is_extended(
     assert "rate:key:new-key:requests" in stored
     # the day budgets were rewritten for the new day, not pruned
     assert stored["budget:requests:day"][1] == 1
+
+
+def test_a_reservation_never_settled_is_pruned_after_its_lease(
+    make_client: Any, tenant: uuid.UUID, redis_url: str, clock: ManualClock
+) -> None:
+    client = make_client(reservation_ttl=600)
+    redis = redis_from_url(redis_url)
+    lost = client.admit(RequestContext(tenant_id=str(tenant)), 10).reservation  # its settle never comes
+    assert lost is not None
+    assert lost.key in fields(redis, tenant)
+    clock.advance(3 * 3600)  # past the lease and the hash's expiry as last set: the next write prunes
+    kept = client.admit(RequestContext(tenant_id=str(tenant)), 10).reservation
+    assert kept is not None
+    stored = fields(redis, tenant)
+    assert lost.key not in stored
+    assert kept.key in stored
+    assert not client.settle(lost, 0).settled
+    assert client.settle(kept, 0).settled
+    assert kept.key not in fields(redis, tenant)
 
 
 def test_a_field_still_alive_survives_pruning(
@@ -132,11 +154,20 @@ def test_the_embedded_backend_answers_and_stores_exactly_what_redis_does(real_re
         held = None if r is None else (r.estimate, r.limits, r.ends)
         return (answer.allowed, answer.results, held) if hasattr(answer, "results") else answer
 
+    held: list[dict[bytes, bytes]] = [{}, {}]  # per client: reservation field -> its place in the run
+
+    def stored(i: int, t: uuid.UUID) -> dict[bytes, bytes]:
+        return {held[i].get(k, k): v for k, v in clients[i].redis.hgetall(state_key(t)).items()}
+
     def both(call: Any) -> Any:
         answers = [call(c) for c in clients]
         assert view(answers[0]) == view(answers[1])
+        for i, answer in enumerate(answers):
+            r = getattr(answer, "reservation", None)
+            if r is not None:
+                held[i][r.key.encode()] = f"reservation #{len(held[i])}".encode()
         for t in (tenant, huge.tenant_id):
-            assert clients[0].redis.hgetall(state_key(t)) == clients[1].redis.hgetall(state_key(t))
+            assert stored(0, t) == stored(1, t)
         return answers
 
     reservations: list[Any] = []

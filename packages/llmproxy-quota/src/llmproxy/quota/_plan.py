@@ -27,7 +27,7 @@ _KIND_CODE = {"g": 0, "d": 1, "m": 2}
 _MODE_CODE = {"admit": 1, "check": 2, "force": 3, "settle": 4}
 #: the script's header and each limit: big-endian 64-bit integers (see quota.lua), all in one argument
 _HEADER = struct.Struct(">BBqqqq")
-_SPEC_HEAD = struct.Struct(">BBqqq")  # then the window end, then the field: its length and bytes
+_SPEC_HEAD = struct.Struct(">BBqqq")  # then the window end (the field goes in the fields' section)
 _END = struct.Struct(">q")
 _FIELD_LENGTH = struct.Struct(">H")
 #: limits above this are sent as this (the script's doubles are exact below 2^53; no cost can come near it)
@@ -58,9 +58,9 @@ class LimitSpec:
     # derived once, read by every reply's parsing: "minute"/"day"/"month", and what usage is measured against
     window: str = dataclasses.field(init=False, compare=False)
     capacity: int = dataclasses.field(init=False, compare=False)
-    # derived once: this limit's encoding (see quota.lua) before and after its window end
+    # derived once: this limit's encoding (see quota.lua): its field, and its figures before the window end
+    _field: bytes = dataclasses.field(init=False, compare=False, repr=False)
     _head: bytes = dataclasses.field(init=False, compare=False, repr=False)
-    _tail: bytes = dataclasses.field(init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "window", _KIND_WINDOW[self.kind])
@@ -70,13 +70,8 @@ class LimitSpec:
         limit, burst = min(self.limit, _EXACT), min(self.burst, _EXACT)
         head = _SPEC_HEAD.pack(_KIND_CODE[self.kind], unit, limit, burst, self.period_ms)
         field = self.field.encode()
+        object.__setattr__(self, "_field", _FIELD_LENGTH.pack(len(field)) + field)
         object.__setattr__(self, "_head", head)
-        object.__setattr__(self, "_tail", _FIELD_LENGTH.pack(len(field)) + field)
-
-    def encoded(self, window_end: int = 0) -> bytes:
-        """``window_end`` (settle only): a budget's window the reserved cost was counted in; a rate's point
-        where the reservation's charge ended on the field's timeline (its TAT right after the admit)."""
-        return self._head + _END.pack(window_end) + self._tail
 
     def scaled(self, processes: int) -> LimitSpec:
         """This limit divided among ``processes`` (the ``local`` failure policy)."""
@@ -91,8 +86,8 @@ class Plan:
     (A plain class: one is built per request, and a frozen dataclass costs microseconds to build.)"""
 
     __slots__ = (
-        "encoded", "ends", "estimate", "held", "lease_ms", "mode", "request_cost", "reservation_id",
-        "reservation_key", "specs", "state_key", "tenant_id", "token_cost",
+        "encoded", "ends", "estimate", "held", "lease_ms", "mode", "request_cost", "reservation_field",
+        "reservation_id", "specs", "state_key", "tenant_id", "token_cost",
     )  # fmt: skip
 
     def __init__(
@@ -104,7 +99,7 @@ class Plan:
         request_cost: int,
         token_cost: int,
         state_key: bytes,
-        reservation_key: str | None = None,
+        reservation_field: str | None = None,
         reservation_id: str | None = None,
         lease_ms: int = 0,
         estimate: int = 0,
@@ -118,7 +113,7 @@ class Plan:
         self.request_cost = request_cost
         self.token_cost = token_cost
         self.state_key = state_key
-        self.reservation_key = reservation_key
+        self.reservation_field = reservation_field  # in the tenant's state hash: "reservation:<id>"
         self.reservation_id = reservation_id
         self.lease_ms = lease_ms
         self.estimate = estimate
@@ -126,33 +121,31 @@ class Plan:
         self.ends = ends  # settle: each limit's window end (see LimitSpec.encoded)
 
     def keys(self) -> list[str | bytes]:
-        if self.reservation_key is None:
-            return [self.state_key]
-        return [self.state_key, self.reservation_key]
+        return [self.state_key]
 
     def args(self, now_ms: int | None) -> list[bytes]:
-        """The script's ARGV: one string, the header and the limits (see quota.lua)."""
+        """The script's ARGV: one string, the header, the reservation's field, the limits (quota.lua)."""
         return [self.argument(now_ms)]
 
     def argument(self, now_ms: int | None) -> bytes:
+        field = self.reservation_field
         return (
             _HEADER.pack(
                 _MODE_CODE[self.mode],
-                0 if self.reservation_key is None else 1,
+                len(self.specs),
                 self.lease_ms,
                 self.request_cost,
                 self.token_cost,
                 -1 if now_ms is None else now_ms,
             )
+            + (_NO_FIELD if field is None else _field(field))
             + self.encoded
         )
 
     def command(self, sha: bytes, now_ms: int | None) -> list[object]:
-        """EVALSHA's arguments: the script, its keys, its argument (as :meth:`keys` and :meth:`args`). Bytes
+        """EVALSHA's arguments: the script, its key, its argument (as :meth:`keys` and :meth:`args`). Bytes
         where possible: redis-py encodes every other argument on every call."""
-        if self.reservation_key is None:
-            return ["EVALSHA", sha, b"1", self.state_key, self.argument(now_ms)]
-        return ["EVALSHA", sha, b"2", self.state_key, self.reservation_key, self.argument(now_ms)]
+        return ["EVALSHA", sha, b"1", self.state_key, self.argument(now_ms)]
 
     def cost(self, spec: LimitSpec) -> int:
         return self.request_cost if spec.unit == "requests" else self.token_cost
@@ -161,15 +154,28 @@ class Plan:
         specs = tuple(s.scaled(processes) for s in self.specs)
         return Plan(
             self.mode, self.tenant_id, specs, encode(specs, self.ends), self.request_cost, self.token_cost,
-            self.state_key, self.reservation_key, self.reservation_id, self.lease_ms,
+            self.state_key, self.reservation_field, self.reservation_id, self.lease_ms,
             self.estimate, self.held, self.ends,
         )  # fmt: skip
 
 
+_ZERO_END = _END.pack(0)
+_NO_FIELD = _FIELD_LENGTH.pack(0)
+
+
+def _field(name: str) -> bytes:
+    raw = name.encode()
+    return _FIELD_LENGTH.pack(len(raw)) + raw
+
+
 def encode(specs: Sequence[LimitSpec], ends: Sequence[int] | None = None) -> bytes:
+    """The limits' part of the script's argument: each one's field, then each one's figures. ``ends`` (settle
+    only), per limit: a budget's window the reserved cost was counted in; a rate's point where the
+    reservation's charge ended on the field's timeline (its TAT right after the admit)."""
+    fields = b"".join([s._field for s in specs])
     if ends is None:
-        return b"".join(s.encoded() for s in specs)
-    return b"".join(s.encoded(end) for s, end in zip(specs, ends, strict=True))
+        return fields + b"".join([s._head + _ZERO_END for s in specs])
+    return fields + b"".join([s._head + _END.pack(end) for s, end in zip(specs, ends, strict=True)])
 
 
 # -- validation ----------------------------------------------------------------------------------------------
@@ -245,10 +251,6 @@ def monthly_limits(values: Mapping[QuotaType | str, int] | None) -> dict[QuotaTy
 def state_key(tenant: str) -> str:
     """The tenant's state: one hash, a field per limit (see quota.lua)."""
     return f"llmproxy:{{{tenant}}}:quota"
-
-
-def reservation_key(tenant: str, reservation_id: str) -> str:
-    return f"llmproxy:{{{tenant}}}:quota:reservation:{reservation_id}"
 
 
 def _spec(tenant: str, field: str, **kwargs: object) -> LimitSpec:
@@ -340,7 +342,7 @@ class AdmitShape:
     specs: tuple[LimitSpec, ...]
     encoded: bytes
     state_key: bytes  # encoded once: redis-py encodes str arguments on every call
-    reservation_prefix: str | None  # set when a token limit applies: admits hold a reservation
+    reserves: bool  # a token limit applies: admits hold a reservation
     held: tuple[int, ...]  # the positions of the token limits
 
     @classmethod
@@ -353,7 +355,7 @@ class AdmitShape:
             specs=specs,
             encoded=encode(specs),
             state_key=state_key(tenant).encode(),
-            reservation_prefix=reservation_key(tenant, "") if tokens else None,
+            reserves=tokens,
             held=tuple(i for i, s in enumerate(specs) if s.unit == "tokens"),
         )
 
@@ -380,8 +382,7 @@ _IDS = _ReservationIds()
 
 def admit_plan(shape: AdmitShape, estimate: int, lease_ms: int) -> Plan:
     """Requests cost 1; tokens cost the estimate and are held under a reservation settled later."""
-    prefix = shape.reservation_prefix
-    rid = None if prefix is None else _IDS.next()
+    rid = _IDS.next() if shape.reserves else None
     return Plan(
         "admit",
         shape.tenant,
@@ -390,7 +391,7 @@ def admit_plan(shape: AdmitShape, estimate: int, lease_ms: int) -> Plan:
         1,
         estimate,
         shape.state_key,
-        None if rid is None else prefix + rid,  # type: ignore[operator]
+        None if rid is None else "reservation:" + rid,
         rid,
         lease_ms,
         estimate,
@@ -399,11 +400,11 @@ def admit_plan(shape: AdmitShape, estimate: int, lease_ms: int) -> Plan:
 
 
 def single_plan(mode: str, tenant: str, spec: LimitSpec, cost: int) -> Plan:
-    return Plan(mode, tenant, (spec,), spec.encoded(), cost, cost, state_key(tenant).encode())
+    return Plan(mode, tenant, (spec,), encode((spec,)), cost, cost, state_key(tenant).encode())
 
 
 def make_reservation(plan: Plan, now_ms: int, values: Sequence[int], local: bool) -> Reservation | None:
-    if plan.reservation_id is None or plan.reservation_key is None:
+    if plan.reservation_id is None or plan.reservation_field is None:
         return None
     # where each token limit's charge ends: a budget's window end, a rate's TAT after this admit (now + its
     # reset_in). (The specs are shared, not copied: settle builds the ones carrying the ends, off admit's
@@ -415,7 +416,7 @@ def make_reservation(plan: Plan, now_ms: int, values: Sequence[int], local: bool
     else:
         specs = tuple([plan.specs[i] for i in held])
         ends = tuple([now_ms + values[3 + 3 * i] for i in held])
-    rid, key = plan.reservation_id, plan.reservation_key
+    rid, key = plan.reservation_id, plan.reservation_field
     return Reservation(rid, plan.tenant_id, key, plan.estimate, specs, local, ends)
 
 

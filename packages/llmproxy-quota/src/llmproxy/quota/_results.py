@@ -78,7 +78,7 @@ class Reservation:
 
     id: str
     tenant_id: str
-    key: str
+    key: str  # its field in the tenant's state hash, "reservation:<id>", held until settled or the lease ends
     estimate: int
     limits: tuple[Any, ...]  # the token limits held (LimitSpec)
     local: bool = False

@@ -3,28 +3,31 @@
 -- Numbers travel as big-endian 64-bit integers (Redis's struct library): parsing and formatting them as text
 -- cost the script about a third of its time (measured). Integers stay exact below 2^53.
 --
--- KEYS[1] the tenant's state: a HASH with one field per limit and "_expires", the hash's own expiry (ms since the
---         epoch), so that the TTL is extended only when a write needs it
--- KEYS[2] the reservation (a STRING with a TTL lease), when the header says so
--- ARGV[1] one string (every argument costs the client's encoder more than its bytes do): the header, then each
---         limit. The header ">BBi8i8i8i8": mode, reservation, lease ms, request cost, token cost, now ms
---   mode:        1 admit   all-or-nothing: consume every limit or none
+-- KEYS[1] the tenant's state: a HASH with one field per limit, one per unsettled reservation, and "_expires", the
+--         hash's own expiry (ms since the epoch), so that the TTL is extended only when a write needs it
+-- ARGV[1] one string (every argument costs the client's encoder more than its bytes do): the header, the
+--         reservation's field, each limit's field, then each limit's figures. The header ">BBi8i8i8i8":
+--   mode:        1 admit   all-or-nothing: consume every limit or none; hold the reservation (if any)
 --                2 check   dry run: evaluate, write nothing, report the state before the cost
 --                3 force   consume every limit unconditionally (increment)
---                4 settle  delete the reservation KEYS[2]; if it existed, charge/refund the signed costs
---   reservation: 1 when KEYS[2] is a reservation key, else 0; lease: its lifetime in ms (admit)
+--                4 settle  delete the reservation; if it was held (its lease not run out), charge/refund the
+--                          signed costs
+--   n:           the number of limits
+--   lease:       the reservation's lifetime in ms (admit)
 --   costs:       of each request limit and of each token limit (signed when settling)
 --   now:         ms since the epoch, or -1 to use Redis TIME (so gateway instances with skewed clocks agree)
---         Each limit ">BBi8i8i8i8Hc0": kind (0 GCRA, 1 UTC day, 2 UTC month), unit (0 requests, 1 tokens), limit,
---         burst, period ms, window end ms, and its hash field (2-byte length, bytes). Window end (settle only, else 0): a
+--         The reservation's field ">Hc0" (2-byte length, bytes; empty when none), then each limit's field
+--         ">Hc0", then each limit's figures ">BBi8i8i8i8": kind (0 GCRA, 1 UTC day, 2 UTC month), unit
+--         (0 requests, 1 tokens), limit, burst, period ms, window end ms. Window end (settle only, else 0): a
 --         day/month budget's window the reserved cost was counted in; a GCRA's charge end, the field's TAT right
 --         after the admit (ms, rounded up): a refund is capped by what of the reservation's charge has not drained
 --
 -- GCRA field ">i8i8" tat_ms, rem: the theoretical arrival time TAT = tat_ms + rem / limit, kept exact.
 -- Budget field ">i8i8" window end ms, used: a budget whose window is not the current one counts as 0.
--- Either kind is dead (the same as absent) once its first number lies in the past. When the script extends the
+-- Reservation field ">i8" the end of its lease (ms): an unsettled reservation, held until then.
+-- Any of them is dead (the same as absent) once its first number lies in the past. When the script extends the
 -- hash's expiry (about once an hour, or per day/month window) it deletes the dead fields, so a tenant's hash does
--- not collect the fields of API keys and endpoints no longer used.
+-- not collect the fields of API keys and endpoints no longer used, nor of reservations never settled.
 -- Returns ">i8i8" ok, now_ms, then per limit ">i8i8i8" usage, reset_in_ms, retry_after_ms; retry_after is 0 when
 -- the limit admits and -1 when the cost can never fit. Remaining = (burst or limit) - usage.
 
@@ -87,19 +90,34 @@ else
   end
 end
 
-local mode, has_resv, lease, rcost, tcost, now, pos = unpack_(">BBi8i8i8i8", ARGV[1])
+local args = ARGV[1]
+local mode, n, lease, rcost, tcost, now, resv, pos = unpack_(">BBi8i8i8i8Hc0", args)
 if now < 0 then
   local t = redis.call("TIME")
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
+local fields = {}
+for i = 1, n do
+  fields[i], pos = unpack_(">Hc0", args, pos)
+end
 
-if mode == 4 and redis.call("DEL", KEYS[2]) == 0 then
-  return pack(">i8i8", 0, now)
+local stored
+if mode == 4 then
+  -- settle: the reservation's field is read with the limits' (one HMGET), then deleted
+  fields[n + 1] = resv
+  stored = redis.call("HMGET", KEYS[1], "_expires", unpack(fields, 1, n + 1))
+  local held = stored[n + 2]
+  if held then redis.call("HDEL", KEYS[1], resv) end
+  if not held or unpack_(">i8", held) <= now then
+    return pack(">i8i8", 0, now)
+  end
+else
+  stored = redis.call("HMGET", KEYS[1], "_expires", unpack(fields, 1, n))
 end
 
 local DAY = 86400000
 local SLACK = 3600000 -- how far past the latest need the hash's expiry is set: extended about once an hour
-local floor = math.floor
+local floor, min, max = math.floor, math.min, math.max
 
 -- exact integer division on doubles (all operands stay below 2^53)
 local function idiv(a, b)
@@ -112,10 +130,6 @@ end
 -- what is packed stays within int64: a TAT pushed far ahead by increments under a small limit, read under a
 -- limit raised to 2^53, would otherwise overflow (and wrap) in the reply
 local BOUND = 2 ^ 62
-local function bounded(x)
-  if x > BOUND then return BOUND elseif x < -BOUND then return -BOUND end
-  return x
-end
 
 -- Howard Hinnant's civil calendar algorithms (proleptic Gregorian, UTC)
 local function days_from_civil(y, m, d)
@@ -142,24 +156,16 @@ local function month_end(day)
   return days_from_civil(y, m, 1) * DAY
 end
 
-local args = ARGV[1]
-local kinds, units, limits, bursts, periods, ends, fields = {}, {}, {}, {}, {}, {}, {}
-local n = 0
-while pos <= #args do
-  n = n + 1
-  kinds[n], units[n], limits[n], bursts[n], periods[n], ends[n], fields[n], pos =
-    unpack_(">BBi8i8i8i8Hc0", args, pos)
-end
-
-local stored = redis.call("HMGET", KEYS[1], "_expires", unpack(fields, 1, n))
 local ok_all = true
 local out = {}
+local no = 0
 local writes = {}
 local nw = 0
 local need = 0 -- the latest instant a written field must survive to
 
 for i = 1, n do
-  local kind, unit, limit, burst, period, end_ms = kinds[i], units[i], limits[i], bursts[i], periods[i], ends[i]
+  local kind, unit, limit, burst, period, end_ms
+  kind, unit, limit, burst, period, end_ms, pos = unpack_(">BBi8i8i8i8", args, pos)
   local raw = stored[i + 1]
   local cost = unit == 0 and rcost or tcost
   local ok, reset_in, retry, usage = true, 0, 0, 0
@@ -183,8 +189,8 @@ for i = 1, n do
         -- a refund returns only the part of the reservation's own charge not yet drained (its charge ended
         -- at <window end>, the TAT after its admit rounded up to the ms): what drained already was replaced
         -- by other requests' charges, which a refund must not erase; never below full capacity now
-        local refund = math.min(-cost * period, (end_ms - now) * limit)
-        if refund > 0 then new_debt = math.max(0, debt - refund) end
+        local refund = min(-cost * period, (end_ms - now) * limit)
+        if refund > 0 then new_debt = max(0, debt - refund) end
       end
       if new_debt > burst * period and mode < 3 then
         ok = false
@@ -192,12 +198,14 @@ for i = 1, n do
         new_debt = debt
       end
       if mode == 2 then new_debt = debt end
+      -- the new TAT: now + ahead + part / limit (0 <= part < limit)
       local ahead = idiv(new_debt, limit)
-      reset_in = -idiv(-new_debt, limit)
+      local part = new_debt - ahead * limit
+      reset_in = part > 0 and ahead + 1 or ahead
       usage = -idiv(-new_debt, period)
       if ok and cost ~= 0 then
         writes[nw + 1] = fields[i]
-        writes[nw + 2] = pack(">i8i8", bounded(now + ahead), bounded(new_debt - ahead * limit))
+        writes[nw + 2] = pack(">i8i8", min(now + ahead, BOUND), part)
         nw = nw + 2
         if now + reset_in + 1000 > need then need = now + reset_in + 1000 end
       end
@@ -214,7 +222,7 @@ for i = 1, n do
     if cost < 0 then
       -- a refund only ever returns to the window the cost was reserved in
       if end_ms ~= wend then new_used = used end
-      new_used = math.max(0, new_used)
+      new_used = max(0, new_used)
     end
     if new_used > limit and mode < 3 then
       ok = false
@@ -226,22 +234,31 @@ for i = 1, n do
     usage = new_used
     if ok and new_used ~= used then
       writes[nw + 1] = fields[i]
-      writes[nw + 2] = pack(">i8i8", wend, bounded(new_used))
+      writes[nw + 2] = pack(">i8i8", wend, min(new_used, BOUND))
       nw = nw + 2
       if wend + 60000 > need then need = wend + 60000 end
     end
   end
 
   if not ok then ok_all = false end
-  out[#out + 1] = bounded(usage)
-  out[#out + 1] = bounded(reset_in)
-  out[#out + 1] = bounded(retry)
+  out[no + 1], out[no + 2], out[no + 3] = usage, reset_in, retry
+  no = no + 3
+end
+for j = 1, no do
+  local x = out[j]
+  if x > BOUND then out[j] = BOUND elseif x < -BOUND then out[j] = -BOUND end
 end
 
+if mode == 1 and ok_all and resv ~= "" then
+  writes[nw + 1] = resv
+  writes[nw + 2] = pack(">i8", now + lease)
+  nw = nw + 2
+  if now + lease > need then need = now + lease end
+end
 if nw > 0 and (ok_all or mode ~= 1) and mode ~= 2 then
   local expires = stored[1] and unpack_(">i8", stored[1])
   if expires and expires >= need then
-    redis.call("HSET", KEYS[1], unpack(writes))
+    redis.call("HSET", KEYS[1], unpack(writes, 1, nw))
   else
     -- extend the hash's life (rarely: SLACK past the need); first drop the fields that are dead by now
     if expires then
@@ -249,18 +266,15 @@ if nw > 0 and (ok_all or mode ~= 1) and mode ~= 2 then
       local dead = {}
       for j = 1, #all, 2 do
         local value = all[j + 1]
-        if all[j] ~= "_expires" and #value == 16 and unpack_(">i8", value) < now then dead[#dead + 1] = all[j] end
+        if all[j] ~= "_expires" and #value >= 8 and unpack_(">i8", value) < now then dead[#dead + 1] = all[j] end
       end
       if #dead > 0 then redis.call("HDEL", KEYS[1], unpack(dead)) end
     end
     writes[nw + 1] = "_expires"
     writes[nw + 2] = pack(">i8", need + SLACK)
-    redis.call("HSET", KEYS[1], unpack(writes))
+    redis.call("HSET", KEYS[1], unpack(writes, 1, nw + 2))
     redis.call("PEXPIRE", KEYS[1], need + SLACK - now) -- relative: "now" may be a test's clock
   end
 end
-if mode == 1 and ok_all and has_resv == 1 then
-  redis.call("SET", KEYS[2], "1", "PX", lease)
-end
 
-return pack(">i8i8" .. string.rep("i8", #out), ok_all and 1 or 0, now, unpack(out))
+return pack(">i8i8" .. string.rep("i8", no), ok_all and 1 or 0, now, unpack(out, 1, no))
