@@ -153,34 +153,6 @@ async def test_a_settle_rides_along_with_the_next_call(
     await client.aclose()
 
 
-async def test_a_settle_taken_along_by_a_call_cancelled_mid_send_is_still_applied(
-    redis_url: str, tenant: uuid.UUID, clock: ManualClock
-) -> None:
-    """The next admit sends the waiting settle from its own task; cancelled mid-send (its client went away),
-    it leaves the settle queued again: applied once, whether or not the first send reached Redis."""
-    client = AsyncQuotaClient(async_redis_from_url(redis_url), StaticLimits({}), clock=clock)
-    ctx = RequestContext(tenant_id=str(tenant))
-    first = await client.admit(ctx, 100)
-    for _ in range(3):  # cancelled at successive points of the send
-        settling = asyncio.ensure_future(client.settle(first.reservation, 30))
-        await asyncio.sleep(0)  # queued, waiting for company
-        leading = asyncio.ensure_future(client.admit(ctx, 100))
-        await asyncio.sleep(0)
-        leading.cancel()
-        await asyncio.gather(leading, return_exceptions=True)
-        # the settle's caller gets an answer (settled, or not if the first send did reach Redis), not the
-        # cancellation of the call that carried it
-        (settled,) = await asyncio.wait_for(asyncio.gather(settling, return_exceptions=True), timeout=2)
-        assert not isinstance(settled, BaseException)
-        await client._pipeliner.drain()
-        first = await client.admit(ctx, 100)
-        assert first.allowed
-    usage = (await client.check(tenant, "tokens_per_day", 0)).current_usage
-    # 3 settled reservations at 30 each, the last admit's 100, and 100 for each cancelled admit that got out
-    assert usage in (190, 290, 390, 490)
-    await client.aclose()
-
-
 async def test_a_lone_settle_goes_out_after_a_few_milliseconds(
     redis_url: str, tenant: uuid.UUID, clock: ManualClock
 ) -> None:

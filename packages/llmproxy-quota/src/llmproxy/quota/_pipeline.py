@@ -74,20 +74,6 @@ class Pipeliner:
             if self._flusher is None and self._timer is None:
                 self._timer = loop.call_later(self.detached_delay, self._start_flusher)
             return await future
-        if self._queue and self._flusher is None and self._in_flight < self.max_in_flight:
-            # only settles wait (for company; nothing else queues while Redis is not busy): take them along
-            # in this call's pipeline, from this task (a flusher task would cost a hop of the event loop)
-            batch, self._queue = self._queue, []
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            batch.append((command, future, False))
-            self._in_flight += 1
-            try:
-                await self._send(batch, lead=True)
-            finally:
-                self._in_flight -= 1
-            return await future
         if self._in_flight >= self.max_in_flight or self._queue:
             # Redis is busy, or calls wait already (they are sent first): leave with them, in one pipeline
             self._queue.append((command, future, False))
@@ -151,11 +137,7 @@ class Pipeliner:
         finally:
             self._flusher = None
 
-    async def _send(self, batch: list[_Entry], *, lead: bool = False) -> None:
-        """Send ``batch`` and resolve its futures. ``lead``: sent from the task of its last call, which may be
-        cancelled (its client went away) mid-send; the detached calls it took along may or may not have
-        reached Redis then, and are queued again: a settle is idempotent (sent twice, the second finds its
-        reservation gone and changes nothing)."""
+    async def _send(self, batch: list[_Entry]) -> None:
         if len(batch) == 1:
             command, future, _ = batch[0]
             try:
@@ -175,12 +157,6 @@ class Pipeliner:
                 for i, result in zip(missing, retried, strict=True):
                     results[i] = result
         except asyncio.CancelledError:
-            if lead:
-                again = [entry for entry in batch if entry[2] and not entry[1].done()]
-                if again:
-                    self._queue[:0] = again
-                    self._start_flusher()
-                batch = [entry for entry in batch if not entry[2]]
             _fail(batch, None)
             raise
         except Exception as exc:  # the connection failed: every call of the batch sees it
