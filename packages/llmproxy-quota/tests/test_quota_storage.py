@@ -198,3 +198,15 @@ def test_figures_beyond_int64_are_bounded_not_wrapped(redis_url: str, tenant: uu
     usage = client.check(tenant, "tokens_per_minute", 0).current_usage
     assert usage == 2**62
     client.close()
+
+
+def test_a_rate_pushed_decades_ahead_keeps_a_ttl(redis_url: str, tenant: uuid.UUID) -> None:
+    """2^41 tokens under 1 token/minute: a TAT ~4 million years ahead. The hash's life is capped (~31 years),
+    an integer PEXPIRE accepts (Lua formats 1e14 ms or more as "1e+14": the script failed after its write)."""
+    limits = StaticLimits({tenant: make_config(tenant, tpm=1)})
+    client = QuotaClient(redis_from_url(redis_url), limits, clock=ManualClock(MONTH_END))
+    client.increment(tenant, "tokens_per_minute", 2**41)
+    assert client.increment(tenant, "tokens_per_minute", 1) > 2**41
+    ttl = redis_from_url(redis_url).pttl(state_key(tenant))
+    assert 30 * 365 * 86_400_000 < ttl <= 10**12
+    client.close()

@@ -117,6 +117,9 @@ end
 
 local DAY = 86400000
 local SLACK = 3600000 -- how far past the latest need the hash's expiry is set: extended about once an hour
+-- the longest life given the hash (~31 years): what reaches PEXPIRE stays an integer in Lua's number formatting
+-- (1e14 and above would be sent as "1e+14"), even for a rate pushed years ahead by increments under a tiny limit
+local MAX_LIFE = 1e12
 local floor, min, max = math.floor, math.min, math.max
 
 -- exact integer division on doubles (all operands stay below 2^53)
@@ -270,10 +273,11 @@ if nw > 0 and (ok_all or mode ~= 1) and mode ~= 2 then
       end
       if #dead > 0 then redis.call("HDEL", KEYS[1], unpack(dead)) end
     end
+    local life = min(need + SLACK - now, MAX_LIFE)
     writes[nw + 1] = "_expires"
-    writes[nw + 2] = pack(">i8", need + SLACK)
+    writes[nw + 2] = pack(">i8", now + life)
     redis.call("HSET", KEYS[1], unpack(writes, 1, nw + 2))
-    redis.call("PEXPIRE", KEYS[1], need + SLACK - now) -- relative: "now" may be a test's clock
+    redis.call("PEXPIRE", KEYS[1], life) -- relative: "now" may be a test's clock
   end
 end
 
