@@ -160,7 +160,7 @@ class QuotaCore:
                 self._denied.pop(spec.key, None)
                 continue
             wait = until - now
-            wall = self._wall()
+            wall = self.wall()
             result = LimitResult(
                 name=spec.name,
                 unit=spec.unit,
@@ -268,7 +268,7 @@ class QuotaCore:
         spec = plan.specs[0]
         allowed = self.failure_policy is FailurePolicy.OPEN
         return QuotaCheckResult(
-            allowed=allowed, current_usage=0, limit=spec.limit, remaining=0, reset_at=self._wall()
+            allowed=allowed, current_usage=0, limit=spec.limit, remaining=0, reset_at=self.wall()
         )
 
     def increment_result(self, plan: Plan, raw: Any) -> int:
@@ -320,9 +320,6 @@ class QuotaCore:
 
     def wall(self) -> float:
         """Wall-clock seconds (the injected clock's, else the system's)."""
-        return self.clock.now() if self.clock is not None else time.time()
-
-    def _wall(self) -> float:
         return self.clock.now() if self.clock is not None else time.time()
 
     def _count(self, *names: str) -> None:

@@ -86,8 +86,8 @@ class Plan:
     (A plain class: one is built per request, and a frozen dataclass costs microseconds to build.)"""
 
     __slots__ = (
-        "encoded", "ends", "estimate", "held", "lease_ms", "mode", "request_cost", "reservation_field",
-        "reservation_id", "specs", "state_key", "tenant_id", "token_cost",
+        "encoded", "ends", "estimate", "held", "lease_ms", "mode", "request_cost", "reservation_id",
+        "specs", "state_key", "tenant_id", "token_cost",
     )  # fmt: skip
 
     def __init__(
@@ -99,7 +99,6 @@ class Plan:
         request_cost: int,
         token_cost: int,
         state_key: bytes,
-        reservation_field: str | None = None,
         reservation_id: str | None = None,
         lease_ms: int = 0,
         estimate: int = 0,
@@ -113,12 +112,11 @@ class Plan:
         self.request_cost = request_cost
         self.token_cost = token_cost
         self.state_key = state_key
-        self.reservation_field = reservation_field  # in the tenant's state hash: "reservation:<id>"
         self.reservation_id = reservation_id
         self.lease_ms = lease_ms
         self.estimate = estimate
         self.held = held  # the positions of the token limits a reservation holds
-        self.ends = ends  # settle: each limit's window end (see LimitSpec.encoded)
+        self.ends = ends  # settle: each limit's window end (see encode)
 
     def keys(self) -> list[str | bytes]:
         return [self.state_key]
@@ -128,7 +126,7 @@ class Plan:
         return [self.argument(now_ms)]
 
     def argument(self, now_ms: int | None) -> bytes:
-        field = self.reservation_field
+        rid = self.reservation_id
         return (
             _HEADER.pack(
                 _MODE_CODE[self.mode],
@@ -138,7 +136,7 @@ class Plan:
                 self.token_cost,
                 -1 if now_ms is None else now_ms,
             )
-            + (_NO_FIELD if field is None else _field(field))
+            + (_NO_FIELD if rid is None else _field(reservation_field(rid)))
             + self.encoded
         )
 
@@ -154,13 +152,18 @@ class Plan:
         specs = tuple(s.scaled(processes) for s in self.specs)
         return Plan(
             self.mode, self.tenant_id, specs, encode(specs, self.ends), self.request_cost, self.token_cost,
-            self.state_key, self.reservation_field, self.reservation_id, self.lease_ms,
+            self.state_key, self.reservation_id, self.lease_ms,
             self.estimate, self.held, self.ends,
         )  # fmt: skip
 
 
 _ZERO_END = _END.pack(0)
 _NO_FIELD = _FIELD_LENGTH.pack(0)
+
+
+def reservation_field(reservation_id: str) -> str:
+    """An unsettled reservation's field in its tenant's state hash."""
+    return "reservation:" + reservation_id
 
 
 def _field(name: str) -> bytes:
@@ -391,7 +394,6 @@ def admit_plan(shape: AdmitShape, estimate: int, lease_ms: int) -> Plan:
         1,
         estimate,
         shape.state_key,
-        None if rid is None else "reservation:" + rid,
         rid,
         lease_ms,
         estimate,
@@ -404,7 +406,8 @@ def single_plan(mode: str, tenant: str, spec: LimitSpec, cost: int) -> Plan:
 
 
 def make_reservation(plan: Plan, now_ms: int, values: Sequence[int], local: bool) -> Reservation | None:
-    if plan.reservation_id is None or plan.reservation_field is None:
+    rid = plan.reservation_id
+    if rid is None:
         return None
     # where each token limit's charge ends: a budget's window end, a rate's TAT after this admit (now + its
     # reset_in). (The specs are shared, not copied: settle builds the ones carrying the ends, off admit's
@@ -416,8 +419,7 @@ def make_reservation(plan: Plan, now_ms: int, values: Sequence[int], local: bool
     else:
         specs = tuple([plan.specs[i] for i in held])
         ends = tuple([now_ms + values[3 + 3 * i] for i in held])
-    rid, key = plan.reservation_id, plan.reservation_field
-    return Reservation(rid, plan.tenant_id, key, plan.estimate, specs, local, ends)
+    return Reservation(rid, plan.tenant_id, reservation_field(rid), plan.estimate, specs, local, ends)
 
 
 def settle_plan(reservation: Reservation, actual: int) -> Plan:
@@ -430,7 +432,6 @@ def settle_plan(reservation: Reservation, actual: int) -> Plan:
         0,
         actual - reservation.estimate,
         state_key(reservation.tenant_id).encode(),
-        reservation.key,
         reservation.id,
         0,
         reservation.estimate,
