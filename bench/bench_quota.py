@@ -5,7 +5,15 @@ server in the same run, the variants taking turns in 20 rounds (a noisy moment o
 alike); figures are p50/p99 latency and checks per second (1 / mean latency), sync and async, plus Redis
 commands per check (INFO commandstats, commands run inside scripts included) and client round trips per check.
 
-    .venv/bin/python bench/bench_quota.py [--quick] [--n N]
+The quota client sends its script calls on a connection it holds (llmproxy.quota._direct), not through
+``execute_command``. The issue's baseline is redis-py's own ``PING``; a ``PING`` sent the way admit is
+sent is shown beside it, so that what the script itself costs can be read off too.
+
+``--spin`` keeps one core busy with a spinning process during the run. On a small VM whose cores halt when
+idle, a loopback round trip is then ~2.5x faster (no wake-up of an idle core): the same code, the other
+machine state in which the fixed costs weigh most.
+
+    .venv/bin/python bench/bench_quota.py [--quick] [--n N] [--spin]
 """
 
 from __future__ import annotations
@@ -13,6 +21,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,6 +30,7 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.connection
 from limits import RateLimitItemPerDay, RateLimitItemPerMinute
 from limits import strategies as sync_strategies
 from limits.aio import storage as aio_storage
@@ -29,6 +40,7 @@ from limits.storage import RedisStorage
 from llmproxy.core import RequestContext
 from llmproxy.core.testing import RedisServer
 from llmproxy.quota import AsyncQuotaClient, QuotaClient, StaticLimits
+from llmproxy.quota._direct import AsyncDirectLine, DirectLine
 from llmproxy.ratelimit_config import ApiKeyLimit, EndpointLimit, GlobalLimit, TenantRateLimitConfiguration
 
 BIG = 10**9
@@ -64,6 +76,8 @@ def issue_config(tenant: uuid.UUID) -> TenantRateLimitConfiguration:
     )
 
 
+HELD_PING = "PING on a held connection (the path admit takes)"
+PING = ("PING",)
 OURS4 = "llmproxy admit, 4 limits (issue: tenant rpm+rpd+tpm, endpoint rpm)"
 OURS4T = "llmproxy admit, 4 limits (tenant rpm+rpd+tpm+tpd)"
 OURS6 = "llmproxy admit, 6 limits (tenant 4 + endpoint rpm+tpm)"
@@ -76,6 +90,19 @@ PEER_LIMITS = [
     (RateLimitItemPerMinute(BIG), ("tenant", "tpm"), ESTIMATE),
     (RateLimitItemPerMinute(BIG, namespace="endpoint"), ("endpoint", CHAT), 1),
 ]
+
+
+def counting_connections(url: str) -> tuple[redis.Redis, list[int]]:
+    """A client whose connections count what they send (one write per round trip, whichever path sends it:
+    ``execute_command`` or a connection held by the quota client)."""
+    count = [0]
+
+    class Counting(redis.connection.Connection):
+        def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            count[0] += 1
+            super().send_packed_command(command, check_health)  # type: ignore[no-untyped-call]
+
+    return redis.Redis.from_url(url, connection_class=Counting), count
 
 
 def counting(client: Any) -> list[int]:
@@ -144,12 +171,19 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="a short run")
     parser.add_argument("--n", type=int, default=None, help="checks per variant")
+    parser.add_argument("--spin", action="store_true", help="keep one core busy during the run")
     args = parser.parse_args()
     n = args.n or (500 if args.quick else 4000)
     server = RedisServer().start()
+    spinner = subprocess.Popen([sys.executable, "-c", "while True: pass"]) if args.spin else None
     try:
+        if spinner is not None:
+            print("(one core kept busy by a spinning process)")
         run(server.url, n)
     finally:
+        if spinner is not None:
+            spinner.kill()
+            spinner.wait()
         server.stop()
 
 
@@ -164,11 +198,11 @@ def run(url: str, n: int) -> None:
     )
     ctx4, ctx4t, ctx6 = ctxs
 
-    ours_redis = redis.Redis.from_url(url)
-    ours_trips = counting(ours_redis)
+    ours_redis, ours_trips = counting_connections(url)
     ours = QuotaClient(ours_redis, source)
-    ping_client = redis.Redis.from_url(url)
-    ping_trips = counting(ping_client)
+    ping_client, ping_trips = counting_connections(url)
+    held_client, held_trips = counting_connections(url)
+    held = DirectLine(held_client)  # the connection the quota client sends its script calls on
     # a key prefix per limiter: interleaved, fixed and moving window would share keys of different types
     fixed_storage = RedisStorage(url, key_prefix="FIXED")
     fixed_trips = counting(fixed_storage.storage)
@@ -182,6 +216,7 @@ def run(url: str, n: int) -> None:
 
     sync_variants: list[tuple[str, Callable[[], Any], list[int]]] = [
         ("redis-py PING", ping_client.ping, ping_trips),
+        (HELD_PING, lambda: held.call(PING), held_trips),
         (OURS4, lambda: ours.admit(ctx4, ESTIMATE), ours_trips),
         (OURS4T, lambda: ours.admit(ctx4t, ESTIMATE), ours_trips),
         (OURS6, lambda: ours.admit(ctx6, ESTIMATE), ours_trips),
@@ -208,6 +243,7 @@ async def run_async(
     ctx4, ctx4t, ctx6 = ctxs
     ours = AsyncQuotaClient(redis.asyncio.Redis.from_url(url), source)
     ping_client = redis.asyncio.Redis.from_url(url)
+    held = AsyncDirectLine(redis.asyncio.Redis.from_url(url))
     fixed = aio_strategies.FixedWindowRateLimiter(
         aio_storage.RedisStorage("async+" + url, implementation="redispy", key_prefix="AFIXED")
     )
@@ -223,6 +259,7 @@ async def run_async(
 
     variants: list[tuple[str, Callable[[], Awaitable[Any]]]] = [
         ("redis-py PING", ping_client.ping),
+        (HELD_PING, lambda: held.call(PING)),
         (OURS4, lambda: ours.admit(ctx4, ESTIMATE)),
         (OURS4T, lambda: ours.admit(ctx4t, ESTIMATE)),
         (OURS6, lambda: ours.admit(ctx6, ESTIMATE)),
@@ -240,6 +277,7 @@ async def run_async(
         rows.append(("async", name, p50, p99, ops, commands(admin) / 200, float("nan")))
     await ours.aclose()
     await ping_client.aclose()
+    await held.aclose()
     return rows
 
 
@@ -260,7 +298,8 @@ def print_table(rows: list[tuple[str, str, float, float, float, float, float]]) 
                   f"ours(6) {p[0] / ours6[0]:.2f}x")  # fmt: skip
         print(
             f"{mode}: admit p50 / PING p50 = {ours4[0] / ping:.2f} (4 limits, issue), "
-            f"{ours4t[0] / ping:.2f} (4 limits, tenant), {ours6[0] / ping:.2f} (6 limits)"
+            f"{ours4t[0] / ping:.2f} (4 limits, tenant), {ours6[0] / ping:.2f} (6 limits); "
+            f"admit(4, issue) / PING on a held connection = {ours4[0] / by[HELD_PING][0]:.2f}"
         )
     print(
         "cmds = Redis commands per check incl. those inside scripts; "

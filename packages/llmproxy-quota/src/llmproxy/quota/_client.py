@@ -14,8 +14,9 @@ from llmproxy.ratelimit_config import TenantRateLimitConfiguration
 
 from . import _plan
 from ._core import REDIS_UNAVAILABLE, QuotaCore
+from ._direct import DirectLine
 from ._guard import AsyncGuardMixin, GuardMixin
-from ._pipeline import RAW, Pipeliner, is_cluster
+from ._pipeline import Pipeliner, is_cluster
 from ._results import (
     Admission,
     FailurePolicy,
@@ -85,15 +86,17 @@ class QuotaClient(_Base, GuardMixin):
 
     redis: SyncRedis
 
+    def _setup(self) -> None:
+        self._line = DirectLine(self.redis)
+
     def _run(self, plan: _plan.Plan) -> Any:
-        # EVALSHA directly: redis-py's Script object costs a few microseconds a call on the hot path
-        redis: Any = self.redis
+        # EVALSHA directly (redis-py's Script object costs a few microseconds a call), on a held connection
         command = plan.command(self._sha, self.core.now_ms())
         try:
-            return redis.execute_command(*command, **RAW)
+            return self._line.call(command)
         except NoScriptError:
-            redis.script_load(_plan.SCRIPT)  # a restarted or new server
-            return redis.execute_command(*command, **RAW)
+            self.redis.script_load(_plan.SCRIPT)  # a restarted or new server
+            return self._line.call(command)
 
     def _config(self, tenant_id: object) -> tuple[str, TenantRateLimitConfiguration]:
         tenant, tid = _plan.tenant_key(tenant_id)
@@ -172,6 +175,7 @@ class QuotaClient(_Base, GuardMixin):
         return self.core.increment_result(plan, raw)
 
     def close(self) -> None:
+        self._line.close()
         self.redis.close()
 
 
@@ -270,5 +274,5 @@ class AsyncQuotaClient(_Base, AsyncGuardMixin):
 
     async def aclose(self) -> None:
         """Send what is still queued (settles), then close the Redis client."""
-        await self._pipeliner.drain()
+        await self._pipeliner.aclose()
         await self.redis.aclose()

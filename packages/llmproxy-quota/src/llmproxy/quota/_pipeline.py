@@ -17,16 +17,12 @@ of the same client is sent after it, so this process reads its own settles.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
 from typing import Any
 
-from redis.client import NEVER_DECODE
 from redis.exceptions import NoScriptError
 
-#: the reply is binary (see quota.lua): read it as bytes even from a client with decode_responses=True
-RAW = {NEVER_DECODE: True}
+from ._direct import RAW, AsyncDirectLine, Command
 
-Command = Sequence[Any]  # EVALSHA's arguments, "EVALSHA" first
 _Entry = tuple[Command, "asyncio.Future[Any]", bool]  # a queued call: command, its answer, detached
 
 
@@ -41,6 +37,7 @@ class Pipeliner:
         detached_delay: float = 0.005,
     ) -> None:
         self.redis = redis
+        self.line = AsyncDirectLine(redis)  # single calls go on a held connection (see _direct.py)
         self.script = script
         self.batching = batching  # off for Redis Cluster (a pipeline there spans nodes: calls go one by one)
         self.max_in_flight = max_in_flight  # round trips at once before calls queue up for a pipeline
@@ -114,11 +111,17 @@ class Pipeliner:
             await asyncio.gather(*self._alone, return_exceptions=True)
 
     async def _one(self, command: Command) -> Any:
+        line = self.line
         try:
-            return await self.redis.execute_command(*command, **RAW)
+            return await line.call(command)
         except NoScriptError:
             await self.redis.script_load(self.script)  # a restarted or new server
-            return await self.redis.execute_command(*command, **RAW)
+            return await line.call(command)
+
+    async def aclose(self) -> None:
+        """Send what is queued, then give the held connection back to the pool."""
+        await self.drain()
+        await self.line.aclose()
 
     async def _flush(self) -> None:
         try:
