@@ -12,9 +12,11 @@ from typing import Any
 
 import redis
 import redis.asyncio
+import redis.exceptions
 
 from llmproxy.core import ManualClock, RequestContext, async_redis_from_url, redis_from_url
 from llmproxy.quota import AsyncQuotaClient, QuotaClient, StaticLimits
+from llmproxy.quota._direct import AsyncDirectLine
 from llmproxy.ratelimit_config import EndpointLimit
 
 from .conftest import make_config
@@ -75,8 +77,8 @@ async def test_a_killed_connection_is_reconnected_by_the_retry_policy_async(
     assert (await client.admit(ctx, 10)).allowed
     for conn in named_connections(admin, name):
         admin.client_kill_filter(_id=conn["id"])
-    # the event loop sees the close (redis-py's pool checks a connection the same way, and the same gap remains
-    # if a request comes before the loop has seen it)
+    # the event loop sees the close (redis-py's pool checks a connection the same way, and the same gap
+    # remains if a request comes before the loop has seen it)
     await asyncio.sleep(0.05)
     admission = await client.admit(ctx, 10)
     assert admission.allowed
@@ -189,3 +191,23 @@ def test_clients_the_line_cannot_serve_use_the_pool(
         client.redis.ping()  # the pool's one connection is free for other commands
         client.close()
     assert QuotaClient(redis.Redis.from_url(real_redis_url), StaticLimits({}))._line.pool is not None
+
+
+async def test_several_calls_share_one_write_and_errors_stay_in_their_place(redis_url: str) -> None:
+    """``call_many`` on the held connection and through redis-py's pipeline (the line busy) answer alike."""
+    client = async_redis_from_url(redis_url)
+    line = AsyncDirectLine(client)
+    key = f"k-{uuid.uuid4().hex}"
+    commands = [("SET", key, "1"), ("INCR", key), ("HGET", key, "f"), ("INCRBY", key, "5"), ("GET", key)]
+    for busy in (False, True):
+        await client.delete(key)
+        line._busy = busy
+        replies = await line.call_many(commands)
+        assert replies[0] is True or replies[0] == b"OK"
+        assert replies[1] == 2
+        assert isinstance(replies[2], redis.exceptions.ResponseError)  # WRONGTYPE, in its place
+        assert replies[3:] == [7, b"7"]
+    line._busy = False
+    assert await line.call(("GET", key)) == b"7"  # the connection is in step after an error reply
+    await line.aclose()
+    await client.aclose()

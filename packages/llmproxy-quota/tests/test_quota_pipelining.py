@@ -20,23 +20,16 @@ from .conftest import make_config
 
 
 def counting_pipelines(client: AsyncQuotaClient) -> list[int]:
-    """Record the size of every pipeline the client sends."""
+    """Record the size of every pipeline the client sends (on its held connection or through redis-py's)."""
     sizes: list[int] = []
-    redis: Any = client.redis
-    original = redis.pipeline
+    line: Any = client._pipeliner.line
+    original = line.call_many
 
-    def pipeline(*args: Any, **kwargs: Any) -> Any:
-        pipe = original(*args, **kwargs)
-        execute = pipe.execute
+    async def call_many(commands: Any) -> Any:
+        sizes.append(len(commands))
+        return await original(commands)
 
-        async def counted(*a: Any, **kw: Any) -> Any:
-            sizes.append(len(pipe.command_stack))
-            return await execute(*a, **kw)
-
-        pipe.execute = counted
-        return pipe
-
-    redis.pipeline = pipeline
+    line.call_many = call_many
     return sizes
 
 

@@ -121,8 +121,27 @@ class AsyncDirectLine:
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def call(self, command: Command) -> Any:
+        """One call's reply."""
         if self.pool is None or self._busy:
             return await self.redis.execute_command(*command, **RAW)
+        return await self._exchange([command], True)
+
+    async def call_many(self, commands: Sequence[Command]) -> list[Any]:
+        """Several calls in one write, their replies in one read (a pipeline without MULTI). A reply that is
+        an error comes back as its exception, in its place."""
+        if self.pool is None or self._busy:
+            pipe = self.redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command, **RAW)
+            try:
+                results: list[Any] = await pipe.execute(raise_on_error=False)
+            finally:
+                await pipe.reset()
+            return results
+        replies: list[Any] = await self._exchange(commands, False)
+        return replies
+
+    async def _exchange(self, commands: Sequence[Command], single: bool) -> Any:
         self._busy = True
         try:
             conn = self._conn
@@ -132,9 +151,17 @@ class AsyncDirectLine:
                 await _acheck(conn)
 
             async def exchange() -> Any:
-                await conn.send_command(*command)
+                await conn.send_packed_command(conn.pack_commands(commands))
                 # a cancellation or error mid-exchange disconnects it (redis-py): no reply is left unread
-                return await conn.read_response(disable_decoding=True)
+                if single:
+                    return await conn.read_response(disable_decoding=True)
+                replies: list[Any] = []
+                for _ in commands:
+                    try:
+                        replies.append(await conn.read_response(disable_decoding=True))
+                    except redis.exceptions.ResponseError as exc:  # read whole: the next reply follows
+                        replies.append(exc)
+                return replies
 
             return await conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
         finally:

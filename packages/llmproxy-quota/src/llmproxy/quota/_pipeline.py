@@ -21,7 +21,7 @@ from typing import Any
 
 from redis.exceptions import NoScriptError
 
-from ._direct import RAW, AsyncDirectLine, Command
+from ._direct import AsyncDirectLine, Command
 
 _Entry = tuple[Command, "asyncio.Future[Any]", bool]  # a queued call: command, its answer, detached
 
@@ -169,14 +169,7 @@ class Pipeliner:
             _settle(future, result)
 
     async def _pipeline(self, commands: list[Command]) -> list[Any]:
-        pipe = self.redis.pipeline(transaction=False)
-        for command in commands:
-            pipe.execute_command(*command, **RAW)
-        try:
-            results: list[Any] = await pipe.execute(raise_on_error=False)
-        finally:
-            await pipe.reset()
-        return results
+        return await self.line.call_many(commands)
 
 
 def _settle(future: asyncio.Future[Any], result: Any) -> None:
