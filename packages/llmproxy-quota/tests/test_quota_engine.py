@@ -413,6 +413,13 @@ def test_a_bad_failure_policy_is_a_clear_error(redis_url: str, limits: Any) -> N
         QuotaClient(redis_from_url(redis_url), limits, failure_policy="maybe")
 
 
+@pytest.mark.parametrize("ttl", [0, -1, float("nan"), float("inf"), 1e14, 30 * 86400 + 1, "60", True])
+def test_a_bad_reservation_ttl_is_a_clear_error(redis_url: str, limits: Any, ttl: Any) -> None:
+    with pytest.raises(InvalidQuotaRequest, match="reservation_ttl"):
+        QuotaClient(redis_from_url(redis_url), limits, reservation_ttl=ttl)
+    QuotaClient(redis_from_url(redis_url), limits, reservation_ttl=30 * 86400).close()  # the longest allowed
+
+
 def unconfigured(config: Any, **limits: Any) -> Any:
     """``config`` with some limits set to None, as a custom limits source may build them (no validation)."""
     sections = {"global_limit": config.global_limit, "api_key_limit": config.api_key_limit}

@@ -48,6 +48,11 @@ REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
 )
 
 
+#: the longest lease of an unsettled reservation (seconds): a stream lasts minutes; the bound keeps what the
+#: script computes from it (the hash's expiry) far from the limits of its arithmetic
+MAX_RESERVATION_TTL = 30 * 86400
+
+
 class QuotaUnavailable(QuotaError):
     """Redis is unreachable and the failure policy cannot answer (``increment`` under open/closed)."""
 
@@ -98,8 +103,15 @@ class QuotaCore:
             raise InvalidQuotaRequest(
                 "expected_processes", f"must be a positive integer, got {expected_processes!r}"
             )
-        if reservation_ttl <= 0:
-            raise InvalidQuotaRequest("reservation_ttl", "must be positive")
+        if isinstance(reservation_ttl, bool) or not isinstance(reservation_ttl, int | float):
+            raise InvalidQuotaRequest(
+                "reservation_ttl", f"must be a number of seconds, got {reservation_ttl!r}"
+            )
+        if not 0 < reservation_ttl <= MAX_RESERVATION_TTL:  # (NaN fails too)
+            raise InvalidQuotaRequest(
+                "reservation_ttl",
+                f"must be more than 0 and at most 30 days in seconds, got {reservation_ttl!r}",
+            )
         if not deny_cache_max_ttl >= 0:
             raise InvalidQuotaRequest("deny_cache_max_ttl", "must not be negative")
         self.expected_processes = expected_processes

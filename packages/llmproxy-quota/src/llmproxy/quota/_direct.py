@@ -9,7 +9,8 @@ would apply). The pool gets it back on ``close()`` / ``aclose()``.
 
 One call at a time uses it: a call that finds it busy (another thread, another task) goes through
 ``execute_command`` as before. Clients it cannot serve this way (Redis Cluster, a single-connection client,
-a pool of one connection) always do. A forked child, or a new event loop, takes a new connection.
+a pool of one connection, a pool with client-side caching) always do. A forked child, or a new event loop,
+takes a new connection.
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ def _pool(redis: Any) -> Any:
     if pool is None or not hasattr(pool, "get_connection") or not hasattr(pool, "release"):
         return None
     if getattr(pool, "max_connections", 2) < 2:  # holding the only connection would starve other commands
+        return None
+    if getattr(pool, "cache", None) is not None:  # client-side caching: invalidations arrive on connections
         return None
     return pool
 
