@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import threading
+import time
 import uuid
 from typing import Any
 
@@ -16,7 +18,7 @@ import redis.exceptions
 
 from llmproxy.core import ManualClock, RequestContext, async_redis_from_url, redis_from_url
 from llmproxy.quota import AsyncQuotaClient, QuotaClient, StaticLimits
-from llmproxy.quota._direct import AsyncDirectLine
+from llmproxy.quota._direct import AsyncDirectLine, DirectLine
 from llmproxy.ratelimit_config import EndpointLimit
 
 from .conftest import make_config
@@ -183,7 +185,7 @@ def test_clients_the_line_cannot_serve_use_the_pool(
     ctx = RequestContext(tenant_id=str(tenant))
     for redis_client in (
         redis.Redis.from_url(real_redis_url, single_connection_client=True),
-        redis.Redis(connection_pool=redis.ConnectionPool.from_url(real_redis_url, max_connections=1)),
+        redis.Redis(connection_pool=redis.ConnectionPool.from_url(real_redis_url, max_connections=15)),
     ):
         client = QuotaClient(redis_client, StaticLimits({}), clock=clock)
         assert client._line.pool is None
@@ -211,3 +213,48 @@ async def test_several_calls_share_one_write_and_errors_stay_in_their_place(redi
     assert await line.call(("GET", key)) == b"7"  # the connection is in step after an error reply
     await line.aclose()
     await client.aclose()
+
+
+async def test_closing_the_line_during_a_call_gives_the_connection_back_after_it(real_redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(real_redis_url)
+    line = AsyncDirectLine(client)
+    key = f"k-{uuid.uuid4().hex}"
+    call = asyncio.ensure_future(line.call(("BLPOP", key, "0.3")))  # in flight for 0.3 s
+    await asyncio.sleep(0.05)
+    await line.aclose()
+    # meanwhile the pool's other connections serve the app: never the one still waiting for its reply
+    assert await client.set(key + "x", "1")
+    assert await client.get(key + "x") == b"1"
+    assert await call is None  # the call in flight got its own reply
+    assert await line.call(("GET", key + "x")) == b"1"  # after close: through the pool
+    await client.aclose()
+
+
+def test_a_fork_while_another_thread_is_in_a_call_leaves_the_child_a_usable_line(real_redis_url: str) -> None:
+    client = redis.Redis.from_url(real_redis_url)
+    line = DirectLine(client)
+    key = f"k-{uuid.uuid4().hex}"
+    client.set(key, "1")
+    busy = threading.Thread(target=line.call, args=(("BLPOP", key + "list", "0.5"),))
+    busy.start()
+    time.sleep(0.1)  # the thread holds the line's lock
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(5)  # a child stuck on the inherited lock dies instead of hanging the test
+            ok = line.call(("GET", key)) == b"1" and line._conn is not None
+            line.close()
+            code = 0 if ok else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    busy.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+    line.close()
+    client.close()
+
+
+def test_an_asyncio_single_connection_client_keeps_its_one_connection(real_redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(real_redis_url, single_connection_client=True)
+    assert AsyncDirectLine(client).pool is None

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import weakref
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,14 +31,19 @@ RAW = {NEVER_DECODE: True}
 Command = Sequence[Any]  # EVALSHA's arguments, "EVALSHA" first
 
 
+#: a pool smaller than this is left whole: held for good, one connection would be missed by the app's commands
+MIN_POOL = 16
+
+
 def _pool(redis: Any) -> Any:
     """The client's connection pool if calls can be sent on a connection of it, else None."""
-    if getattr(redis, "connection", None) is not None:  # single_connection_client: that one connection
+    # a single-connection client (the asyncio one makes its connection lazily: the flag tells)
+    if getattr(redis, "connection", None) is not None or getattr(redis, "single_connection_client", False):
         return None
     pool = getattr(redis, "connection_pool", None)  # (a RedisCluster has none: one pool per node)
     if pool is None or not hasattr(pool, "get_connection") or not hasattr(pool, "release"):
         return None
-    if getattr(pool, "max_connections", 2) < 2:  # holding the only connection would starve other commands
+    if getattr(pool, "max_connections", MIN_POOL) < MIN_POOL:
         return None
     if getattr(pool, "cache", None) is not None:  # client-side caching: invalidations arrive on connections
         return None
@@ -47,11 +53,12 @@ def _pool(redis: Any) -> Any:
 _STALE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
-def _check(conn: Any) -> None:
-    """What the pool checks at every checkout: a connection with something to read (the server closed it, or a
-    stray reply) is not ready for a command; it is dropped, and the send reconnects."""
+def _check(conn: Any, pushes: bool) -> None:
+    """What the pool checks at every checkout: a connection the server closed, or (unless the server may push
+    maintenance notifications on it) with a stray reply, is not ready for a command; it is dropped, and the
+    send reconnects."""
     try:
-        if conn.can_read():
+        if conn.can_read() and not pushes:
             raise ConnectionError("connection has data")
     except _STALE:
         conn.disconnect()
@@ -65,6 +72,20 @@ async def _acheck(conn: Any) -> None:
         await conn.disconnect()
 
 
+_LINES: weakref.WeakSet[DirectLine] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    # a thread of the parent may have held a line's lock at the fork: the child's copy would stay locked
+    for line in list(_LINES):
+        line._lock = threading.Lock()
+        line._conn = None  # the parent's (redis-py leaves it alone in the child too)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
 class DirectLine:
     """A sync client's held connection (thread-safe: one caller at a time, the others take the pool's)."""
 
@@ -74,17 +95,23 @@ class DirectLine:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._pid = 0
+        self._closed = False
+        enabled = getattr(self.pool, "maint_notifications_enabled", None)
+        self._pushes = bool(enabled()) if callable(enabled) else False
+        _LINES.add(self)
 
     def call(self, command: Command) -> Any:
         lock = self._lock
         if self.pool is None or not lock.acquire(blocking=False):
             return self.redis.execute_command(*command, **RAW)
         try:
+            if self._closed:
+                return self.redis.execute_command(*command, **RAW)
             conn = self._conn
             if conn is None or self._pid != os.getpid():
                 conn = self._take()
             else:
-                _check(conn)
+                _check(conn, self._pushes)
 
             def exchange() -> Any:
                 conn.send_command(*command)
@@ -106,8 +133,10 @@ class DirectLine:
         return self._conn
 
     def close(self) -> None:
-        """Give the connection back to the pool."""
+        """Give the connection back to the pool (after the call in flight, if any); later calls take the
+        pool's."""
         with self._lock:
+            self._closed = True
             conn, self._conn = self._conn, None
             if conn is not None and self._pid == os.getpid():
                 self.pool.release(conn)
@@ -120,19 +149,20 @@ class AsyncDirectLine:
         self.redis = redis
         self.pool = _pool(redis)
         self._busy = False
+        self._closed = False
         self._conn: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
     async def call(self, command: Command) -> Any:
         """One call's reply."""
-        if self.pool is None or self._busy:
+        if self.pool is None or self._busy or self._closed:
             return await self.redis.execute_command(*command, **RAW)
         return await self._exchange([command], True)
 
     async def call_many(self, commands: Sequence[Command]) -> list[Any]:
         """Several calls in one write, their replies in one read (a pipeline without MULTI). A reply that is
         an error comes back as its exception, in its place."""
-        if self.pool is None or self._busy:
+        if self.pool is None or self._busy or self._closed:
             pipe = self.redis.pipeline(transaction=False)
             for command in commands:
                 pipe.execute_command(*command, **RAW)
@@ -169,6 +199,8 @@ class AsyncDirectLine:
             return await conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
         finally:
             self._busy = False
+            if self._closed:  # closed while this call was in flight: the pool gets it back now
+                await self._give_back()
 
     async def _take(self) -> Any:
         old, self._conn = self._conn, None
@@ -183,7 +215,13 @@ class AsyncDirectLine:
         return conn
 
     async def aclose(self) -> None:
-        """Give the connection back to the pool."""
+        """Give the connection back to the pool (a call in flight gives it back when it ends); later calls
+        take the pool's."""
+        self._closed = True
+        if not self._busy:
+            await self._give_back()
+
+    async def _give_back(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
             await self.pool.release(conn)
