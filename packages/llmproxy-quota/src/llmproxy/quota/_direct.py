@@ -16,6 +16,7 @@ takes a new connection.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import threading
 import weakref
@@ -48,6 +49,15 @@ def _pool(redis: Any) -> Any:
     if getattr(pool, "cache", None) is not None:  # client-side caching: invalidations arrive on connections
         return None
     return pool
+
+
+def _checkout_args(pool: Any) -> tuple[str, ...]:
+    """``get_connection``'s arguments: none since redis-py 6 (any is deprecated), a command name before."""
+    try:
+        parameter = inspect.signature(pool.get_connection).parameters.get("command_name")
+    except (TypeError, ValueError):
+        return ()
+    return ("EVALSHA",) if parameter is not None and parameter.default is inspect.Parameter.empty else ()
 
 
 _STALE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
@@ -106,6 +116,9 @@ class DirectLine:
         self._closed = False
         enabled = getattr(self.pool, "maint_notifications_enabled", None)
         self._pushes = bool(enabled()) if callable(enabled) else False
+        # redis-py 7's maintenance handling (connections it asks to reconnect); absent before
+        self._maintenance = hasattr(getattr(self.pool, "connection_class", None), "should_reconnect")
+        self._args = _checkout_args(self.pool) if self.pool is not None else ()
         _LINES.add(self)
 
     def call(self, command: Command) -> Any:
@@ -128,7 +141,7 @@ class DirectLine:
             try:
                 return conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
             finally:
-                if conn.should_reconnect():  # the server announced maintenance (redis-py 7)
+                if self._maintenance and conn.should_reconnect():  # the server announced maintenance
                     conn.disconnect()
                     conn.reset_should_reconnect()
         finally:
@@ -136,7 +149,7 @@ class DirectLine:
 
     def _take(self) -> Any:
         # in a forked child the parent's connection is left alone (redis-py's own pool does the same)
-        self._conn = self.pool.get_connection()
+        self._conn = self.pool.get_connection(*self._args)
         self._pid = os.getpid()
         return self._conn
 
@@ -160,6 +173,7 @@ class AsyncDirectLine:
         self._closed = False
         self._conn: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._args = _checkout_args(self.pool) if self.pool is not None else ()
 
     async def call(self, command: Command) -> Any:
         """One call's reply."""
@@ -218,7 +232,7 @@ class AsyncDirectLine:
             except Exception:  # closing a dead loop's transport: nothing to do about it
                 pass
             await self.pool.release(old)
-        conn = await self.pool.get_connection()
+        conn = await self.pool.get_connection(*self._args)
         self._conn, self._loop = conn, asyncio.get_running_loop()
         return conn
 
