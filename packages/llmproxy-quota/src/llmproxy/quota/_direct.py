@@ -83,8 +83,11 @@ async def _acheck(conn: Any) -> None:
         if reader.at_eof() or reader.exception() is not None or reader._buffer:
             await conn.disconnect()
         return
+    # redis-py 8 names it can_read() (can_read_destructive() is deprecated there); before 8 an asyncio
+    # connection has only can_read_destructive()
+    probe = conn.can_read if inspect.iscoroutinefunction(getattr(type(conn), "can_read", None)) else None
     try:
-        if await conn.can_read_destructive():
+        if await (probe or conn.can_read_destructive)():
             raise ConnectionError("connection has data")
     except _STALE:
         await conn.disconnect()
@@ -174,6 +177,7 @@ class AsyncDirectLine:
         self._conn: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._args = _checkout_args(self.pool) if self.pool is not None else ()
+        self._maintenance = hasattr(getattr(self.pool, "connection_class", None), "should_reconnect")
 
     async def call(self, command: Command) -> Any:
         """One call's reply."""
@@ -218,7 +222,12 @@ class AsyncDirectLine:
                         replies.append(exc)
                 return replies
 
-            return await conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
+            try:
+                return await conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
+            finally:
+                if self._maintenance and conn.should_reconnect():  # marked (maintenance, failover)
+                    await conn.disconnect()
+                    conn.reset_should_reconnect()
         finally:
             self._busy = False
             if self._closed:  # closed while this call was in flight: the pool gets it back now
