@@ -10,8 +10,10 @@ import signal
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
+import pytest
 import redis
 import redis.asyncio
 import redis.exceptions
@@ -26,16 +28,33 @@ from .conftest import make_config
 CHAT = "/v1/chat/completions"
 
 
+@pytest.fixture
+def admin(real_redis_url: str) -> Iterator[redis.Redis]:
+    """A client of its own, to look at (and kill) the quota client's connections."""
+    client = redis.Redis.from_url(real_redis_url)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def name() -> str:
+    """The quota client's connection name (CLIENT LIST tells its connections apart by it)."""
+    return f"q-{uuid.uuid4().hex[:8]}"
+
+
 def named_connections(admin: redis.Redis, name: str) -> list[dict[str, Any]]:
     return [c for c in admin.client_list() if c.get("name") == name]
 
 
+def kill_connections(admin: redis.Redis, name: str) -> None:
+    for conn in named_connections(admin, name):
+        admin.client_kill_filter(_id=conn["id"])
+
+
 def test_admits_go_on_one_held_connection_and_other_commands_on_the_pool(
-    real_redis_url: str, tenant: uuid.UUID, clock: ManualClock
+    real_redis_url: str, admin: redis.Redis, name: str, tenant: uuid.UUID, clock: ManualClock
 ) -> None:
-    name = f"q-{uuid.uuid4().hex[:8]}"
     client = QuotaClient(redis_from_url(real_redis_url, client_name=name), StaticLimits({}), clock=clock)
-    admin = redis.Redis.from_url(real_redis_url)
     ctx = RequestContext(tenant_id=str(tenant))
     for _ in range(20):
         assert client.admit(ctx, 10).allowed
@@ -45,40 +64,32 @@ def test_admits_go_on_one_held_connection_and_other_commands_on_the_pool(
     # after close() the pool has it back (and closes it with the client)
     client.close()
     assert named_connections(admin, name) == []
-    admin.close()
 
 
 def test_a_killed_connection_is_reconnected_by_the_retry_policy_sync(
-    real_redis_url: str, tenant: uuid.UUID, clock: ManualClock
+    real_redis_url: str, admin: redis.Redis, name: str, tenant: uuid.UUID, clock: ManualClock
 ) -> None:
-    name = f"q-{uuid.uuid4().hex[:8]}"
     client = QuotaClient(redis_from_url(real_redis_url, client_name=name), StaticLimits({}), clock=clock)
-    admin = redis.Redis.from_url(real_redis_url)
     ctx = RequestContext(tenant_id=str(tenant))
     assert client.admit(ctx, 10).allowed
-    for conn in named_connections(admin, name):
-        admin.client_kill_filter(_id=conn["id"])
+    kill_connections(admin, name)
     admission = client.admit(ctx, 10)
     assert admission.allowed
     assert not admission.degraded
     assert client.stats.redis_failures == 0
     assert client.check(tenant, "requests_per_day", 0).current_usage == 2
     client.close()
-    admin.close()
 
 
 async def test_a_killed_connection_is_reconnected_by_the_retry_policy_async(
-    real_redis_url: str, tenant: uuid.UUID, clock: ManualClock
+    real_redis_url: str, admin: redis.Redis, name: str, tenant: uuid.UUID, clock: ManualClock
 ) -> None:
-    name = f"q-{uuid.uuid4().hex[:8]}"
     client = AsyncQuotaClient(
         async_redis_from_url(real_redis_url, client_name=name), StaticLimits({}), clock=clock
     )
-    admin = redis.Redis.from_url(real_redis_url)
     ctx = RequestContext(tenant_id=str(tenant))
     assert (await client.admit(ctx, 10)).allowed
-    for conn in named_connections(admin, name):
-        admin.client_kill_filter(_id=conn["id"])
+    kill_connections(admin, name)
     # the event loop sees the close (redis-py's pool checks a connection the same way, and the same gap
     # remains if a request comes before the loop has seen it)
     await asyncio.sleep(0.05)
@@ -88,7 +99,6 @@ async def test_a_killed_connection_is_reconnected_by_the_retry_policy_async(
     assert client.stats.redis_failures == 0
     assert (await client.check(tenant, "requests_per_day", 0)).current_usage == 2
     await client.aclose()
-    admin.close()
 
 
 async def test_a_cancelled_call_leaves_no_reply_for_the_next_one(redis_url: str, clock: ManualClock) -> None:
@@ -226,6 +236,7 @@ async def test_closing_the_line_during_a_call_gives_the_connection_back_after_it
     assert await client.set(key + "x", "1")
     assert await client.get(key + "x") == b"1"
     assert await call is None  # the call in flight got its own reply
+    assert line._conn is None  # and gave the connection back to the pool when it ended
     assert await line.call(("GET", key + "x")) == b"1"  # after close: through the pool
     await client.aclose()
 

@@ -93,35 +93,42 @@ async def _acheck(conn: Any) -> None:
         await conn.disconnect()
 
 
+class _Line:
+    """What both shells hold: the client, its pool (None: every call goes through ``execute_command``, as
+    after closing), the connection taken from it, and how this redis-py version checks one out."""
+
+    def __init__(self, redis: Any) -> None:
+        self.redis = redis
+        self.pool = _pool(redis)
+        self._conn: Any = None
+        self._args = _checkout_args(self.pool) if self.pool is not None else ()
+        # redis-py 7's maintenance handling (connections it asks to reconnect); absent before
+        self._maintenance = hasattr(getattr(self.pool, "connection_class", None), "should_reconnect")
+
+
 _LINES: weakref.WeakSet[DirectLine] = weakref.WeakSet()
 
 
 def _after_fork() -> None:
-    # a thread of the parent may have held a line's lock at the fork: the child's copy would stay locked
+    # the child must not use the parent's socket (redis-py's pool leaves it alone in the child too); and a
+    # thread of the parent may have held a line's lock at the fork: the child's copy would stay locked
     for line in list(_LINES):
         line._lock = threading.Lock()
-        line._conn = None  # the parent's (redis-py leaves it alone in the child too)
+        line._conn = None
 
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork)
 
 
-class DirectLine:
+class DirectLine(_Line):
     """A sync client's held connection (thread-safe: one caller at a time, the others take the pool's)."""
 
     def __init__(self, redis: Any) -> None:
-        self.redis = redis
-        self.pool = _pool(redis)
+        super().__init__(redis)
         self._lock = threading.Lock()
-        self._conn: Any = None
-        self._pid = 0
-        self._closed = False
         enabled = getattr(self.pool, "maint_notifications_enabled", None)
         self._pushes = bool(enabled()) if callable(enabled) else False
-        # redis-py 7's maintenance handling (connections it asks to reconnect); absent before
-        self._maintenance = hasattr(getattr(self.pool, "connection_class", None), "should_reconnect")
-        self._args = _checkout_args(self.pool) if self.pool is not None else ()
         _LINES.add(self)
 
     def call(self, command: Command) -> Any:
@@ -129,11 +136,12 @@ class DirectLine:
         if self.pool is None or not lock.acquire(blocking=False):
             return self.redis.execute_command(*command, **RAW)
         try:
-            if self._closed:
+            pool = self.pool
+            if pool is None:  # closed while this call waited for the lock
                 return self.redis.execute_command(*command, **RAW)
             conn = self._conn
-            if conn is None or self._pid != os.getpid():
-                conn = self._take()
+            if conn is None:
+                conn = self._conn = pool.get_connection(*self._args)
             else:
                 _check(conn, self._pushes)
 
@@ -150,45 +158,34 @@ class DirectLine:
         finally:
             lock.release()
 
-    def _take(self) -> Any:
-        # in a forked child the parent's connection is left alone (redis-py's own pool does the same)
-        self._conn = self.pool.get_connection(*self._args)
-        self._pid = os.getpid()
-        return self._conn
-
     def close(self) -> None:
         """Give the connection back to the pool (after the call in flight, if any); later calls take the
         pool's."""
         with self._lock:
-            self._closed = True
+            pool, self.pool = self.pool, None
             conn, self._conn = self._conn, None
-            if conn is not None and self._pid == os.getpid():
-                self.pool.release(conn)
+            if conn is not None:
+                pool.release(conn)
 
 
-class AsyncDirectLine:
+class AsyncDirectLine(_Line):
     """An asyncio client's held connection (one task at a time uses it, the others take the pool's)."""
 
     def __init__(self, redis: Any) -> None:
-        self.redis = redis
-        self.pool = _pool(redis)
+        super().__init__(redis)
         self._busy = False
-        self._closed = False
-        self._conn: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._args = _checkout_args(self.pool) if self.pool is not None else ()
-        self._maintenance = hasattr(getattr(self.pool, "connection_class", None), "should_reconnect")
 
     async def call(self, command: Command) -> Any:
         """One call's reply."""
-        if self.pool is None or self._busy or self._closed:
+        if self.pool is None or self._busy:
             return await self.redis.execute_command(*command, **RAW)
         return await self._exchange([command], True)
 
     async def call_many(self, commands: Sequence[Command]) -> list[Any]:
         """Several calls in one write, their replies in one read (a pipeline without MULTI). A reply that is
         an error comes back as its exception, in its place."""
-        if self.pool is None or self._busy or self._closed:
+        if self.pool is None or self._busy:
             pipe = self.redis.pipeline(transaction=False)
             for command in commands:
                 pipe.execute_command(*command, **RAW)
@@ -202,10 +199,11 @@ class AsyncDirectLine:
 
     async def _exchange(self, commands: Sequence[Command], single: bool) -> Any:
         self._busy = True
+        pool = self.pool
         try:
             conn = self._conn
             if conn is None or self._loop is not asyncio.get_running_loop():
-                conn = await self._take()
+                conn = await self._take(pool)
             elif conn.is_connected:
                 await _acheck(conn)
 
@@ -230,29 +228,29 @@ class AsyncDirectLine:
                     conn.reset_should_reconnect()
         finally:
             self._busy = False
-            if self._closed:  # closed while this call was in flight: the pool gets it back now
-                await self._give_back()
+            if self.pool is None:  # closed while this call was in flight: the pool gets it back now
+                await self._give_back(pool)
 
-    async def _take(self) -> Any:
+    async def _take(self, pool: Any) -> Any:
         old, self._conn = self._conn, None
         if old is not None:  # bound to an event loop that is gone: the pool reconnects it when next used
             try:
                 await old.disconnect(nowait=True)
             except Exception:  # closing a dead loop's transport: nothing to do about it
                 pass
-            await self.pool.release(old)
-        conn = await self.pool.get_connection(*self._args)
+            await pool.release(old)
+        conn = await pool.get_connection(*self._args)
         self._conn, self._loop = conn, asyncio.get_running_loop()
         return conn
 
     async def aclose(self) -> None:
         """Give the connection back to the pool (a call in flight gives it back when it ends); later calls
         take the pool's."""
-        self._closed = True
+        pool, self.pool = self.pool, None
         if not self._busy:
-            await self._give_back()
+            await self._give_back(pool)
 
-    async def _give_back(self) -> None:
+    async def _give_back(self, pool: Any) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            await self.pool.release(conn)
+            await pool.release(conn)
