@@ -32,7 +32,7 @@ DEFAULT_TEXT_KEYS: frozenset[str] = frozenset(
 )  # fmt: skip
 DEFAULT_VALUE_PATTERNS: tuple[str, ...] = (
     r"\bsk-[A-Za-z0-9_\-]{8,}",  # OpenAI-style keys and llmproxy's own (sk-llmp-...)
-    r"(?i)\b(?:bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}",
+    r"\b(?i:bearer|basic)\s+[A-Za-z0-9._~+/=\-]{8,}",
     r"\beyJ[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]{5,}\.[A-Za-z0-9_\-]*",  # a JWT
 )
 
