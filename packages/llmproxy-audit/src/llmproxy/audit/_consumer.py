@@ -328,3 +328,22 @@ def transport_from_url(url: str, options: AuditOptions) -> ConsumerTransport:
         options_kw["socket_timeout"] = options.poll + 5
     return StreamConsumerTransport(redis_from_url(url, **options_kw), options)
 
+
+
+def dead_letters(transport_url: str, options: AuditOptions, count: int = 100) -> list[dict[str, object]]:
+    """What reached the dead-letter stream or queue: ``id``, ``deliveries``, ``reason``, ``body`` (peeked)."""
+    from ._transport import is_amqp_url
+
+    if is_amqp_url(transport_url):
+        from ._amqp import read_amqp_dead_letters
+
+        return read_amqp_dead_letters(transport_url, options, count)
+    from llmproxy.core import redis_from_url
+
+    from ._redis_streams import read_dead_letters
+
+    client = redis_from_url(transport_url)
+    try:
+        return read_dead_letters(client, options, count)
+    finally:
+        client.close()
