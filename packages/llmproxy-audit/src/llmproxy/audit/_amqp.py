@@ -187,7 +187,11 @@ class AmqpConsumerTransport:
                 raise ConnectionError("the channel this was delivered on is gone; it will be redelivered")
             headers = {REASON_HEADER: reason[:2000], DELIVERIES_HEADER: item.deliveries}
             self._confirm.basic_publish(
-                self.topology.dead_letter_exchange, "", item.body, _properties(headers=headers), mandatory=True
+                self.topology.dead_letter_exchange,
+                "",
+                item.body,
+                _properties(headers=headers),
+                mandatory=True,
             )
             self._channel.basic_ack(item.handle[1])
 
@@ -231,9 +235,10 @@ def read_amqp_dead_letters(url: str, options: AuditOptions, count: int = 100) ->
 class AmqpSink:
     """Sync publishing sink: a bounded buffer and a background thread publishing with confirms.
 
-    ``offer`` appends (or drops and counts when the buffer is full). The thread publishes each event persistent
-    and mandatory, waiting for the broker's confirm; an unconfirmed event stays at the head of the buffer and is
-    sent again after a reconnect (a duplicate, if the confirm was lost, is discarded by the store).
+    ``offer`` appends (or drops and counts when the buffer is full). The thread publishes each event
+    persistent and mandatory, waiting for the broker's confirm; an unconfirmed event stays at the head of the
+    buffer and is sent again after a reconnect (a duplicate, if the confirm was lost, is discarded by the
+    store).
     """
 
     def __init__(self, url: str, options: AuditOptions) -> None:

@@ -60,8 +60,12 @@ class AsyncAmqpSink:
         self._connection = await aio_pika.connect(self.url, timeout=2.0)
         channel = await self._connection.channel(publisher_confirms=True)
         exchange = await channel.declare_exchange(t.exchange, aio_pika.ExchangeType.DIRECT, durable=True)
-        dlx = await channel.declare_exchange(t.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True)
-        dlq = await channel.declare_queue(t.dead_letter_queue, durable=True, arguments=t.dead_letter_arguments)
+        dlx = await channel.declare_exchange(
+            t.dead_letter_exchange, aio_pika.ExchangeType.FANOUT, durable=True
+        )
+        dlq = await channel.declare_queue(
+            t.dead_letter_queue, durable=True, arguments=t.dead_letter_arguments
+        )
         await dlq.bind(dlx)
         queue = await channel.declare_queue(t.queue, durable=True, arguments=t.queue_arguments)
         await queue.bind(exchange, routing_key=ROUTING_KEY)
@@ -124,20 +128,22 @@ class AsyncAmqpSink:
             except Exception:
                 pass
 
-    async def flush(self, timeout: float = 5.0) -> bool:
+    async def flush(self) -> bool:
         if self._buffer and self._task is None:
             self._wake = asyncio.Event()
             self._task = asyncio.get_running_loop().create_task(self._run())
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while (self._buffer or self._inflight) and loop.time() < deadline:
+        # No deadline of its own: while the broker is down this waits; bound it with asyncio.timeout().
+        while self._buffer or self._inflight:
             if self._wake is not None:
                 self._wake.set()
             await asyncio.sleep(0.005)
         return not self._buffer
 
     async def aclose(self) -> None:
-        await self.flush(5.0)
+        try:
+            await asyncio.wait_for(self.flush(), 5.0)
+        except TimeoutError:
+            pass
         self._closed = True
         if self._wake is not None:
             self._wake.set()

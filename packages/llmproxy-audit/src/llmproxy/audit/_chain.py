@@ -3,9 +3,9 @@
 Each stored event's hash is ``SHA-256(canonical JSON of {the event's stored fields, tenant, seq, previous
 hash})``, so editing any field, deleting a row or moving one to another place in the sequence breaks a link.
 The canonical form is ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` in UTF-8 with
-the event time as integer Unix milliseconds — a function of the stored columns only, so verification recomputes
-it from the table. A checkpoint is ``(tenant, seq, hash)`` signed with HMAC-SHA256: whoever can write the
-table but lacks the key cannot rebuild a chain that still matches the checkpoints.
+the event time as integer Unix milliseconds — a function of the stored columns only, so verification
+recomputes it from the table. A checkpoint is ``(tenant, seq, hash)`` signed with HMAC-SHA256: whoever can
+write the table but lacks the key cannot rebuild a chain that still matches the checkpoints.
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ CHAIN_VERSION = 1
 
 
 def canonical_json(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
 
 
 def event_row(event: AuditEvent) -> dict[str, Any]:
@@ -60,7 +62,8 @@ _DOCUMENT_FIELDS = (
 
 
 def event_hash(row: Mapping[str, Any], seq: int, prev_hash: bytes) -> bytes:
-    """The chain hash of a row (``event_row`` keys; ``event_ms`` the event time) at ``seq`` after ``prev_hash``."""
+    """The chain hash of a row (``event_row`` keys; ``event_ms`` the event time) at ``seq`` after
+    ``prev_hash``."""
     document = {name: row[name] for name in _DOCUMENT_FIELDS}
     document["v"] = CHAIN_VERSION
     document["event_id"] = str(row["event_id"])
@@ -72,7 +75,8 @@ def event_hash(row: Mapping[str, Any], seq: int, prev_hash: bytes) -> bytes:
 
 
 def link(rows: Iterable[dict[str, Any]], head_seq: int, head_hash: bytes) -> tuple[int, bytes]:
-    """Give each row (of one tenant, in order) its ``seq``, ``prev_hash`` and ``hash``; return the new head."""
+    """Give each row (of one tenant, in order) its ``seq``, ``prev_hash`` and ``hash``; return the new
+    head."""
     seq, prev = head_seq, head_hash
     for row in rows:
         seq += 1

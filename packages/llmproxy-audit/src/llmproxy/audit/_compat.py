@@ -45,7 +45,9 @@ except ImportError:  # pragma: no cover
         pipelines: int = 0
 
     class WriteBehind:  # type: ignore[no-redef]
-        def __init__(self, redis: Any, *, max_queue: int = 10_000, interval: float = 0.002, batch: int = 1000):
+        def __init__(
+            self, redis: Any, *, max_queue: int = 10_000, interval: float = 0.002, batch: int = 1000
+        ):
             self.redis = redis
             self.max_queue = max_queue
             self.interval = interval
@@ -112,7 +114,9 @@ except ImportError:  # pragma: no cover
             self._thread.join(5.0)
 
     class AsyncWriteBehind:  # type: ignore[no-redef]
-        def __init__(self, redis: Any, *, max_queue: int = 10_000, interval: float = 0.002, batch: int = 1000):
+        def __init__(
+            self, redis: Any, *, max_queue: int = 10_000, interval: float = 0.002, batch: int = 1000
+        ):
             self.redis = redis
             self.max_queue = max_queue
             self.interval = interval
@@ -167,5 +171,6 @@ except ImportError:  # pragma: no cover
         async def aclose(self) -> None:
             await self.flush()
             self._closed = True
+
 
 __all__ = ["AsyncWriteBehind", "WriteBehind", "fail_fast_redis_options"]

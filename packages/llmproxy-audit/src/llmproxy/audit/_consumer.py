@@ -5,7 +5,8 @@ acknowledge only after the commit. A database that is down or refuses the connec
 the batch is kept (its lease renewed, so no other consumer takes it) and retried with exponential backoff.
 A batch the database rejects for its data is stored event by event to find the culprit(s). A delivery that
 failed goes back for redelivery, and on its ``max_deliveries``-th failed delivery to the dead-letter stream or
-queue with its reason. Runs in the calling thread (``run``), in a thread of its own (``start``/``stop``), or as
+queue with its reason. Runs in the calling thread (``run``), in a thread of its own (``start``/``stop``),
+or as
 the ``llmproxy-audit consume`` process.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -215,31 +215,17 @@ class AuditConsumer:
             logger.warning("partition maintenance postponed: %s", exc)
 
     def maintain(self) -> tuple[list[Month], list[Month]]:
-        """Create the partitions of this month and ``partitions_ahead`` more; apply retention. (created, dropped)"""
-        from datetime import UTC, datetime
-
-        current = month_of(datetime.fromtimestamp(self.clock.now(), UTC))
-        wanted = {add_months(current, i) for i in range(self.options.partitions_ahead + 1)}
-        with self.engine.begin() as conn:
-            created = create_partitions(conn, wanted)
-        self._months |= wanted
-        dropped: list[Month] = []
-        if self.options.retention_months is not None:
-            signer = self._policy.signer
-            if signer is None:
-                raise ValueError("retention needs a checkpoint key (LLMPROXY_AUDIT_CHECKPOINT_KEY)")
-            cutoff = add_months(current, -self.options.retention_months)
-            with self.engine.begin() as conn:
-                before = {m for m in self._months if m < cutoff}
-                apply_retention(conn, cutoff, signer, self._now_ms())
-            self._months -= before
-            dropped = sorted(before)
+        """Create the partitions of this month and ``partitions_ahead`` more; apply retention. (created,
+        dropped)"""
+        created, dropped, wanted = maintain_database(self.engine, self.options, self.clock)
+        self._months = (self._months | wanted) - set(dropped)
         return created, dropped
 
     # -- running ---------------------------------------------------------------------------------------------
 
     def run(self, *, max_idle_rounds: int | None = None) -> None:
-        """Consume until :meth:`stop` (or SIGTERM in the CLI); with ``max_idle_rounds``, until that many empty rounds."""
+        """Consume until :meth:`stop` (or SIGTERM in the CLI); with ``max_idle_rounds``, until that many
+        empty rounds."""
         idle = 0
         delay = self.options.backoff_min
         while not self._stop.is_set():
@@ -276,6 +262,10 @@ class AuditConsumer:
         self._thread = threading.Thread(target=self.run, name="llmproxy-audit-consumer", daemon=True)
         self._thread.start()
 
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return after the batch in hand (signal handlers call this)."""
+        self._stop.set()
+
     def stop(self, timeout: float = 10.0) -> None:
         """Finish the current batch and stop; closes the transport."""
         self._stop.set()
@@ -283,6 +273,30 @@ class AuditConsumer:
             self._thread.join(timeout)
             self._thread = None
         self.transport.close()
+
+
+def maintain_database(
+    engine: Engine, options: AuditOptions, clock: Clock = SYSTEM_CLOCK
+) -> tuple[list[Month], list[Month], set[Month]]:
+    """Partitions for this month and ``partitions_ahead`` more; retention. (created, dropped, wanted)"""
+    from datetime import UTC, datetime
+
+    from ._partitions import existing_partitions
+
+    current = month_of(datetime.fromtimestamp(clock.now(), UTC))
+    wanted = {add_months(current, i) for i in range(options.partitions_ahead + 1)}
+    with engine.begin() as conn:
+        created = create_partitions(conn, wanted)
+    dropped: list[Month] = []
+    if options.retention_months is not None:
+        signer = options.signer()
+        if signer is None:
+            raise ValueError("retention needs a checkpoint key (LLMPROXY_AUDIT_CHECKPOINT_KEY)")
+        cutoff = add_months(current, -options.retention_months)
+        with engine.begin() as conn:
+            dropped = sorted(m for m in existing_partitions(conn) if m < cutoff)
+            apply_retention(conn, cutoff, signer, int(clock.now() * 1000))
+    return created, dropped, wanted
 
 
 def _is_redis_error(exc: BaseException) -> bool:
@@ -327,7 +341,6 @@ def transport_from_url(url: str, options: AuditOptions) -> ConsumerTransport:
         # XREADGROUP BLOCK waits up to `poll` seconds: the socket timeout must outlast it.
         options_kw["socket_timeout"] = options.poll + 5
     return StreamConsumerTransport(redis_from_url(url, **options_kw), options)
-
 
 
 def dead_letters(transport_url: str, options: AuditOptions, count: int = 100) -> list[dict[str, object]]:

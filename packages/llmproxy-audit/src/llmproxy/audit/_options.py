@@ -27,7 +27,9 @@ class AuditOptions(BaseModel):
     stream: Annotated[str, Field(min_length=1, max_length=200)] = EVENTS_STREAM
     dead_letter_stream: Annotated[str, Field(min_length=1, max_length=200)] = DEAD_LETTER_STREAM
     group: Annotated[str, Field(min_length=1, max_length=200)] = GROUP
-    amqp_prefix: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")] = AMQP_PREFIX
+    amqp_prefix: Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.\-]+$")] = (
+        AMQP_PREFIX
+    )
     #: Approximate MAXLEN of the events stream: the backlog kept while no consumer runs.
     maxlen: Annotated[int, Field(ge=1000)] = 1_000_000
     dead_letter_maxlen: Annotated[int, Field(ge=100)] = 100_000

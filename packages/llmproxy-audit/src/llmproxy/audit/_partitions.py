@@ -1,4 +1,5 @@
-"""Monthly partitions of ``audit.audit_events`` on PostgreSQL: created ahead by the worker, dropped by retention.
+"""Monthly partitions of ``audit.audit_events`` on PostgreSQL: created ahead by the worker, dropped by
+retention.
 
 SQLite has one plain table; every function here is a no-op there (retention deletes rows instead).
 """
@@ -60,7 +61,8 @@ def existing_partitions(conn: Connection) -> set[Month]:
 
 
 def create_partitions(conn: Connection, months: Iterable[Month]) -> list[Month]:
-    """Create the missing monthly partitions among ``months``; returns those created. Serialised across workers."""
+    """Create the missing monthly partitions among ``months``; returns those created. Serialised across
+    workers."""
     if not is_postgres(conn):
         return []
     wanted = sorted(set(months))

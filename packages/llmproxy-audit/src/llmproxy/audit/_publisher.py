@@ -106,14 +106,17 @@ class _PublisherBase:
         entity_id: str | None = None,
         old_values: dict[str, Any] | None = None,
         new_values: dict[str, Any] | None = None,
+        *,
+        context: RequestContext | None = None,
         **extra: Any,
     ) -> AuditEvent:
         """The event ``publish`` would send (redacted, validated); raises ``ValidationError`` when invalid.
 
-        ``extra`` may set any :class:`AuditEvent` field (``outcome``, ``actor_type``, ``tenant_id``, …, overriding
-        the context's); other keys go into ``metadata``.
+        ``extra`` may set any :class:`AuditEvent` field (``outcome``, ``actor_type``, ``tenant_id``, …,
+        overriding the context's); other keys go into ``metadata``. ``context`` replaces the current
+        ``RequestContext``.
         """
-        fields = context_fields(current_context())
+        fields = context_fields(context or current_context())
         metadata = extra.pop("metadata", None) or {}
         for key in list(extra):
             if key not in _EVENT_FIELDS:
@@ -137,11 +140,15 @@ class _PublisherBase:
         entity_id: str | None = None,
         old_values: dict[str, Any] | None = None,
         new_values: dict[str, Any] | None = None,
+        *,
+        context: RequestContext | None = None,
         **extra: Any,
     ) -> bool:
         """Queue an audit event. True when queued; False when dropped (counted, logged). Never raises."""
         try:
-            event = self.build(action, entity_type, entity_id, old_values, new_values, **extra)
+            event = self.build(
+                action, entity_type, entity_id, old_values, new_values, context=context, **extra
+            )
             body = event.__pydantic_serializer__.to_json(event)
         except Exception as exc:
             self.stats.invalid += 1
@@ -191,7 +198,8 @@ class AuditPublisher(_PublisherBase):
     def from_url(
         cls, url: str, options: AuditOptions | None = None, *, redactor: Redactor = DEFAULT_REDACTOR
     ) -> AuditPublisher:
-        """Redis Streams (``redis://``, ``memory://``, …) or RabbitMQ (``amqp://``, needs the ``[amqp]`` extra)."""
+        """Redis Streams (``redis://``, ``memory://``, …) or RabbitMQ (``amqp://``, needs the ``[amqp]``
+        extra)."""
         options = options or AuditOptions()
         if is_amqp_url(url):
             from ._amqp import AmqpSink
@@ -247,8 +255,8 @@ class AsyncAuditPublisher(_PublisherBase):
         write_behind = AsyncWriteBehind(redis, max_queue=options.buffer_size)
         return cls(AsyncStreamSink(write_behind, options, owned=True), redactor=redactor)
 
-    async def flush(self, timeout: float = 5.0) -> bool:
-        return await self.sink.flush(timeout)
+    async def flush(self) -> bool:
+        return await self.sink.flush()
 
     async def aclose(self) -> None:
         await self.sink.aclose()

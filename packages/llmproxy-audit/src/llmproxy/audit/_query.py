@@ -1,7 +1,7 @@
 """Reading the audit trail: by tenant, time range, actor, action, entity; newest first, keyset-paginated.
 
-The cursor is the last event id of a page: ids are UUIDv7, so the id alone gives the ``(event_time, event_id)``
-position the next page starts after.
+The cursor is the last event id of a page: ids are UUIDv7, so the id alone gives the ``(event_time,
+event_id)`` position the next page starts after.
 """
 
 from __future__ import annotations

@@ -1,14 +1,16 @@
 """Redaction, applied before an event is queued: nothing secret leaves the process.
 
-Keys are split into words (``x-api-key`` → ``x api key``, ``privateKey`` → ``private key``) and a key is denied
-when one word, or two adjacent words joined, is on the deny-list: ``db_password`` and ``x-api-key`` are redacted,
-``max_tokens`` and ``input_tokens`` are not (``tokens`` is not ``token``). Strings anywhere are searched for
-values shaped like secrets (``sk-…`` keys, bearer/basic credentials, JWTs) and those parts replaced.
-Prompt and completion text (``messages``, ``prompt``, ``choices``, …) is omitted unless ``include_text``.
+Keys are split into words (``x-api-key`` → ``x api key``, ``privateKey`` → ``private key``) and a key is
+denied when one word, or two adjacent words joined, is on the deny-list: ``db_password`` and ``x-api-key`` are
+redacted, ``max_tokens`` and ``input_tokens`` are not (``tokens`` is not ``token``). Strings anywhere are
+searched for values shaped like secrets (``sk-…`` keys, bearer/basic credentials, JWTs) and those parts
+replaced. Prompt and completion text (``messages``, ``prompt``, ``choices``, …) is omitted unless
+``include_text``.
 """
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Iterable
 from typing import Any
@@ -17,16 +19,14 @@ REDACTED = "[REDACTED]"
 OMITTED = "[OMITTED]"
 
 DEFAULT_DENY_KEYS: frozenset[str] = frozenset(
-    {
-        "password", "passwd", "pwd", "passphrase", "secret", "secrets", "token", "apikey", "authorization",
+    { "password", "passwd", "pwd", "passphrase", "secret", "secrets", "token", "apikey", "authorization",
         "cookie", "cookies", "setcookie", "credential", "credentials", "privatekey", "secretkey", "accesskey",
         "accesstoken", "refreshtoken", "idtoken", "sessionid", "sessiontoken", "jwt", "bearer",
         "clientsecret", "otp", "ssn",
     }
 )  # fmt: skip
 DEFAULT_TEXT_KEYS: frozenset[str] = frozenset(
-    {
-        "messages", "prompt", "prompts", "completion", "completions", "choices", "content", "contents",
+    { "messages", "prompt", "prompts", "completion", "completions", "choices", "content", "contents",
         "input", "instructions", "system", "suffix",
     }
 )  # fmt: skip
@@ -85,7 +85,7 @@ class Redactor:
                 result = OMITTED
             else:
                 words = key_words(key)
-                pairs = (a + b for a, b in zip(words, words[1:], strict=False))
+                pairs = (a + b for a, b in itertools.pairwise(words))
                 if any(w in self._deny for w in words) or any(p in self._deny for p in pairs):
                     result = self.replacement
         if len(self._verdicts) < self._max_cached:

@@ -1,4 +1,5 @@
-"""Redis Streams transport: XADD with approximate MAXLEN, one consumer group, XAUTOCLAIM, a dead-letter stream.
+"""Redis Streams transport: XADD with approximate MAXLEN, one consumer group, XAUTOCLAIM, a dead-letter
+stream.
 
 Publishing goes through core's write-behind (``["XADD", …]`` enqueued, leaving with the next pipeline), so a
 publish costs no round trip of its own. Consuming: ``XREADGROUP >`` for new entries; every ``claim_idle / 2``
@@ -20,7 +21,6 @@ from typing import Any
 from llmproxy.core import SyncRedis
 
 from ._compat import AsyncWriteBehind, WriteBehind
-
 from ._options import AuditOptions
 from ._transport import Delivery, SinkStats
 
@@ -88,7 +88,7 @@ class AsyncStreamSink(_StreamSinkBase):
     def offer(self, body: bytes) -> bool:
         return self._offered(self.write_behind.enqueue(xadd_command(self.options, body)))
 
-    async def flush(self, timeout: float = 5.0) -> bool:
+    async def flush(self) -> bool:
         await self.write_behind.flush()
         return True
 
@@ -150,7 +150,11 @@ class StreamConsumerTransport:
             if claimed:
                 return claimed
         reply = self.redis.xreadgroup(
-            self.options.group, self.name, {self.options.stream: ">"}, count=count, block=max(1, int(wait * 1000))
+            self.options.group,
+            self.name,
+            {self.options.stream: ">"},
+            count=count,
+            block=max(1, int(wait * 1000)),
         )
         out = []
         for _stream, entries in reply or ():
@@ -183,8 +187,8 @@ class StreamConsumerTransport:
         o = self.options
         self._dead_letter_script(
             self._keys,
-            [o.group, item.handle, o.dead_letter_maxlen, item.deliveries, reason[:2000], int(time.time() * 1000),
-             item.body],
+            [o.group, item.handle, o.dead_letter_maxlen, item.deliveries, reason[:2000],
+             int(time.time() * 1000), item.body],
         )  # fmt: skip
         self.dead_lettered += 1
 
@@ -193,7 +197,8 @@ class StreamConsumerTransport:
 
 
 def read_dead_letters(redis: SyncRedis, options: AuditOptions, count: int = 100) -> list[dict[str, Any]]:
-    """The dead-letter stream's entries (oldest first) as dicts: ``id``, ``deliveries``, ``reason``, ``body``."""
+    """The dead-letter stream's entries (oldest first) as dicts: ``id``, ``deliveries``, ``reason``,
+    ``body``."""
     out = []
     for entry_id, fields in redis.xrange(options.dead_letter_stream, count=count):
         f = {_text(k): v for k, v in fields.items()}

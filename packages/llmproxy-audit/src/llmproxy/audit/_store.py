@@ -1,10 +1,12 @@
-"""Storing batches of events with their place in each tenant's chain: the SQL once, over a sync ``Connection``.
+"""Storing batches of events with their place in each tenant's chain: the SQL once, over a sync
+``Connection``.
 
-One transaction per batch: lock the chain head of every tenant in the batch (an upsert on ``audit_chain_heads``
-takes the row lock on both PostgreSQL and SQLite), link the events, insert them with ``ON CONFLICT DO NOTHING``
-on ``(event_time, event_id)``. If some were stored already (a redelivery after a crash between commit and
-acknowledgement), the insert is rolled back to a savepoint and redone without them, so a duplicate never takes a
-sequence number. Heads move and checkpoints are written in the same transaction.
+One transaction per batch: lock the chain head of every tenant in the batch (an upsert on
+``audit_chain_heads``
+takes the row lock on both PostgreSQL and SQLite), link the events, insert them with ``ON CONFLICT DO
+NOTHING`` on ``(event_time, event_id)``. If some were stored already (a redelivery after a crash between
+commit and acknowledgement), the insert is rolled back to a savepoint and redone without them, so a duplicate
+never takes a sequence number. Heads move and checkpoints are written in the same transaction.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from ._uuid7 import ms_to_datetime
 
 @dataclass(frozen=True, slots=True)
 class CheckpointPolicy:
-    """Write a signed checkpoint of a tenant's head every ``every_events`` events or ``every_ms`` milliseconds."""
+    """Write a signed checkpoint of a tenant's head every ``every_events`` events or ``every_ms``
+    milliseconds."""
 
     signer: CheckpointSigner | None = None
     every_events: int = 1000
@@ -63,13 +66,15 @@ def lock_heads(conn: Connection, tenants: Sequence[uuid.UUID], now_ms: int) -> d
             for t in sorted(tenants)  # one order everywhere, so two workers cannot deadlock on two tenants
         ]
     )
-    stmt = stmt.on_conflict_do_update(index_elements=[heads.c.tenant_id], set_={"seq": heads.c.seq}).returning(
-        heads.c.tenant_id, heads.c.seq, heads.c.hash, heads.c.checkpoint_seq, heads.c.checkpoint_ms
-    )
+    stmt = stmt.on_conflict_do_update(
+        index_elements=[heads.c.tenant_id], set_={"seq": heads.c.seq}
+    ).returning(heads.c.tenant_id, heads.c.seq, heads.c.hash, heads.c.checkpoint_seq, heads.c.checkpoint_ms)
     return {row.tenant_id: row for row in conn.execute(stmt)}
 
 
-def _linked(rows: list[dict[str, Any]], locked: dict[uuid.UUID, sa.Row[Any]]) -> dict[uuid.UUID, tuple[int, bytes]]:
+def _linked(
+    rows: list[dict[str, Any]], locked: dict[uuid.UUID, sa.Row[Any]]
+) -> dict[uuid.UUID, tuple[int, bytes]]:
     by_tenant: dict[uuid.UUID, list[dict[str, Any]]] = {}
     for row in rows:
         by_tenant.setdefault(row["tenant_id"], []).append(row)
@@ -185,7 +190,9 @@ def save_checkpoint(conn: Connection, checkpoint: Checkpoint) -> None:
 
 def load_checkpoints(conn: Connection, tenant_id: uuid.UUID) -> list[Checkpoint]:
     rows = conn.execute(
-        sa.select(checkpoints).where(checkpoints.c.tenant_id == tenant_id).order_by(checkpoints.c.seq, checkpoints.c.id)
+        sa.select(checkpoints)
+        .where(checkpoints.c.tenant_id == tenant_id)
+        .order_by(checkpoints.c.seq, checkpoints.c.id)
     )
     return [
         Checkpoint(
@@ -207,14 +214,19 @@ def chain_head(conn: Connection, tenant_id: uuid.UUID) -> tuple[int, bytes] | No
     return None if row is None else (row.seq, bytes(row.hash))
 
 
-def checkpoint_now(conn: Connection, tenant_id: uuid.UUID, signer: CheckpointSigner, now_ms: int) -> Checkpoint | None:
-    """Sign the tenant's current head now (``llmproxy-audit checkpoint``); None for a tenant without events."""
+def checkpoint_now(
+    conn: Connection, tenant_id: uuid.UUID, signer: CheckpointSigner, now_ms: int
+) -> Checkpoint | None:
+    """Sign the tenant's current head now (``llmproxy-audit checkpoint``); None for a tenant without
+    events."""
     locked = lock_heads(conn, [tenant_id], now_ms)[tenant_id]
     if locked.seq == 0:
         return None
     checkpoint = signer.sign(Checkpoint(tenant_id, locked.seq, bytes(locked.hash), now_ms))
     save_checkpoint(conn, checkpoint)
     conn.execute(
-        heads.update().where(heads.c.tenant_id == tenant_id).values(checkpoint_seq=locked.seq, checkpoint_ms=now_ms)
+        heads.update()
+        .where(heads.c.tenant_id == tenant_id)
+        .values(checkpoint_seq=locked.seq, checkpoint_ms=now_ms)
     )
     return checkpoint

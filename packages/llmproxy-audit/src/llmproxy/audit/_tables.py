@@ -1,10 +1,10 @@
 """SQLAlchemy tables of the ``audit`` schema (SQLite translates the schema away).
 
 ``audit_events`` is range-partitioned by month of ``event_time`` on PostgreSQL (partitions are made by
-``_partitions.py``). Its primary key is ``(event_time, event_id)`` because a unique constraint on a partitioned
-table must contain the partition key; since ``event_time`` is the millisecond carried by the UUIDv7
-``event_id``, that key is as unique as the id alone. There is no foreign key to the tenants: the audit trail
-of a tenant outlives the tenant (its deletion is itself audited).
+``_partitions.py``). Its primary key is ``(event_time, event_id)`` because a unique constraint on a
+partitioned table must contain the partition key; since ``event_time`` is the millisecond carried by the
+UUIDv7 ``event_id``, that key is as unique as the id alone. There is no foreign key to the tenants: the audit
+trail of a tenant outlives the tenant (its deletion is itself audited).
 """
 
 from __future__ import annotations
@@ -79,7 +79,9 @@ chain_heads_table = sa.Table(
 checkpoints_table = sa.Table(
     "audit_checkpoints",
     metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+    sa.Column(
+        "id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True
+    ),
     sa.Column("tenant_id", sa.Uuid, nullable=False),
     sa.Column("seq", sa.BigInteger, nullable=False),
     sa.Column("hash", sa.LargeBinary(32), nullable=False),

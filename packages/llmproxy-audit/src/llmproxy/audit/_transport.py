@@ -14,7 +14,8 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True, slots=True)
 class Delivery:
-    """One delivery of one event: the broker's handle, the serialized event, and its delivery number (1 = first)."""
+    """One delivery of one event: the broker's handle, the serialized event, and its delivery number (1 =
+    first)."""
 
     handle: Any
     body: bytes
@@ -54,7 +55,7 @@ class AsyncPublishSink(Protocol):
 
     def offer(self, body: bytes) -> bool: ...
 
-    async def flush(self, timeout: float = 5.0) -> bool: ...
+    async def flush(self) -> bool: ...
 
     async def aclose(self) -> None: ...
 
@@ -69,7 +70,8 @@ class ConsumerTransport(Protocol):
         """Declare what must exist (consumer group; queues and exchanges)."""
 
     def receive(self, count: int, wait: float) -> list[Delivery]:
-        """Up to ``count`` deliveries: reclaimed ones first, else new ones, waiting at most ``wait`` seconds."""
+        """Up to ``count`` deliveries: reclaimed ones first, else new ones, waiting at most ``wait``
+        seconds."""
 
     def ack(self, items: Sequence[Delivery]) -> None:
         """Done: never deliver these again."""
@@ -78,7 +80,8 @@ class ConsumerTransport(Protocol):
         """Failed: deliver again later (the delivery number grows)."""
 
     def hold(self, items: Sequence[Delivery]) -> None:
-        """Still working on these (the database is down): keep them from being reclaimed by another consumer."""
+        """Still working on these (the database is down): keep them from being reclaimed by another
+        consumer."""
 
     def dead_letter(self, item: Delivery, reason: str) -> None:
         """Write to the dead-letter stream or queue with ``reason``, then acknowledge."""

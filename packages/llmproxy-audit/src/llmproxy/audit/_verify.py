@@ -1,10 +1,10 @@
 """Chain verification and retention: the first broken link of a tenant's chain, and dropping old months.
 
 Verification walks the tenant's rows in sequence order from genesis, or from the latest retention checkpoint
-when old months were dropped (or from the latest checkpoint when asked), recomputing every hash. It reports the
-first problem: a row whose fields no longer give its hash (edited), a missing sequence number (deleted), a row
-whose ``prev_hash`` is not its predecessor's hash (reordered or replaced), a checkpoint that does not match, a
-checkpoint whose signature is wrong, or a chain head ahead of the last row (rows at the end deleted).
+when old months were dropped (or from the latest checkpoint when asked), recomputing every hash. It reports
+the first problem: a row whose fields no longer give its hash (edited), a missing sequence number (deleted), a
+row whose ``prev_hash`` is not its predecessor's hash (reordered or replaced), a checkpoint that does not
+match, a checkpoint whose signature is wrong, or a chain head ahead of the last row (rows at the end deleted).
 """
 
 from __future__ import annotations
@@ -58,14 +58,12 @@ def verify_chain(
     signer: CheckpointSigner | None = None,
     from_latest_checkpoint: bool = False,
 ) -> VerifyReport:
-    """Verify ``tenant_id``'s chain (see the module docstring). Without ``signer`` signatures are not checked."""
+    """Verify ``tenant_id``'s chain (module docstring); without ``signer``, signatures go unchecked."""
     marks = load_checkpoints(conn, tenant_id)
     for mark in marks:
         if signer is not None and not signer.verify(mark):
-            return VerifyReport(
-                tenant_id, False, 0, 0, 0, f"the {mark.kind} checkpoint at seq {mark.seq} has a bad signature",
-                mark.seq,
-            )  # fmt: skip
+            problem = f"the {mark.kind} checkpoint at seq {mark.seq} has a bad signature"
+            return VerifyReport(tenant_id, False, 0, 0, 0, problem, mark.seq)
     start: Checkpoint | None = None
     retention = [m for m in marks if m.kind == "retention"]
     if retention:
@@ -89,7 +87,9 @@ def verify_chain(
     seq = start_seq
     for row in conn.execute(stmt):
         if row.seq == seq:
-            return VerifyReport(tenant_id, False, checked, start_seq, seq, "two rows share this seq", row.seq, row.event_id)
+            return VerifyReport(
+                tenant_id, False, checked, start_seq, seq, "two rows share this seq", row.seq, row.event_id
+            )
         if row.seq != seq + 1:
             missing = f"seq {seq + 1}" if row.seq == seq + 2 else f"seqs {seq + 1}..{row.seq - 1}"
             return VerifyReport(
@@ -99,7 +99,8 @@ def verify_chain(
         if event_hash(row_document(row), row.seq, stored_prev) != stored_hash:
             return VerifyReport(
                 tenant_id, False, checked, start_seq, seq,
-                "the row's fields do not give its hash (edited, or moved to another seq)", row.seq, row.event_id,
+                "the row's fields do not give its hash (edited, or moved to another seq)",
+                row.seq, row.event_id,
             )  # fmt: skip
         if stored_prev != prev:
             return VerifyReport(
@@ -119,14 +120,17 @@ def verify_chain(
     if head is not None and head[0] > seq:
         return VerifyReport(
             tenant_id, False, checked, start_seq, seq,
-            f"the chain head is at seq {head[0]} but the last row is seq {seq} (rows at the end deleted)", seq + 1,
+            f"the chain head is at seq {head[0]} but the last row is seq {seq} (rows at the end deleted)",
+            seq + 1,
         )  # fmt: skip
     if head is not None and head[0] == seq and seq > start_seq and head[1] != prev:
         return VerifyReport(tenant_id, False, checked, start_seq, seq, "the chain head's hash differs", seq)
     return VerifyReport(tenant_id, True, checked, start_seq, seq)
 
 
-def _check_retained(conn: Connection, tenant_id: uuid.UUID, mark: Checkpoint) -> tuple[str, int, uuid.UUID | None] | None:
+def _check_retained(
+    conn: Connection, tenant_id: uuid.UUID, mark: Checkpoint
+) -> tuple[str, int, uuid.UUID | None] | None:
     wanted = dict(mark.retained)
     rows = conn.execute(
         sa.select(events).where(events.c.tenant_id == tenant_id, events.c.seq.in_(list(wanted)))
@@ -136,7 +140,10 @@ def _check_retained(conn: Connection, tenant_id: uuid.UUID, mark: Checkpoint) ->
         row = found.get(seq)
         if row is None:
             return "a row kept by retention is missing (deleted)", seq, None
-        if bytes(row.hash) != digest or event_hash(row_document(row), row.seq, bytes(row.prev_hash)) != digest:
+        if (
+            bytes(row.hash) != digest
+            or event_hash(row_document(row), row.seq, bytes(row.prev_hash)) != digest
+        ):
             return "a row kept by retention was edited", seq, row.event_id
     return None
 
@@ -147,12 +154,14 @@ def tenants_with_events(conn: Connection) -> list[uuid.UUID]:
     return list(conn.execute(sa.select(heads.c.tenant_id).order_by(heads.c.tenant_id)).scalars())
 
 
-def apply_retention(conn: Connection, cutoff: Month, signer: CheckpointSigner, now_ms: int) -> list[Checkpoint]:
+def apply_retention(
+    conn: Connection, cutoff: Month, signer: CheckpointSigner, now_ms: int
+) -> list[Checkpoint]:
     """Remove events older than month ``cutoff`` (partitions dropped on PostgreSQL, rows deleted on SQLite).
 
-    First, per tenant losing rows, a signed retention checkpoint: the highest dropped seq and its hash, and the
-    ``(seq, hash)`` of kept rows below it — so verification can start there. One transaction; on PostgreSQL the
-    parent table is locked so no late event slips into a month while it is being dropped.
+    First, per tenant losing rows, a signed retention checkpoint: the highest dropped seq and its hash, and
+    the ``(seq, hash)`` of kept rows below it — so verification can start there. One transaction; on
+    PostgreSQL the parent table is locked so no late event slips into a month while it is being dropped.
     """
     before: datetime = month_start(cutoff)
     if is_postgres(conn):
@@ -172,7 +181,9 @@ def apply_retention(conn: Connection, cutoff: Month, signer: CheckpointSigner, n
             .order_by(events.c.seq)
         ).all()
         mark = signer.sign(
-            Checkpoint(tenant_id, top, bytes(top_hash), now_ms, "retention", tuple((s, bytes(h)) for s, h in kept))
+            Checkpoint(
+                tenant_id, top, bytes(top_hash), now_ms, "retention", tuple((s, bytes(h)) for s, h in kept)
+            )
         )
         save_checkpoint(conn, mark)
         written.append(mark)

@@ -52,7 +52,9 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name="pk_audit_checkpoints"),
         schema=schema,
     )
-    op.create_index("ix_audit_checkpoints_tenant_seq", "audit_checkpoints", ["tenant_id", "seq"], schema=schema)
+    op.create_index(
+        "ix_audit_checkpoints_tenant_seq", "audit_checkpoints", ["tenant_id", "seq"], schema=schema
+    )
 
 
 def downgrade() -> None:
