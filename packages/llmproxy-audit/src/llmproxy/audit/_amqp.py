@@ -148,7 +148,7 @@ class AmqpConsumerTransport:
             while not self._buffer and time.monotonic() < deadline:
                 self._conn.process_data_events(time_limit=min(0.05, max(0.0, deadline - time.monotonic())))
             self._conn.process_data_events(time_limit=0)
-            out = []
+            out: list[Delivery] = []
             while self._buffer and len(out) < count:
                 out.append(self._buffer.popleft())
             return out
@@ -208,7 +208,8 @@ def read_amqp_dead_letters(url: str, options: AuditOptions, count: int = 100) ->
     try:
         channel = conn.channel()
         _declare(channel, t)
-        out, tags = [], []
+        out: list[dict[str, Any]] = []
+        tags: list[int] = []
         while len(out) < count:
             method, properties, body = channel.basic_get(t.dead_letter_queue, auto_ack=False)
             if method is None:

@@ -78,7 +78,7 @@ except ImportError:  # pragma: no cover
 
         def _send(self) -> None:
             while self._queue:
-                taken = []
+                taken: list[list[Any]] = []
                 while self._queue and len(taken) < self.batch:
                     taken.append(self._queue.popleft())
                 try:
@@ -149,7 +149,7 @@ except ImportError:  # pragma: no cover
 
         async def _send(self) -> None:
             while self._queue:
-                taken = []
+                taken: list[list[Any]] = []
                 while self._queue and len(taken) < self.batch:
                     taken.append(self._queue.popleft())
                 try:

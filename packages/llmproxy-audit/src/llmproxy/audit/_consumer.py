@@ -46,7 +46,7 @@ class ConsumerStats:
     batches: int = 0
 
     def snapshot(self) -> dict[str, int]:
-        return {name: getattr(self, name) for name in self.__slots__}  # type: ignore[attr-defined]
+        return {name: getattr(self, name) for name in self.__slots__}
 
 
 def is_transient(exc: BaseException) -> bool:

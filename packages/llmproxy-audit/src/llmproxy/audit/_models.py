@@ -77,7 +77,7 @@ class AuditEvent(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    schema_version: Literal[1] = SCHEMA_VERSION
+    schema_version: Literal[1] = 1
     event_id: uuid.UUID
     timestamp: datetime
     tenant_id: uuid.UUID | None = None

@@ -149,14 +149,14 @@ class StreamConsumerTransport:
             claimed = self._claim(count)
             if claimed:
                 return claimed
-        reply = self.redis.xreadgroup(
+        reply: Any = self.redis.xreadgroup(
             self.options.group,
             self.name,
             {self.options.stream: ">"},
             count=count,
             block=max(1, int(wait * 1000)),
         )
-        out = []
+        out: list[Delivery] = []
         for _stream, entries in reply or ():
             for entry_id, fields in entries:
                 body = (fields or {}).get(b"e", (fields or {}).get("e", b""))
@@ -197,10 +197,10 @@ class StreamConsumerTransport:
 
 
 def read_dead_letters(redis: SyncRedis, options: AuditOptions, count: int = 100) -> list[dict[str, Any]]:
-    """The dead-letter stream's entries (oldest first) as dicts: ``id``, ``deliveries``, ``reason``,
-    ``body``."""
-    out = []
-    for entry_id, fields in redis.xrange(options.dead_letter_stream, count=count):
+    """The dead-letter stream's entries, oldest first: dicts of ``id``, ``deliveries``, ``reason``, ``body``."""
+    out: list[dict[str, Any]] = []
+    entries: Any = redis.xrange(options.dead_letter_stream, count=count)
+    for entry_id, fields in entries:
         f = {_text(k): v for k, v in fields.items()}
         out.append(
             {

@@ -9,6 +9,8 @@ trail of a tenant outlives the tenant (its deletion is itself audited).
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import JSONB
 
@@ -19,7 +21,7 @@ SCHEMA = "audit"
 JSONType = sa.JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")
 
 
-def event_columns() -> list[sa.Column[object]]:
+def event_columns() -> list[Any]:
     return [
         sa.Column("event_time", sa.DateTime(timezone=True), nullable=False),
         sa.Column("event_id", sa.Uuid, nullable=False),

@@ -74,9 +74,9 @@ def verify_chain(
     expected_at = {m.seq: m.hash for m in marks if m.seq > start_seq}
     checked = 0
     if start is not None and start.retained:
-        problem = _check_retained(conn, tenant_id, start)
-        if problem:
-            return VerifyReport(tenant_id, False, 0, start_seq, start_seq, *problem)
+        broken = _check_retained(conn, tenant_id, start)
+        if broken:
+            return VerifyReport(tenant_id, False, 0, start_seq, start_seq, *broken)
         checked += len(start.retained)
     stmt = (
         sa.select(events)
@@ -108,8 +108,8 @@ def verify_chain(
                 f"the row does not follow seq {seq} (reordered, replaced, or its predecessor edited)",
                 row.seq, row.event_id,
             )  # fmt: skip
-        mark = expected_at.get(row.seq)
-        if mark is not None and mark != stored_hash:
+        signed = expected_at.get(row.seq)
+        if signed is not None and signed != stored_hash:
             return VerifyReport(
                 tenant_id, False, checked, start_seq, seq,
                 "a signed checkpoint has another hash here: the chain was rewritten", row.seq, row.event_id,

@@ -6,6 +6,8 @@ Revises:
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -24,7 +26,7 @@ def upgrade() -> None:
     create_schema(SCHEMA)
     postgres = op.get_bind().dialect.name == "postgresql"
     schema = SCHEMA if postgres else None
-    options = {"postgresql_partition_by": "RANGE (event_time)"} if postgres else {}
+    options: dict[str, Any] = {"postgresql_partition_by": "RANGE (event_time)"} if postgres else {}
     op.create_table("audit_events", *event_columns(), schema=schema, **options)
     for name, columns in EVENT_INDEXES:
         op.create_index(name, "audit_events", list(columns), schema=schema)
