@@ -197,7 +197,7 @@ class StreamConsumerTransport:
 
 
 def read_dead_letters(redis: SyncRedis, options: AuditOptions, count: int = 100) -> list[dict[str, Any]]:
-    """The dead-letter stream's entries, oldest first: dicts of ``id``, ``deliveries``, ``reason``, ``body``."""
+    """Dead-letter entries, oldest first: dicts of ``id``, ``deliveries``, ``reason``, ``body``."""
     out: list[dict[str, Any]] = []
     entries: Any = redis.xrange(options.dead_letter_stream, count=count)
     for entry_id, fields in entries:
