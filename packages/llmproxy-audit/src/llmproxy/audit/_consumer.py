@@ -58,6 +58,10 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.TimeoutError | ConnectionError | OSError)
 
 
+def _no_partition(exc: sa.exc.DBAPIError) -> bool:
+    return "no partition of relation" in str(exc.orig)
+
+
 def _deadlock(exc: sa.exc.DBAPIError) -> bool:
     code = getattr(exc.orig, "sqlstate", None)
     return code in ("40001", "40P01", "55P03", "57014")
@@ -158,6 +162,10 @@ class AuditConsumer:
         except sa.exc.DBAPIError as exc:
             if is_transient(exc):
                 raise
+            if _no_partition(exc) and self._months:
+                self._months.clear()  # another worker's retention dropped one: look again, then retry
+                self._store(good)
+                return
             self._store_one_by_one(good)
             return
         self.transport.ack([item for item, _ in good])
