@@ -28,7 +28,9 @@ class Stack:
     options: AuditOptions
 
     def with_options(self, **changes: object) -> Stack:
-        return Stack(self.kind, self.transport_url, self.database_url, self.options.model_copy(update=changes))
+        return Stack(
+            self.kind, self.transport_url, self.database_url, self.options.model_copy(update=changes)
+        )
 
 
 def amqp_available(url: str = AMQP_URL) -> str | None:

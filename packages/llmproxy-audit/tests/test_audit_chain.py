@@ -56,7 +56,11 @@ def execute(engine: Engine, statement: sa.Executable) -> None:
 
 def seqs(engine: Engine, tenant: uuid.UUID) -> list[int]:
     with engine.connect() as conn:
-        stmt = sa.select(events_table.c.seq).where(events_table.c.tenant_id == tenant).order_by(events_table.c.seq)
+        stmt = (
+            sa.select(events_table.c.seq)
+            .where(events_table.c.tenant_id == tenant)
+            .order_by(events_table.c.seq)
+        )
         return list(conn.execute(stmt).scalars())
 
 
@@ -86,7 +90,9 @@ def test_sequence_numbers_are_per_tenant(engine: Engine) -> None:
     assert seqs(engine, b) == [1, 2]
 
 
-def test_a_redelivered_batch_is_stored_once_and_takes_no_sequence_number(engine: Engine, tenant: uuid.UUID) -> None:
+def test_a_redelivered_batch_is_stored_once_and_takes_no_sequence_number(
+    engine: Engine, tenant: uuid.UUID
+) -> None:
     batch = events(tenant, 10)
     store(engine, batch[:6])
     with engine.begin() as conn:
@@ -153,7 +159,9 @@ def test_a_row_moved_with_its_links_recomputed_is_found_by_a_signed_checkpoint(
             )
         from llmproxy.audit import chain_heads_table
 
-        conn.execute(chain_heads_table.update().where(chain_heads_table.c.tenant_id == tenant).values(hash=prev))
+        conn.execute(
+            chain_heads_table.update().where(chain_heads_table.c.tenant_id == tenant).values(hash=prev)
+        )
     report = verify(engine, tenant)
     assert not report.ok and report.seq == 10
     assert "checkpoint" in (report.problem or "")

@@ -292,11 +292,11 @@ class AmqpSink:
                     )
                     self._buffer.popleft()
                     self._inflight = 0
-                    self._stats.sent += 1
+                    self._stats.delivered += 1
                 delay = self.options.backoff_min
             except Exception as exc:
                 self._inflight = 0
-                self._stats.failed += 1
+                self._stats.send_errors += 1
                 logger.warning("RabbitMQ publish failed (retrying in %.1fs): %s", delay, exc)
                 try:
                     if conn is not None:
@@ -318,11 +318,11 @@ class AmqpSink:
             time.sleep(0.005)
         return not self._buffer
 
-    def close(self) -> None:
-        self.flush(5.0)
+    def close(self, timeout: float = 5.0) -> None:
+        self.flush(timeout)
         self._closed = True
         with self._wake:
             self._wake.notify_all()
         self._thread.join(5.0)
-        self._stats.dropped += len(self._buffer)
+        self._stats.lost += len(self._buffer)
         self._buffer.clear()

@@ -105,12 +105,12 @@ class AsyncAmqpSink:
                 )
                 for _ in taken:
                     self._buffer.popleft()
-                self._stats.sent += len(taken)
+                self._stats.delivered += len(taken)
                 self._inflight = 0
                 delay = self.options.backoff_min
             except Exception as exc:
                 self._inflight = 0
-                self._stats.failed += 1
+                self._stats.send_errors += 1
                 logger.warning("RabbitMQ publish failed (retrying in %.1fs): %s", delay, exc)
                 exchange = None
                 await self._close_connection()
@@ -152,5 +152,5 @@ class AsyncAmqpSink:
                 await asyncio.wait_for(self._task, 5.0)
             except (TimeoutError, asyncio.CancelledError):
                 self._task.cancel()
-        self._stats.dropped += len(self._buffer)
+        self._stats.lost += len(self._buffer)
         self._buffer.clear()

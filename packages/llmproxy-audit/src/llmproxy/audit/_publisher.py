@@ -217,8 +217,9 @@ class AuditPublisher(_PublisherBase):
     def flush(self, timeout: float = 5.0) -> bool:
         return self.sink.flush(timeout)
 
-    def close(self) -> None:
-        self.sink.close()
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is buffered (at most ``timeout`` seconds), then stop."""
+        self.sink.close(timeout)
 
     def __enter__(self) -> AuditPublisher:
         return self

@@ -42,15 +42,20 @@ class _StreamSinkBase:
         self.options = options
         self._stats = SinkStats()
 
+    write_behind: WriteBehind | AsyncWriteBehind
+
     @property
     def stats(self) -> SinkStats:
+        """``delivered`` and ``lost`` come from the write-behind: shared with other packages' writes when the
+        write-behind is (``for_client``), so they count those writes too."""
+        wb = self.write_behind.stats
+        self._stats.delivered = wb.sent
+        self._stats.lost = wb.failed
         return self._stats
 
     def _offered(self, enqueued: bool) -> bool:
         self._stats.offered += 1
-        if enqueued:
-            self._stats.sent += 1
-        else:
+        if not enqueued:
             self._stats.dropped += 1
         return enqueued
 
@@ -70,7 +75,7 @@ class StreamSink(_StreamSinkBase):
         self.write_behind.flush()
         return True
 
-    def close(self) -> None:
+    def close(self, timeout: float = 5.0) -> None:
         if self._owned:
             self.write_behind.close()
         else:

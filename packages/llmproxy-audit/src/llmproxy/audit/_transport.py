@@ -8,7 +8,7 @@ Streams (``redis://``, ``rediss://``, ``redis+cluster://``, ``redis+sentinel://`
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 
@@ -24,17 +24,27 @@ class Delivery:
 
 @dataclass(slots=True)
 class SinkStats:
-    """What a publishing sink did: ``offered`` events, ``dropped`` (buffer full or transport down), ``sent``,
-    ``failed`` (a send that raised; the events in it are retried or, when dropped, counted there too)."""
+    """What a publishing sink did with the events offered to it.
+
+    ``dropped``: refused at once (buffer full, closed). ``delivered``: the broker has them. ``lost``: accepted,
+    then given up (the send failed and was not retried, or still buffered at close). ``send_errors``: failed
+    send attempts (a retried attempt counts here, its events are not lost).
+    """
 
     offered: int = 0
     dropped: int = 0
-    sent: int = 0
-    failed: int = 0
-    extra: dict[str, int] = field(default_factory=dict)
+    delivered: int = 0
+    lost: int = 0
+    send_errors: int = 0
 
     def snapshot(self) -> dict[str, int]:
-        return {"offered": self.offered, "dropped": self.dropped, "sent": self.sent, "failed": self.failed}
+        return {
+            "offered": self.offered,
+            "dropped": self.dropped,
+            "delivered": self.delivered,
+            "lost": self.lost,
+            "send_errors": self.send_errors,
+        }
 
 
 class PublishSink(Protocol):
@@ -44,7 +54,8 @@ class PublishSink(Protocol):
 
     def flush(self, timeout: float = 5.0) -> bool: ...
 
-    def close(self) -> None: ...
+    def close(self, timeout: float = 5.0) -> None:
+        """Send what is buffered (waiting at most ``timeout`` seconds), then stop; the rest counts as lost."""
 
     @property
     def stats(self) -> SinkStats: ...
