@@ -1,4 +1,4 @@
-"""Fixtures of the audit tests: one ``stack`` (transport + database) per kind, each test with its own names."""
+"""Audit test fixtures: one ``stack`` (transport + database) per kind, each test with its own names."""
 
 from __future__ import annotations
 

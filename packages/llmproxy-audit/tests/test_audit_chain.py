@@ -71,7 +71,8 @@ def test_link_gives_each_row_the_previous_hash() -> None:
         for _ in range(3)]  # fmt: skip
     head = link(rows, 0, GENESIS)
     assert [r["seq"] for r in rows] == [1, 2, 3]
-    assert rows[0]["prev_hash"] == GENESIS and rows[1]["prev_hash"] == rows[0]["hash"]
+    assert rows[0]["prev_hash"] == GENESIS
+    assert rows[1]["prev_hash"] == rows[0]["hash"]
     assert head == (3, rows[2]["hash"])
     assert event_hash(rows[1], 2, rows[0]["hash"]) == rows[1]["hash"]
 
@@ -80,7 +81,8 @@ def test_a_stored_chain_verifies(engine: Engine, tenant: uuid.UUID) -> None:
     store(engine, events(tenant, 30))
     report = verify(engine, tenant)
     assert report.ok, report.describe()
-    assert report.checked == 30 and report.last_seq == 30
+    assert report.checked == 30
+    assert report.last_seq == 30
 
 
 def test_sequence_numbers_are_per_tenant(engine: Engine) -> None:
@@ -106,7 +108,8 @@ def test_an_edited_row_is_found(engine: Engine, tenant: uuid.UUID) -> None:
     store(engine, events(tenant, 20))
     execute(engine, events_table.update().where(events_table.c.seq == 7).values(new_values={"i": 999}))
     report = verify(engine, tenant)
-    assert not report.ok and report.seq == 7
+    assert not report.ok
+    assert report.seq == 7
     assert "edited" in (report.problem or "")
 
 
@@ -114,7 +117,8 @@ def test_a_deleted_row_is_found(engine: Engine, tenant: uuid.UUID) -> None:
     store(engine, events(tenant, 20))
     execute(engine, events_table.delete().where(events_table.c.seq == 12))
     report = verify(engine, tenant)
-    assert not report.ok and report.seq == 12
+    assert not report.ok
+    assert report.seq == 12
     assert "deleted" in (report.problem or "")
 
 
@@ -122,7 +126,8 @@ def test_rows_deleted_at_the_end_are_found(engine: Engine, tenant: uuid.UUID) ->
     store(engine, events(tenant, 20))
     execute(engine, events_table.delete().where(events_table.c.seq > 17))
     report = verify(engine, tenant)
-    assert not report.ok and report.seq == 18
+    assert not report.ok
+    assert report.seq == 18
     assert "end deleted" in (report.problem or "")
 
 
@@ -131,7 +136,8 @@ def test_reordered_rows_are_found(engine: Engine, tenant: uuid.UUID) -> None:
     swap = sa.case((events_table.c.seq == 5, 6), (events_table.c.seq == 6, 5), else_=events_table.c.seq)
     execute(engine, events_table.update().where(events_table.c.seq.in_([5, 6])).values(seq=swap))
     report = verify(engine, tenant)
-    assert not report.ok and report.seq == 5
+    assert not report.ok
+    assert report.seq == 5
 
 
 def test_a_row_moved_with_its_links_recomputed_is_found_by_a_signed_checkpoint(
@@ -142,8 +148,8 @@ def test_a_row_moved_with_its_links_recomputed_is_found_by_a_signed_checkpoint(
     for i in range(0, 25, 5):
         store(engine, batch[i : i + 5])  # checkpoints at seq 10 and 20
     with engine.begin() as conn:
-        rows = [dict(r._mapping) for r in conn.execute(
-            sa.select(events_table).where(events_table.c.tenant_id == tenant).order_by(events_table.c.seq))]  # fmt: skip
+        query = sa.select(events_table).where(events_table.c.tenant_id == tenant).order_by(events_table.c.seq)
+        rows = [dict(r._mapping) for r in conn.execute(query)]
         from llmproxy.audit._verify import row_document
 
         rows[4]["action"] = "thing.forged"
@@ -163,7 +169,8 @@ def test_a_row_moved_with_its_links_recomputed_is_found_by_a_signed_checkpoint(
             chain_heads_table.update().where(chain_heads_table.c.tenant_id == tenant).values(hash=prev)
         )
     report = verify(engine, tenant)
-    assert not report.ok and report.seq == 10
+    assert not report.ok
+    assert report.seq == 10
     assert "checkpoint" in (report.problem or "")
 
 
@@ -173,7 +180,8 @@ def test_a_checkpoint_with_a_forged_signature_is_found(engine: Engine, tenant: u
     store(engine, events(tenant, 12))
     execute(engine, checkpoints_table.update().values(signature="0" * 64))
     report = verify(engine, tenant)
-    assert not report.ok and "signature" in (report.problem or "")
+    assert not report.ok
+    assert "signature" in (report.problem or "")
 
 
 def test_verification_can_start_at_the_latest_checkpoint(engine: Engine, tenant: uuid.UUID) -> None:
@@ -183,7 +191,9 @@ def test_verification_can_start_at_the_latest_checkpoint(engine: Engine, tenant:
     execute(engine, events_table.update().where(events_table.c.seq == 3).values(action="edited.before"))
     assert not verify(engine, tenant).ok
     report = verify(engine, tenant, from_latest_checkpoint=True)
-    assert report.ok and report.started_at_seq == 20 and report.checked == 5
+    assert report.ok
+    assert report.started_at_seq == 20
+    assert report.checked == 5
 
 
 def test_concurrent_writers_of_one_tenant_leave_one_unbroken_chain(engine: Engine, tenant: uuid.UUID) -> None:

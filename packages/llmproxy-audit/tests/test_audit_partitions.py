@@ -82,7 +82,8 @@ def test_retention_drops_old_partitions_and_keeps_the_recent_ones(
     assert dropped == [(2030, 1), (2030, 2)]
     with pg_engine.connect() as conn:
         left = existing_partitions(conn)
-    assert (2030, 2) not in left and (2030, 3) in left
+    assert (2030, 2) not in left
+    assert (2030, 3) in left
     assert remaining_months(pg_engine, tenant) == {(2030, 3), (2030, 4), (2030, 5), (2030, 6)}
 
 
@@ -95,7 +96,8 @@ def test_after_retention_the_chain_verifies_from_the_retention_checkpoint(
     with engine.connect() as conn:
         report = verify_chain(conn, tenant, signer=SIGNER)
     assert report.ok, report.describe()
-    assert report.started_at_seq == 6 and report.checked == 12
+    assert report.started_at_seq == 6
+    assert report.checked == 12
 
 
 def test_a_late_event_kept_below_the_retention_checkpoint_is_still_verified(
@@ -111,7 +113,8 @@ def test_a_late_event_kept_below_the_retention_checkpoint_is_still_verified(
         conn.execute(events_table.update().where(events_table.c.seq == 2).values(action="edited"))
     with engine.connect() as conn:
         report = verify_chain(conn, tenant, signer=SIGNER)
-    assert not report.ok and report.seq == 2
+    assert not report.ok
+    assert report.seq == 2
 
 
 def test_retention_without_a_checkpoint_key_is_refused(engine: Engine) -> None:

@@ -1,4 +1,4 @@
-"""Redaction: secret keys at any depth, secret-shaped values anywhere, prompt text omitted unless asked for."""
+"""Redaction: secret keys at any depth, secret-shaped values anywhere, prompt text only when asked for."""
 
 from __future__ import annotations
 
@@ -47,7 +47,8 @@ def test_keys_are_redacted_at_any_depth_inside_lists_and_dicts() -> None:
 def test_secret_shaped_values_are_redacted_under_any_key(text: str) -> None:
     out = redactor.redact({"note": f"called with {text} today"})
     assert text not in json.dumps(out)
-    assert out["note"].startswith("called with ") and REDACTED in out["note"]
+    assert out["note"].startswith("called with ")
+    assert REDACTED in out["note"]
 
 
 def test_a_copy_of_the_request_keeps_no_secret_and_no_prompt() -> None:
@@ -67,7 +68,8 @@ def test_a_copy_of_the_request_keeps_no_secret_and_no_prompt() -> None:
         assert secret not in text
     body = out["request"]["body"]
     assert body["messages"] == OMITTED
-    assert body["max_tokens"] == 10 and body["model"] == "gpt-4o-mini"
+    assert body["max_tokens"] == 10
+    assert body["model"] == "gpt-4o-mini"
     assert out["request"]["headers"]["X-Request-Id"] == "r1"
 
 

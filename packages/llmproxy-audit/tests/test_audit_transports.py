@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Iterator
 
 import pytest
 
@@ -133,17 +134,18 @@ def test_a_publisher_whose_transport_is_down_never_blocks_and_counts_what_it_los
 
 
 @pytest.fixture(params=["redis", "rabbitmq"])
-def real_stack(request: pytest.FixtureRequest) -> Stack:
+def real_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
     """The stacks with a real PostgreSQL (the database can be cut)."""
     from .conftest import delete_amqp_topology, unique_options
 
     options = unique_options(claim_idle=1.0, backoff_max=0.2)
     database = request.getfixturevalue("real_database_url")
     if request.param == "redis":
-        return Stack("redis", request.getfixturevalue("real_redis_url"), database, options)
+        yield Stack("redis", request.getfixturevalue("real_redis_url"), database, options)
+        return
     url = request.getfixturevalue("amqp_url")
-    request.addfinalizer(lambda: delete_amqp_topology(url, options))
-    return Stack("rabbitmq", url, database, options)
+    yield Stack("rabbitmq", url, database, options)
+    delete_amqp_topology(url, options)
 
 
 def test_with_the_database_down_nothing_is_acknowledged_and_all_is_stored_once_it_returns(
@@ -162,7 +164,8 @@ def test_with_the_database_down_nothing_is_acknowledged_and_all_is_stored_once_i
             pub.publish("x.y", "thing", str(i), tenant_id=tenant)
         pub.flush()
         assert wait_until(lambda: c.stats.database_errors >= 3)
-        assert c.stats.stored == 0 and stored_ids(real_stack.database_url, tenant) == []
+        assert c.stats.stored == 0
+        assert stored_ids(real_stack.database_url, tenant) == []
         proxy.restore()
         assert wait_until(lambda: len(stored_ids(real_stack.database_url, tenant)) == 30)
         c.stop()

@@ -26,7 +26,7 @@ class Delivery:
 class SinkStats:
     """What a publishing sink did with the events offered to it.
 
-    ``dropped``: refused at once (buffer full, closed). ``delivered``: the broker has them. ``lost``: accepted,
+    ``dropped``: refused at once (buffer full, closed). ``delivered``: the broker has them. ``lost``: taken,
     then given up (the send failed and was not retried, or still buffered at close). ``send_errors``: failed
     send attempts (a retried attempt counts here, its events are not lost).
     """
