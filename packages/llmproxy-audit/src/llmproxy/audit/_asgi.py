@@ -1,12 +1,20 @@
-"""``AuditMiddleware``: pure ASGI; publishes ``llm_request_completed`` when a response ends (streams
-included)."""
+"""``AuditMiddleware``: pure ASGI; publishes ``llm_request_completed`` when a response ends (streams included)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
 
-from llmproxy.core import ASGIApp, Message, Receive, Scope, Send, ensure_context, open_usage
+from llmproxy.core import (
+    ASGIApp,
+    Receive,
+    ResponseWatch,
+    Scope,
+    Send,
+    bind_usage,
+    ensure_context,
+    reset_usage,
+)
 
 from ._http import DEFAULT_PATHS, LLM_REQUEST_COMPLETED, completed_metadata, outcome_of, path_matches
 from ._publisher import AsyncAuditPublisher, AuditPublisher
@@ -36,21 +44,17 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        usage = open_usage(scope)
-        status = 0
-
-        async def watch(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = int(message["status"])
-            await send(message)
-
+        usage, token = bind_usage(scope)
+        watch = ResponseWatch(send)
+        failed = False
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, receive, watch.send)
         except BaseException:
-            status = status or 500
+            failed = True
             raise
         finally:
+            reset_usage(token)
+            status = 500 if failed and not watch.started else (watch.status or 500)
             ctx = ensure_context(scope)
             self.publisher.publish(
                 self.action,
@@ -64,5 +68,6 @@ class AuditMiddleware:
                     duration_s=time.perf_counter() - started,
                     method=scope.get("method"),
                     path=scope.get("path"),
+                    ended=watch.ended,
                 ),
             )

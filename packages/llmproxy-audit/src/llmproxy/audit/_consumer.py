@@ -339,9 +339,8 @@ def transport_from_url(url: str, options: AuditOptions) -> ConsumerTransport:
         from ._amqp import AmqpConsumerTransport
 
         return AmqpConsumerTransport(url, options)
-    from llmproxy.core import redis_from_url
+    from llmproxy.core import fail_fast_redis_options, redis_from_url
 
-    from ._compat import fail_fast_redis_options
     from ._redis_streams import StreamConsumerTransport
 
     options_kw = fail_fast_redis_options(url)

@@ -18,7 +18,13 @@ def outcome_of(status: int) -> str:
 
 
 def completed_metadata(
-    usage: Usage | None, *, status: int, duration_s: float, method: str | None, path: str | None
+    usage: Usage | None,
+    *,
+    status: int,
+    duration_s: float,
+    method: str | None,
+    path: str | None,
+    ended: bool = True,
 ) -> dict[str, Any]:
     """Model, tokens, status, duration — never the prompt or the completion."""
     return {
@@ -31,6 +37,8 @@ def completed_metadata(
         "duration_ms": round(duration_s * 1000, 3),
         "method": method,
         "path": path,
+        # False: the client went away (or the app failed) before the last chunk was sent
+        "completed": ended,
     }
 
 

@@ -205,13 +205,12 @@ class AuditPublisher(_PublisherBase):
             from ._amqp import AmqpSink
 
             return cls(AmqpSink(url, options), redactor=redactor)
-        from llmproxy.core import redis_from_url
+        from llmproxy.core import WriteBehind, fail_fast_redis_options, redis_from_url
 
-        from ._compat import WriteBehind, fail_fast_redis_options
         from ._redis_streams import StreamSink
 
         redis = redis_from_url(url, **fail_fast_redis_options(url))
-        write_behind = WriteBehind(redis, max_queue=options.buffer_size)
+        write_behind = WriteBehind(redis, max_queue=options.buffer_size, name="audit")
         return cls(StreamSink(write_behind, options, owned=True), redactor=redactor)
 
     def flush(self, timeout: float = 5.0) -> bool:
@@ -247,13 +246,12 @@ class AsyncAuditPublisher(_PublisherBase):
             from ._amqp_async import AsyncAmqpSink
 
             return cls(AsyncAmqpSink(url, options), redactor=redactor)
-        from llmproxy.core import async_redis_from_url
+        from llmproxy.core import AsyncWriteBehind, async_redis_from_url, fail_fast_redis_options
 
-        from ._compat import AsyncWriteBehind, fail_fast_redis_options
         from ._redis_streams import AsyncStreamSink
 
         redis = async_redis_from_url(url, **fail_fast_redis_options(url))
-        write_behind = AsyncWriteBehind(redis, max_queue=options.buffer_size)
+        write_behind = AsyncWriteBehind(redis, max_queue=options.buffer_size, name="audit")
         return cls(AsyncStreamSink(write_behind, options, owned=True), redactor=redactor)
 
     async def flush(self) -> bool:

@@ -18,9 +18,7 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from llmproxy.core import SyncRedis
-
-from ._compat import AsyncWriteBehind, WriteBehind
+from llmproxy.core import AsyncWriteBehind, SyncRedis, WriteBehind, WriteBehindStats
 from ._options import AuditOptions
 from ._transport import Delivery, SinkStats
 
@@ -42,13 +40,14 @@ class _StreamSinkBase:
         self.options = options
         self._stats = SinkStats()
 
-    write_behind: WriteBehind | AsyncWriteBehind
+    def _write_behind_stats(self) -> WriteBehindStats:
+        raise NotImplementedError
 
     @property
     def stats(self) -> SinkStats:
         """``delivered`` and ``lost`` come from the write-behind: shared with other packages' writes when the
         write-behind is (``for_client``), so they count those writes too."""
-        wb = self.write_behind.stats
+        wb = self._write_behind_stats()
         self._stats.delivered = wb.sent
         self._stats.lost = wb.failed
         return self._stats
@@ -67,6 +66,9 @@ class StreamSink(_StreamSinkBase):
         super().__init__(options)
         self.write_behind = write_behind
         self._owned = owned
+
+    def _write_behind_stats(self) -> WriteBehindStats:
+        return self.write_behind.stats
 
     def offer(self, body: bytes) -> bool:
         return self._offered(self.write_behind.enqueue(xadd_command(self.options, body)))
@@ -89,6 +91,9 @@ class AsyncStreamSink(_StreamSinkBase):
         super().__init__(options)
         self.write_behind = write_behind
         self._owned = owned
+
+    def _write_behind_stats(self) -> WriteBehindStats:
+        return self.write_behind.stats
 
     def offer(self, body: bytes) -> bool:
         return self._offered(self.write_behind.enqueue(xadd_command(self.options, body)))
