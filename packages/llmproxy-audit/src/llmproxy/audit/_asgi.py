@@ -1,4 +1,4 @@
-"""``AuditMiddleware``: pure ASGI; publishes ``llm_request_completed`` when a response ends (streams included)."""
+"""``AuditMiddleware`` (pure ASGI): publishes ``llm_request_completed`` when a response ends, streams too."""
 
 from __future__ import annotations
 

@@ -19,6 +19,7 @@ from importlib import resources
 from typing import Any
 
 from llmproxy.core import AsyncWriteBehind, SyncRedis, WriteBehind, WriteBehindStats
+
 from ._options import AuditOptions
 from ._transport import Delivery, SinkStats
 

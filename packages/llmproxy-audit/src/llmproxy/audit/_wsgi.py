@@ -20,7 +20,7 @@ from ._publisher import AuditPublisher
 
 
 class WSGIAuditMiddleware:
-    """Publishes one event per request under ``paths`` when the server closes its body (the end of a stream)."""
+    """Publishes one event per request under ``paths`` when the server closes its body (a stream ended)."""
 
     def __init__(
         self,
