@@ -46,3 +46,15 @@ def stored_ids(database_url: str, tenant: uuid.UUID | None = None) -> list[uuid.
             return list(conn.execute(stmt).scalars())
     finally:
         engine.dispose()
+
+
+def published(redis_url: str, options: object) -> list[bytes]:
+    """The raw payloads in a Redis events stream (what left the process)."""
+    from llmproxy.core import redis_from_url
+
+    client = redis_from_url(redis_url)
+    try:
+        entries = client.xrange(options.stream)  # type: ignore[attr-defined]
+        return [bytes(fields[b"e"]) for _id, fields in entries]  # type: ignore[union-attr]
+    finally:
+        client.close()

@@ -36,6 +36,7 @@ def _parser() -> argparse.ArgumentParser:
     consume.add_argument("--poll", type=float, help="seconds to wait for new events per round")
     consume.add_argument("--amqp-prefix", help="RabbitMQ names' prefix (default llmproxy.audit)")
     consume.add_argument("--stream", help="Redis stream (default llmproxy:{audit}:events)")
+    consume.add_argument("--dead-letter-stream", help="Redis stream (default llmproxy:{audit}:dead-letter)")
     consume.add_argument(
         "--exit-when-idle", type=int, metavar="ROUNDS", help="stop after ROUNDS empty rounds"
     )
@@ -65,7 +66,16 @@ def main(argv: list[str] | None = None) -> int:
     database_url = args.database_url or settings.database_url
     transport_url = args.transport_url or settings.transport_url
     overrides: dict[str, Any] = {}
-    for name in ("batch_size", "max_deliveries", "claim_idle", "poll", "amqp_prefix", "stream"):
+    names = (
+        "batch_size",
+        "max_deliveries",
+        "claim_idle",
+        "poll",
+        "amqp_prefix",
+        "stream",
+        "dead_letter_stream",
+    )
+    for name in names:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
