@@ -64,9 +64,10 @@ def test_consumers_killed_mid_batch_lose_nothing_and_store_nothing_twice(
     tenants = [uuid.uuid4() for _ in range(3)]
     ids_file = tmp_path / "published.txt"
     log = tmp_path / "consumers.log"
+    options_json = stack.options.model_dump_json(exclude={"checkpoint_key"})
     publisher = subprocess.Popen(
-        [sys.executable, str(PUBLISHER), stack.transport_url, stack.options.model_dump_json(exclude={"checkpoint_key"}),
-         str(ids_file), "3000", "600", ",".join(map(str, tenants))],
+        [sys.executable, str(PUBLISHER), stack.transport_url, options_json, str(ids_file), "3000", "600",
+         ",".join(map(str, tenants))],
         stdout=subprocess.PIPE,
     )  # fmt: skip
     rng = random.Random(14)
@@ -74,7 +75,7 @@ def test_consumers_killed_mid_batch_lose_nothing_and_store_nothing_twice(
     try:
         while publisher.poll() is None and kills < 6:
             consumer = start_consumer(stack, log)
-            wait_until(lambda: consumer.poll() is not None, timeout=rng.uniform(0.8, 1.6))
+            wait_until(lambda c=consumer: c.poll() is not None, timeout=rng.uniform(0.8, 1.6))  # type: ignore[misc]
             assert consumer.poll() is None, log.read_text()[-2000:]
             consumer.send_signal(signal.SIGKILL)
             consumer.wait()
