@@ -23,7 +23,7 @@ from sqlalchemy.engine import Engine
 
 from llmproxy.core import SYSTEM_CLOCK, Clock
 
-from ._models import AuditEvent
+from ._models import AuditEvent, decode_event
 from ._options import AuditOptions
 from ._partitions import Month, add_months, create_partitions, month_of
 from ._store import CheckpointPolicy, store_batch
@@ -58,6 +58,10 @@ def is_transient(exc: BaseException) -> bool:
     return isinstance(exc, sa.exc.TimeoutError | ConnectionError | OSError)
 
 
+#: What an event that decoded but cannot be hashed raises (e.g. a structure too deep for the canonical form).
+_UNSTORABLE = (ValueError, TypeError, RecursionError)
+
+
 def _no_partition(exc: sa.exc.DBAPIError) -> bool:
     return "no partition of relation" in str(exc.orig)
 
@@ -70,8 +74,8 @@ def _deadlock(exc: sa.exc.DBAPIError) -> bool:
 def decode(item: Delivery) -> AuditEvent | str:
     """The event, or why it is not one."""
     try:
-        return AuditEvent.model_validate_json(item.body)
-    except pydantic.ValidationError as exc:
+        return decode_event(item.body)
+    except (pydantic.ValidationError, ValueError) as exc:
         return "not a valid audit event: " + str(exc).replace("\n", " ")[:1000]
     except Exception as exc:  # pragma: no cover - pydantic wraps decoding errors
         return f"undecodable: {exc}"[:1000]
@@ -158,7 +162,13 @@ class AuditConsumer:
         self._ensure_months({month_of(event.timestamp) for _, event in good})
         try:
             with self.engine.begin() as conn:
-                result = store_batch(conn, [e for _, e in good], now_ms=self._now_ms(), policy=self._policy)
+                result = store_batch(
+                    conn,
+                    [e for _, e in good],
+                    now_ms=self._now_ms(),
+                    policy=self._policy,
+                    bodies=[item.body for item, _ in good],
+                )
         except sa.exc.DBAPIError as exc:
             if is_transient(exc):
                 raise
@@ -166,6 +176,9 @@ class AuditConsumer:
                 self._months.clear()  # another worker's retention dropped one: look again, then retry
                 self._store(good)
                 return
+            self._store_one_by_one(good)
+            return
+        except _UNSTORABLE:
             self._store_one_by_one(good)
             return
         self.transport.ack([item for item, _ in good])
@@ -177,11 +190,16 @@ class AuditConsumer:
         for item, event in good:
             try:
                 with self.engine.begin() as conn:
-                    result = store_batch(conn, [event], now_ms=self._now_ms(), policy=self._policy)
+                    result = store_batch(
+                        conn, [event], now_ms=self._now_ms(), policy=self._policy, bodies=[item.body]
+                    )
             except sa.exc.DBAPIError as exc:
                 if is_transient(exc):
                     raise
                 self._failed(item, "the database refused it: " + str(exc.orig).replace("\n", " ")[:1000])
+                continue
+            except _UNSTORABLE as exc:
+                self._failed(item, f"cannot be stored: {type(exc).__name__}: {exc}"[:1000])
                 continue
             self.transport.ack([item])
             self.stats.stored += result.inserted
