@@ -7,13 +7,16 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from llmproxy.audit import AuditMiddleware
 from llmproxy.auth import AuthMiddleware, add_exception_handlers
 from llmproxy.core import ASGIApp, Receive, Scope, Send
 from llmproxy.quota import QuotaMiddleware
 
 from ._admin import router as admin_router
+from ._admin_audit import router as admin_audit_router
 from ._api import ModelCatalog
 from ._api import router as api_router
+from ._audit import GatewayAudit
 from ._auth import ApiCaller
 from ._backends import Backends
 from ._edge import AccessLog, ErrorGuard, RequestBodyLimit
@@ -51,14 +54,17 @@ def create_api(
     """
     backends = backends or Backends.from_settings(settings)
     provider = provider or create_provider(settings)
+    audit = GatewayAudit.from_settings(settings, backends)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await backends.start()
+        await audit.start()
         try:
             yield
         finally:
             await provider.aclose()
+            await audit.aclose()
             await backends.aclose()
 
     api = FastAPI(
@@ -69,6 +75,7 @@ def create_api(
     )
     api.state.provider = provider
     api.state.backends = backends
+    api.state.audit = audit
     api.state.catalog = ModelCatalog(
         chat=tuple(settings.chat_models), embedding=tuple(settings.embedding_models)
     )
@@ -76,6 +83,7 @@ def create_api(
     add_exception_handlers(api)  # 401/403 from policies in OpenAI's shape
     api.include_router(api_router)
     api.include_router(admin_router)
+    api.include_router(admin_audit_router)
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -109,11 +117,11 @@ def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
 
 
 def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
-    """The full gateway. Outermost first: edge → auth → quota (limits from ratelimit-config) → app."""
+    """The full gateway. Outermost first: edge → auth → quota (limits from ratelimit-config) → audit → app."""
     settings = settings or GatewaySettings()
     backends = Backends.from_settings(settings)
     api = create_api(settings, backends=backends)
-    app: ASGIApp = api
+    app: ASGIApp = AuditMiddleware(api, publisher=api.state.audit.publisher)  # llm_request_completed
     app = OnlyUnder(
         app,
         wrapped=QuotaMiddleware(
