@@ -44,7 +44,10 @@ def local_packages() -> list[str]:
 def install_workspace(session: nox.Session, *extra: str) -> None:
     editable: list[str] = []
     for path in local_packages():
-        extras = "[redis,postgres,sqlite-async,testing]" if path.endswith("llmproxy-core") else ""
+        extras = {
+            "packages/llmproxy-core": "[redis,postgres,sqlite-async,testing]",
+            "packages/llmproxy-audit": "[amqp]",  # RabbitMQ's tests run (CI starts the broker)
+        }.get(path, "")
         editable += ["-e", path + extras]
     session.install(*editable, *extra)
 
