@@ -249,3 +249,34 @@ def test_a_publish_that_does_not_validate_is_dropped_and_counted_not_raised(
     assert publisher.stats.invalid == 2
     publisher.close()
     assert published(embedded_redis_url, options) == []
+
+
+@pytest.mark.parametrize(
+    "values",
+    [
+        {"blob": "x" * (70 * 1024)},
+        {"deep": json.loads("[" * 40 + "]" * 40)},
+        {"a set": {1, 2}},
+        {"inf": float("inf")},
+        {1: "int key"},
+    ],
+    ids=["oversized", "too-deep", "set", "infinite", "int-key"],
+)
+def test_publish_refuses_values_the_model_refuses(
+    values: dict[Any, Any], options: AuditOptions, embedded_redis_url: str
+) -> None:
+    publisher = AuditPublisher.from_url(embedded_redis_url, options)
+    assert publisher.publish("ok", "thing", new_values=values) is False
+    assert publisher.stats.invalid == 1
+    publisher.close()
+    assert published(embedded_redis_url, options) == []
+
+
+def test_publish_accepts_several_values_each_under_the_bound_though_larger_together(
+    options: AuditOptions, embedded_redis_url: str
+) -> None:
+    publisher = AuditPublisher.from_url(embedded_redis_url, options)
+    half = {"blob": "x" * (40 * 1024)}
+    assert publisher.publish("ok", "thing", old_values=half, new_values=half)
+    publisher.close()
+    assert len(published(embedded_redis_url, options)) == 1

@@ -17,7 +17,7 @@ from typing import Any
 
 from llmproxy.core import RequestContext, current_context
 
-from ._models import AuditEvent
+from ._models import BOUNDED_BY_BODY, MAX_VALUES_BYTES, MAX_VALUES_DEPTH, AuditEvent
 from ._options import AuditOptions
 from ._redaction import DEFAULT_REDACTOR, Redactor
 from ._transport import AsyncPublishSink, PublishSink, is_amqp_url
@@ -122,16 +122,21 @@ class _PublisherBase:
             if key not in _EVENT_FIELDS:
                 metadata[key] = extra.pop(key)
         fields.update(extra)
-        redact = self.redactor.redact
+        redactor = self.redactor
         fields["action"] = action
         fields["entity_type"] = entity_type
-        fields["entity_id"] = None if entity_id is None else redact(str(entity_id))
-        fields["old_values"] = None if old_values is None else redact(old_values)
-        fields["new_values"] = None if new_values is None else redact(new_values)
-        fields["metadata"] = redact(metadata) if metadata else {}
+        fields["entity_id"] = None if entity_id is None else redactor.redact_text(str(entity_id))
+        for name, value in (("old_values", old_values), ("new_values", new_values), ("metadata", metadata)):
+            try:
+                fields[name] = None if value is None else redactor.redact_json(value, MAX_VALUES_DEPTH)
+            except ValueError as exc:
+                raise ValueError(f"{name}: {exc}") from None
+        if fields["metadata"] is None:
+            fields["metadata"] = {}
         if fields.get("user_agent"):
-            fields["user_agent"] = redact(fields["user_agent"])
-        return AuditEvent.model_validate(fields)
+            fields["user_agent"] = redactor.redact_text(fields["user_agent"])
+        # The walk above checked JSON-ness and depth; the size bound is checked on the serialized event.
+        return AuditEvent.model_validate(fields, context={BOUNDED_BY_BODY: True})
 
     def publish(
         self,
@@ -150,6 +155,9 @@ class _PublisherBase:
                 action, entity_type, entity_id, old_values, new_values, context=context, **extra
             )
             body = event.__pydantic_serializer__.to_json(event)
+            if len(body) > MAX_VALUES_BYTES:
+                # One of the values may be over its bound: the full checks decide (rare: large events only).
+                AuditEvent.model_validate(event.model_dump())
         except Exception as exc:
             self.stats.invalid += 1
             self._log.warning("invalid", "audit event %r dropped: invalid: %s", action, _short(exc))

@@ -114,5 +114,34 @@ class Redactor:
     def redact_object(self, value: dict[str, Any] | None) -> dict[str, Any] | None:
         return None if value is None else self.redact(value)
 
+    def redact_json(self, value: Any, max_depth: int, depth: int = 1) -> Any:
+        """:meth:`redact`, checking on the same walk that ``value`` is JSON (str keys, finite numbers) and at
+        most ``max_depth`` containers deep (``ValueError`` otherwise): the publisher's one pass over them."""
+        if isinstance(value, str):
+            return self._pattern.sub(self.replacement, value) if self._pattern is not None else value
+        if isinstance(value, dict):
+            if depth > max_depth:
+                raise ValueError(f"nested deeper than {max_depth} levels")
+            out: dict[str, Any] = {}
+            for key, item in value.items():
+                if not isinstance(key, str):
+                    raise ValueError(f"keys must be strings, got {type(key).__name__}")
+                verdict = self._verdict(key)
+                out[key] = self.redact_json(item, max_depth, depth + 1) if verdict is None else verdict
+            return out
+        if isinstance(value, list | tuple):
+            if depth > max_depth:
+                raise ValueError(f"nested deeper than {max_depth} levels")
+            return [self.redact_json(item, max_depth, depth + 1) for item in value]
+        if value is None or value is True or value is False or type(value) is int:
+            return value
+        if type(value) is float:
+            if value != value or value in (_INF, -_INF):
+                raise ValueError("numbers must be finite")
+            return value
+        raise ValueError(f"not a JSON value: {type(value).__name__}")
+
+
+_INF = float("inf")
 
 DEFAULT_REDACTOR = Redactor()
