@@ -79,8 +79,9 @@ class StreamSink(_StreamSinkBase):
         return True
 
     def close(self, timeout: float = 5.0) -> None:
-        if self._owned:
+        if self._owned:  # its write-behind and Redis client were made for this sink
             self.write_behind.close()
+            self.write_behind.redis.close()
         else:
             self.write_behind.flush()
 
@@ -104,8 +105,9 @@ class AsyncStreamSink(_StreamSinkBase):
         return True
 
     async def aclose(self) -> None:
-        if self._owned:
+        if self._owned:  # its write-behind and Redis client were made for this sink
             await self.write_behind.aclose()
+            await self.write_behind.redis.aclose()
         else:
             await self.write_behind.flush()
 
