@@ -95,10 +95,19 @@ class OTLPReceiver:
         self._metrics: list[ReceivedMetric] = []
         self._logs: list[ReceivedLog] = []
         self.requests = 0
+        self._local = threading.local()  # the handler thread's client port, until its request is added
+        #: The client port of each export request, in order (one port per connection).
+        self.client_ports: list[int] = []
+        #: The span names of each export request, in the same order (empty for metrics and logs).
+        self.batches: list[set[str]] = []
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
+            # Keep-alive, like a real collector: exporters reuse their connections between exports.
+            protocol_version = "HTTP/1.1"
+
             def do_POST(self) -> None:
+                receiver._connection(self.client_address[1])
                 body = self.rfile.read(int(self.headers.get("content-length") or 0))
                 encoding = (self.headers.get("content-encoding") or "").lower()
                 if encoding == "gzip":
@@ -158,7 +167,7 @@ class OTLPReceiver:
                 for scope_spans in resource_spans.scope_spans
                 for span in scope_spans.spans
             ]
-            self._add(self._spans, spans)
+            self._add(self._spans, spans, {span.name for span in spans})
             return trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
         if path.endswith("/v1/metrics"):
             request_m = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
@@ -190,8 +199,13 @@ class OTLPReceiver:
             return logs_service_pb2.ExportLogsServiceResponse().SerializeToString()
         return None
 
-    def _add(self, target: list[Any], items: list[Any]) -> None:
+    def _connection(self, port: int) -> None:
+        self._local.port = port
+
+    def _add(self, target: list[Any], items: list[Any], names: set[str] | None = None) -> None:
         with self._changed:
+            self.client_ports.append(self._local.port)
+            self.batches.append(names or set())
             target.extend(items)
             self.requests += 1
             self._changed.notify_all()
