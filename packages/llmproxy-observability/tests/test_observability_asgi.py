@@ -69,7 +69,8 @@ async def test_without_traceparent_each_request_starts_its_own_trace(recorded: R
         await http.get("/admin/tenants/a")
         await http.get("/admin/tenants/b")
     first, second = recorded.spans()
-    assert first.parent is None and second.parent is None
+    assert first.parent is None
+    assert second.parent is None
     assert first.context.trace_id != second.context.trace_id
 
 
@@ -137,7 +138,7 @@ async def test_an_escaping_exception_is_recorded_and_propagates(recorded: Record
     assert span.attributes["error.type"] == "KeyError"
     assert span.attributes["http.response.status_code"] == 500
     assert [event.name for event in span.events] == ["exception"]
-    [(active, value)] = recorded.points("http.server.active_requests")
+    [(_active, value)] = recorded.points("http.server.active_requests")
     assert value == 0
 
 

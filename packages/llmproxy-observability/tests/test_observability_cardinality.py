@@ -1,4 +1,4 @@
-"""Bounded label cardinality: no identity labels unless configured, then N values per label, the rest other."""
+"""Bounded cardinality: no identity labels unless configured, then N values per label, the rest other."""
 
 from __future__ import annotations
 

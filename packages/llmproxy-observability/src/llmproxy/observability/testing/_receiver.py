@@ -168,7 +168,8 @@ class OTLPReceiver:
                 for span in scope_spans.spans
             ]
             self._add(self._spans, spans, {span.name for span in spans})
-            return trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            reply: bytes = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+            return reply
         if path.endswith("/v1/metrics"):
             request_m = metrics_service_pb2.ExportMetricsServiceRequest.FromString(body)
             metrics = []
@@ -179,7 +180,8 @@ class OTLPReceiver:
                         kind, points = _points(metric)
                         metrics.append(ReceivedMetric(metric.name, metric.unit, kind, resource, points))
             self._add(self._metrics, metrics)
-            return metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+            reply_m: bytes = metrics_service_pb2.ExportMetricsServiceResponse().SerializeToString()
+            return reply_m
         if path.endswith("/v1/logs"):
             request_l = logs_service_pb2.ExportLogsServiceRequest.FromString(body)
             logs = [
@@ -196,7 +198,8 @@ class OTLPReceiver:
                 for record in scope_logs.log_records
             ]
             self._add(self._logs, logs)
-            return logs_service_pb2.ExportLogsServiceResponse().SerializeToString()
+            reply_l: bytes = logs_service_pb2.ExportLogsServiceResponse().SerializeToString()
+            return reply_l
         return None
 
     def _connection(self, port: int) -> None:
