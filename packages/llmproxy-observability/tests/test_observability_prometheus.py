@@ -61,23 +61,8 @@ async def test_histograms_appear_in_base_units_with_the_conventions_buckets(tele
     kind, samples = families["http_server_request_duration_seconds"]  # type: ignore[misc]
     assert kind == "histogram"
     bounds = [s.labels["le"] for s in samples if s.name.endswith("_bucket")]
-    assert bounds == [
-        "0.005",
-        "0.01",
-        "0.025",
-        "0.05",
-        "0.075",
-        "0.1",
-        "0.25",
-        "0.5",
-        "0.75",
-        "1.0",
-        "2.5",
-        "5.0",
-        "7.5",
-        "10.0",
-        "+Inf",
-    ]
+    expected = ["0.005", "0.01", "0.025", "0.05", "0.075", "0.1", "0.25", "0.5", "0.75", "1.0", "2.5", "5.0"]
+    assert bounds == [*expected, "7.5", "10.0", "+Inf"]
     [count] = [s for s in samples if s.name == "http_server_request_duration_seconds_count"]
     assert count.value == 1
     assert count.labels["http_route"] == "/v1/chat/completions"
