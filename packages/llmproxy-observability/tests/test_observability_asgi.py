@@ -37,6 +37,14 @@ async def test_the_span_is_a_server_span_named_after_the_route_template(recorded
     assert span.status.status_code is StatusCode.UNSET
 
 
+async def test_credentials_in_the_query_never_reach_the_span(recorded: Recorded) -> None:
+    app = TelemetryMiddleware(llm_app(), telemetry=recorded.telemetry)
+    async with client(app) as http:
+        await http.get("/admin/tenants/x?key=secret1&page=2&sig=secret2&api_key=secret3")
+    [span] = recorded.spans()
+    assert (span.attributes or {})["url.query"] == "key=REDACTED&page=2&sig=REDACTED&api_key=REDACTED"
+
+
 async def test_an_unmatched_path_has_no_route_and_the_method_as_its_name(recorded: Recorded) -> None:
     app = TelemetryMiddleware(llm_app(), telemetry=recorded.telemetry)
     async with client(app) as http:

@@ -29,6 +29,33 @@ current_request: contextvars.ContextVar[ServerRequest | None] = contextvars.Cont
 )
 
 
+#: Query parameters whose values never reach a span: the conventions' list of signed-URL secrets, and the
+#: credentials LLM APIs accept in the query (``?key=`` for Gemini-style APIs).
+SENSITIVE_QUERY_PARAMETERS = frozenset(
+    {
+        "AWSAccessKeyId",
+        "Signature",
+        "sig",
+        "X-Goog-Signature",
+        "key",
+        "api_key",
+        "api-key",
+        "access_token",
+        "token",
+    }
+)
+
+
+def redact_query(query: str) -> str:
+    """``url.query`` with the values of sensitive parameters replaced by ``REDACTED``."""
+    parts = query.split("&")
+    for index, part in enumerate(parts):
+        name, sep, _ = part.partition("=")
+        if sep and name in SENSITIVE_QUERY_PARAMETERS:
+            parts[index] = f"{name}=REDACTED"
+    return "&".join(parts)
+
+
 def error_type_of(exc: BaseException) -> str:
     """The conventions' ``error.type`` of an exception: its fully qualified class name."""
     cls = type(exc)
@@ -79,7 +106,7 @@ class RequestRecorder:
         if original is not None:
             attributes[sc.HTTP_REQUEST_METHOD_ORIGINAL] = original
         if query:
-            attributes[sc.URL_QUERY] = query
+            attributes[sc.URL_QUERY] = redact_query(query)
         if client_address:
             attributes[sc.CLIENT_ADDRESS] = client_address
         if user_agent:
