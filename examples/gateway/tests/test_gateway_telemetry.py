@@ -89,6 +89,35 @@ def chained(
         upstream.stop()
 
 
+def test_access_log_lines_carry_the_trace_of_their_request(embedded_gateway: GatewayProcess) -> None:
+    import json
+    import time
+
+    headers = {
+        "authorization": f"Bearer {embedded_gateway.api_key}",
+        "traceparent": f"00-{CLIENT_TRACE}-{CLIENT_SPAN}-01",
+    }
+    assert (
+        httpx.post(
+            f"{embedded_gateway.base_url}/v1/chat/completions", json=HELLO, headers=headers
+        ).status_code
+        == 200
+    )
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        lines = [json.loads(line) for line in embedded_gateway.logs().splitlines() if line.startswith("{")]
+        traced = [
+            line
+            for line in lines
+            if line.get("message") == "request" and line.get("trace_id") == CLIENT_TRACE
+        ]
+        if traced:
+            break
+        time.sleep(0.05)
+    assert traced, "no access log line with the request's trace id"
+    assert len(traced[0]["span_id"]) == 16
+
+
 def _spans_of_trace(receiver: OTLPReceiver, trace_id: str) -> list[ReceivedSpan]:
     return [span for span in receiver.spans() if span.trace_id == trace_id]
 
