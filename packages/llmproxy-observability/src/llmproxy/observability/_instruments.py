@@ -10,10 +10,11 @@ from opentelemetry.metrics import Counter, Meter
 from . import _semconv as sc
 from ._cardinality import BoundedValues
 from ._options import CardinalityOptions
-from ._sums import Sums
+from ._sums import SharedLock, Sums
 
 Attributes = dict[str, Any]
-_NO_ATTRIBUTES: Mapping[str, Any] = {}
+_INPUT = (sc.GEN_AI_TOKEN_TYPE, "input")
+_OUTPUT = (sc.GEN_AI_TOKEN_TYPE, "output")
 
 
 class _Labels:
@@ -125,21 +126,23 @@ class LlmProxyMetrics:
     """
 
     def __init__(self, meter: Meter, labels: _Labels) -> None:
-        self.requests = Sums()
+        # One lock for the three counters record_request updates together.
+        lock = SharedLock()
+        self.requests = Sums(lock)
         meter.create_observable_counter(
             sc.LLMPROXY_REQUESTS,
             callbacks=[self.requests.observe],
             unit="{request}",
             description="LLM requests processed.",
         )
-        self.tokens_processed = Sums()
+        self.tokens_processed = Sums(lock)
         meter.create_observable_counter(
             sc.LLMPROXY_TOKENS_PROCESSED,
             callbacks=[self.tokens_processed.observe],
             unit="{token}",
             description="Tokens processed (input and output).",
         )
-        self.errors = Sums()
+        self.errors = Sums(lock)
         meter.create_observable_counter(
             sc.LLMPROXY_ERRORS,
             callbacks=[self.errors.observe],
@@ -200,21 +203,25 @@ class LlmProxyMetrics:
             attributes[sc.LLMPROXY_API_KEY_ID] = self.api_key(api_key_id)
         if self.user is not None and user_id is not None:
             attributes[sc.LLMPROXY_USER_ID] = self.user(user_id)
-        self.requests.add(1, attributes)
         self.request_duration.record(duration, attributes)
-        total = input_tokens + output_tokens
-        self.tokens_per_request.record(total, attributes)
-        self.tokens_processed.add(input_tokens, {**attributes, sc.GEN_AI_TOKEN_TYPE: "input"})
-        self.tokens_processed.add(output_tokens, {**attributes, sc.GEN_AI_TOKEN_TYPE: "output"})
-        if not success:
-            self.errors.add(1, {**attributes, sc.ERROR_TYPE: self.error_type(error_type or sc.OTHER_VALUE)})
+        self.tokens_per_request.record(input_tokens + output_tokens, attributes)
+        key = tuple(attributes.items())
+        error_key = (
+            (*key, (sc.ERROR_TYPE, self.error_type(error_type or sc.OTHER_VALUE))) if not success else None
+        )
+        with self.requests.lock:
+            self.requests.bump(key, 1)
+            self.tokens_processed.bump((*key, _INPUT), input_tokens)
+            self.tokens_processed.bump((*key, _OUTPUT), output_tokens)
+            if error_key is not None:
+                self.errors.bump(error_key, 1)
 
     def connection_opened(self) -> None:
         """One more LLM request in flight (``llmproxy.active_connections``)."""
-        self.active_connections.add(1, _NO_ATTRIBUTES)
+        self.active_connections.add_key((), 1)
 
     def connection_closed(self) -> None:
-        self.active_connections.add(-1, _NO_ATTRIBUTES)
+        self.active_connections.add_key((), -1)
 
 
 class Instruments:

@@ -126,7 +126,7 @@ class RequestRecorder:
         request = ServerRequest(self, span, method, scheme, protocol_version, operation, source, usage)
         request.otel_token = otel_context.attach(trace.set_span_in_context(span, parent))
         request.request_token = current_request.set(request)
-        self.instruments.http.active.add(1, request.active_attributes)
+        self.instruments.http.active.add_key(request.active_key, 1)
         if operation is not None:
             self.instruments.llmproxy.connection_opened()
         return request
@@ -137,6 +137,7 @@ class ServerRequest:
 
     __slots__ = (
         "active_attributes",
+        "active_key",
         "chunk_attributes",
         "disconnected",
         "first_chunk",
@@ -177,6 +178,7 @@ class ServerRequest:
         self.source = source
         self.usage = usage
         self.active_attributes: Attributes = {sc.HTTP_REQUEST_METHOD: method, sc.URL_SCHEME: scheme}
+        self.active_key = ((sc.HTTP_REQUEST_METHOD, method), (sc.URL_SCHEME, scheme))
         self.status = 0
         self.last_chunk: float | None = None
         self.first_chunk = 0.0
@@ -288,7 +290,7 @@ class ServerRequest:
         span.end()
 
         instruments.http.duration.record(duration, http_attributes)
-        instruments.http.active.add(-1, self.active_attributes)
+        instruments.http.active.add_key(self.active_key, -1)
         if self.operation is not None:
             provider = self.provider or recorder.provider_name
             if not self.genai_by_client:
