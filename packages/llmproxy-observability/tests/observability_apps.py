@@ -18,6 +18,7 @@ from llmproxy.core import (
     Send,
     bind_context_to_scope,
     report_usage,
+    reset_current_context,
 )
 from llmproxy.observability import add_event, annotate
 
@@ -66,14 +67,17 @@ class Authenticated:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            bind_context_to_scope(
-                scope,
-                RequestContext(
-                    tenant_id=TENANT, api_key_id="key-1", user_id="user-1", request_id="req-1", model="gpt-4o"
-                ),
-            )
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        ctx = RequestContext(
+            tenant_id=TENANT, api_key_id="key-1", user_id="user-1", request_id="req-1", model="gpt-4o"
+        )
+        token = bind_context_to_scope(scope, ctx)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            reset_current_context(token)
 
 
 def http_scope(method: str = "POST", path: str = "/v1/chat/completions", **extra: Any) -> Scope:

@@ -186,11 +186,6 @@ def test_configuring_twice_with_the_same_options_returns_the_same_global_handle(
     }
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="llmproxy.core still imports SQLAlchemy at import time; its [sql] split (issue 11) fixes this — "
-    "remove this mark when merging it",
-)
 def test_the_package_does_not_import_sqlalchemy_or_alembic() -> None:
     out = run_python(
         """

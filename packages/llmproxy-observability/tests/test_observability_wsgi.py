@@ -23,6 +23,7 @@ from llmproxy.core import (
 )
 from llmproxy.observability import ROUTE_KEY, TelemetryWSGIMiddleware
 
+TENANT = "00000000-0000-0000-0000-00000000000b"
 TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 
 
@@ -37,7 +38,7 @@ class _Quiet(WSGIRequestHandler):
 
 def chat_app(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
     environ[ROUTE_KEY] = "/v1/chat/completions"
-    bind_context_to_environ(environ, RequestContext(tenant_id="t-1", request_id="wsgi-1"))
+    bind_context_to_environ(environ, RequestContext(tenant_id=TENANT, request_id="wsgi-1"))
     seen_span = trace.get_current_span().get_span_context().span_id
     chunks = int(environ.get("QUERY_STRING", "").partition("=")[2] or 0)
     start_response("200 OK", [("Content-Type", "text/event-stream"), ("X-Span", format(seen_span, "016x"))])
@@ -73,7 +74,7 @@ def test_each_request_gets_a_server_span_current_in_the_handler(recorded: Record
     assert format(span.context.trace_id, "032x") == TRACEPARENT.split("-")[1]
     assert response.headers["x-span"] == format(span.context.span_id, "016x")
     attributes = dict(span.attributes or {})
-    assert attributes["llmproxy.tenant.id"] == "t-1"
+    assert attributes["llmproxy.tenant.id"] == TENANT
     assert attributes["llmproxy.request.id"] == "wsgi-1"
     assert attributes["gen_ai.usage.output_tokens"] == 5
     assert attributes["http.response.status_code"] == 200

@@ -5,12 +5,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Collection, Mapping
 
-from llmproxy.core import ASGIApp, Message, Receive, Scope, Send, open_usage, reset_usage, use_usage
+from llmproxy.core import ASGIApp, Message, Receive, ResponseWatch, Scope, Send, bind_usage, reset_usage
 
 from ._request import RequestRecorder
 from ._semconv import DEFAULT_GENAI_ROUTES
 from ._setup import Telemetry, get_telemetry
-from ._watch import ResponseWatch
 
 logger = logging.getLogger("llmproxy.observability")
 
@@ -96,8 +95,7 @@ class TelemetryMiddleware:
                 carrier[_PROPAGATION_HEADERS[name]] = value.decode("latin-1")
         client = scope.get("client")
         query: bytes = scope.get("query_string") or b""
-        usage_token = use_usage(None)
-        usage = open_usage(scope)
+        usage, usage_token = bind_usage(scope)
         root_path = str(scope.get("root_path", ""))
         request = self.recorder.start(
             method=scope.get("method", "GET"),
@@ -118,15 +116,16 @@ class TelemetryMiddleware:
                 request.disconnected = True
             return message
 
+        watch = ResponseWatch(send, on_body=request.on_body)
         failure: BaseException | None = None
         try:
-            await self.app(scope, watched_receive, ResponseWatch(send, request).send)
+            await self.app(scope, watched_receive, watch.send)
         except BaseException as exc:
             failure = exc
             raise
         finally:
             try:
-                request.finish(route_template(scope, root_path), failure)
+                request.finish(route_template(scope, root_path), failure, status=watch.status)
             except Exception:  # telemetry must never fail a request
                 logger.exception("telemetry: recording the request failed")
             reset_usage(usage_token)

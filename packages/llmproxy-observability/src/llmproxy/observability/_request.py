@@ -1,8 +1,8 @@
 """What one HTTP request records, whatever the adapter: the decisions the ASGI and WSGI middlewares share.
 
-An adapter calls :meth:`RequestRecorder.start` with what the request says, then, on the request object it
-gets back, :meth:`ServerRequest.response_started` and :meth:`ServerRequest.body_chunk` as the response goes
-out, and :meth:`ServerRequest.finish` once it has ended (after a stream's last chunk, or the disconnect).
+An adapter calls :meth:`RequestRecorder.start` with what the request says, watches the response with core's
+``ResponseWatch`` / ``WSGIResponseWatch`` (whose ``on_body`` is :meth:`ServerRequest.on_body`), and calls
+:meth:`ServerRequest.finish` once it has ended (after a stream's last chunk, or the disconnect).
 """
 
 from __future__ import annotations
@@ -194,13 +194,11 @@ class ServerRequest:
         self.request_token: contextvars.Token[ServerRequest | None] | None = None
         self.started_at = time.perf_counter()
 
-    def response_started(self, status: int) -> None:
-        self.status = status
+    def on_body(self, _watch: object, _size: int) -> None:
+        """A non-empty part of the response body is going out (core's ``ResponseWatch`` callback).
 
-    def body_chunk(self, more_body: bool | None = None) -> None:
-        """A non-empty part of the response body went out.
-
-        ``more_body`` is ASGI's flag; WSGI cannot tell (None), so there a second chunk makes the stream.
+        The first part is timed; a second one makes the response a stream — time to first chunk is then
+        recorded for the first, and each later part records its interval (N-1 for N parts).
         """
         now = time.perf_counter()
         last = self.last_chunk
@@ -209,9 +207,6 @@ class ServerRequest:
             return
         if last is None:
             self.first_chunk = now
-            # Only a response with more body to come is a stream; a one-part body has no chunks to time.
-            if more_body:
-                self._begin_stream()
             return
         if not self.streaming:
             self._begin_stream()
@@ -237,9 +232,21 @@ class ServerRequest:
             self.operation, self.provider or self.recorder.provider_name, self._model(), self.response_model
         )
 
-    def finish(self, route: str | None, exc: BaseException | None = None) -> None:
-        """Close the span and record the request's metrics. Call once, when the response has ended."""
+    def finish(
+        self,
+        route: str | None,
+        exc: BaseException | None = None,
+        *,
+        status: int | None = None,
+        failed: bool = False,
+    ) -> None:
+        """Close the span and record the request's metrics. Call once, when the response has ended.
+
+        ``status`` is the response's (None: not started); ``failed`` marks a failure whose exception is gone
+        (a WSGI body that raised while the server iterated it)."""
         duration = time.perf_counter() - self.started_at
+        if status is not None:
+            self.status = status
         recorder = self.recorder
         instruments = recorder.instruments
         span = self.span
@@ -247,6 +254,8 @@ class ServerRequest:
         error_type: str | None = None
         if exc is not None:
             error_type = error_type_of(exc)
+        elif failed:
+            error_type = sc.OTHER_VALUE
         elif status >= 500:
             error_type = str(status)
 

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Collection, Iterable, Iterator, Mapping
-from typing import Any
+import sys
+from collections.abc import Collection, Iterable, Mapping
 
-from llmproxy.core import StartResponse, WSGIApp, WSGIEnviron, open_environ_usage, reset_usage, use_usage
+from llmproxy.core import (
+    StartResponse,
+    WSGIApp,
+    WSGIEnviron,
+    WSGIResponseWatch,
+    bind_environ_usage,
+    reset_usage,
+)
 
 from ._asgi import ROUTE_KEY
-from ._request import RequestRecorder, ServerRequest
+from ._request import RequestRecorder
 from ._semconv import DEFAULT_GENAI_ROUTES
 from ._setup import Telemetry, get_telemetry
 
@@ -24,51 +31,6 @@ _PROPAGATION_KEYS = {
 def _route(environ: WSGIEnviron) -> str | None:
     route = environ.get(ROUTE_KEY)
     return route if isinstance(route, str) else None
-
-
-class _Body:
-    """The app's response body, watched: each chunk is timed, and closing it ends the request's telemetry."""
-
-    def __init__(
-        self, body: Iterable[bytes], request: ServerRequest, environ: WSGIEnviron, token: Any
-    ) -> None:
-        self._body = body
-        self._request: ServerRequest | None = request
-        self._environ = environ
-        self._token = token
-        self._failure: BaseException | None = None
-
-    def __iter__(self) -> Iterator[bytes]:
-        request = self._request
-        try:
-            for chunk in self._body:
-                if chunk and request is not None:
-                    request.body_chunk(None)
-                yield chunk
-        except BaseException as exc:
-            self._failure = exc
-            raise
-
-    def close(self) -> None:
-        try:
-            close = getattr(self._body, "close", None)
-            if close is not None:
-                close()
-        finally:
-            self._end()
-
-    def _end(self) -> None:
-        request, self._request = self._request, None
-        if request is None:
-            return
-        try:
-            request.finish(_route(self._environ), self._failure)
-        except Exception:
-            logger.exception("telemetry: recording the request failed")
-        try:
-            reset_usage(self._token)
-        except ValueError:  # closed on another thread than the one that called the app
-            pass
 
 
 class TelemetryWSGIMiddleware:
@@ -112,8 +74,7 @@ class TelemetryWSGIMiddleware:
             return self.app(environ, start_response)
         carrier = {name: environ[key] for key, name in _PROPAGATION_KEYS.items() if key in environ} or None
         protocol = str(environ.get("SERVER_PROTOCOL", ""))
-        token = use_usage(None)
-        usage = open_environ_usage(environ)
+        usage, token = bind_environ_usage(environ)
         request = self.recorder.start(
             method=environ.get("REQUEST_METHOD", "GET"),
             scheme=environ.get("wsgi.url_scheme", "http"),
@@ -127,19 +88,16 @@ class TelemetryWSGIMiddleware:
             usage=usage,
         )
 
-        def watched_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+        def ended(watch: WSGIResponseWatch) -> None:
+            # Runs when the server closes the body, or at once when the app raised (then inside its except
+            # block: the exception is still the one being handled).
+            failure = sys.exc_info()[1]
             try:
-                request.response_started(int(status[:3]))
-            except ValueError:
-                pass
-            return start_response(status, headers, exc_info)
-
-        try:
-            body = self.app(environ, watched_start_response)
-        except BaseException as exc:
-            try:
-                request.finish(_route(environ), exc)
+                request.finish(_route(environ), failure, status=watch.status, failed=watch.failed)
+            except Exception:
+                logger.exception("telemetry: recording the request failed")
             finally:
                 reset_usage(token)
-            raise
-        return _Body(body, request, environ, token)
+
+        watch = WSGIResponseWatch(start_response, on_body=request.on_body, on_close=ended)
+        return watch.call(self.app, environ)
