@@ -1,4 +1,4 @@
-"""Evaluation contexts: ``FlagContext`` (worker loops, explicit use), the ``RequestContext`` of a request, or an
+"""Evaluation contexts: ``FlagContext`` (worker loops, explicit use), a request's ``RequestContext``, or an
 Unleash-style mapping, each turned into the flat ``{name: text}`` the compiled rules read."""
 
 from __future__ import annotations

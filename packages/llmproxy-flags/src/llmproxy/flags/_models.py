@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterable, Mapping
-from typing import Any, Final, Literal
+from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -143,7 +143,7 @@ class Override(_Model):
 
 
 class Variant(_Model):
-    """A variant of a feature or of a strategy. ``weight`` is out of the list's total (1000 in definitions)."""
+    """A variant of a feature or of a strategy; ``weight`` is out of the total (1000 in definitions)."""
 
     name: str = Field(min_length=1, max_length=200)
     weight: int = Field(ge=0)
@@ -166,7 +166,7 @@ def _check_variants(variants: tuple[Variant, ...], info: ValidationInfo) -> tupl
 
 
 class Constraint(_Model):
-    """``context_name operator value(s)``, optionally ``inverted`` and (string operators) ``case_insensitive``."""
+    """``context_name operator value(s)``, optionally ``inverted`` and ``case_insensitive`` (string ops)."""
 
     context_name: str = Field(min_length=1, max_length=200)
     operator: str
@@ -261,7 +261,11 @@ class Strategy(_Model):
             return ()
         if _is_client(info):
             return value
-        limits = {"constraints": MAX_CONSTRAINTS, "segments": MAX_SEGMENTS_PER_STRATEGY, "variants": MAX_VARIANTS}
+        limits = {
+            "constraints": MAX_CONSTRAINTS,
+            "segments": MAX_SEGMENTS_PER_STRATEGY,
+            "variants": MAX_VARIANTS,
+        }
         field = info.field_name or ""
         return _at_most(value, limits[field], field)
 
@@ -394,8 +398,8 @@ class FeatureSet(_Model):
 
 
 def check_consistency(features: Iterable[Feature], segments: Iterable[Segment]) -> None:
-    """Raise ``ValueError`` unless names and segment ids are unique, every strategy's segments exist, and every
-    dependency names an existing feature that has no dependencies of its own (Unleash evaluates only one
+    """Raise ``ValueError`` unless names and segment ids are unique, every strategy's segments exist, and
+    every dependency names an existing feature that has no dependencies of its own (Unleash evaluates only one
     level: a child of a child is always off)."""
     by_name: dict[str, Feature] = {}
     for feature in features:
@@ -471,7 +475,9 @@ class Flag(BaseModel):
                 name="default",
                 constraints=(
                     Constraint(
-                        context_name=TENANT_PROPERTY, operator="IN", values=tuple(sorted(self.enabled_for_tenants))
+                        context_name=TENANT_PROPERTY,
+                        operator="IN",
+                        values=tuple(sorted(self.enabled_for_tenants)),
                     ),
                 ),
             )

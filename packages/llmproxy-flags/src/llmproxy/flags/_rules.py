@@ -173,7 +173,9 @@ def _regex(c: Constraint, name: str, inv: bool) -> Predicate:
     return check
 
 
-def _addresses(networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network], name: str, inv: bool) -> Predicate:
+def _addresses(
+    networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network], name: str, inv: bool
+) -> Predicate:
     if not networks:
         return constant(inv)
     parse = ipaddress.ip_address
@@ -285,11 +287,11 @@ def strategy_rule(strategy: Strategy, feature_name: str, hostname: str) -> Predi
         return _rollout(percentage, group_id, stickiness, random_fallback=random_fallback)
     if name in ("gradualRolloutUserId", "gradualRolloutSessionId"):
         percentage = _percentage(params.get("percentage"))
-        group_id = params.get("groupId")
-        if percentage is None or not group_id:
+        group = params.get("groupId")
+        if percentage is None or not group:
             return never
         field = "userId" if name == "gradualRolloutUserId" else "sessionId"
-        return _rollout(percentage, group_id, field, random_fallback=False)
+        return _rollout(percentage, group, field, random_fallback=False)
     if name == "gradualRolloutRandom":
         percentage = _percentage(params.get("percentage"))
         if percentage is None or percentage <= 0:
@@ -336,7 +338,8 @@ def conjunction(checks: tuple[Predicate, ...], rule: Predicate | None) -> Predic
             return checks[0]
 
         def all_of(ctx: Values) -> bool:
-            for check in checks:
+            # A plain loop: all() over a generator costs a frame per call on the hot path.
+            for check in checks:  # noqa: SIM110
                 if not check(ctx):
                     return False
             return True
@@ -363,7 +366,7 @@ def disjunction(rules: Sequence[Predicate]) -> Predicate:
     checks = tuple(rules)
 
     def any_of(ctx: Values) -> bool:
-        for check in checks:
+        for check in checks:  # noqa: SIM110 (see all_of)
             if check(ctx):
                 return True
         return False

@@ -84,7 +84,9 @@ def compile_variants(variants: tuple[Variant, ...], group_id: str, stickiness: s
         if total <= 0:
             return None
         seed = read(ctx)
-        target = _randrange(total) + 1 if seed is None else _hash(prefix + seed, VARIANT_SEED, False) % total + 1
+        target = (
+            _randrange(total) + 1 if seed is None else _hash(prefix + seed, VARIANT_SEED, False) % total + 1
+        )
         return results[bisect.bisect_left(cumulative, target)], split
 
     return choose
@@ -104,7 +106,7 @@ def _strategy_reason(feature: Feature, index: int) -> Reason:
 class CompiledFeature:
     """One feature, compiled: ``check`` answers "is it on", ``choose`` picks its variant."""
 
-    __slots__ = ("check", "definition", "name", "_dependencies", "_feature_variants", "_strategies")
+    __slots__ = ("_dependencies", "_feature_variants", "_strategies", "check", "definition", "name")
 
     def __init__(self, feature: Feature, segments: Mapping[int, Segment], hostname: str) -> None:
         self.name = feature.name
@@ -212,7 +214,9 @@ class Snapshot:
         self.features: Mapping[str, CompiledFeature] = compiled
 
     @classmethod
-    def of(cls, flags: Iterable[Feature | Flag], version: str = "", *, hostname: str | None = None) -> Snapshot:
+    def of(
+        cls, flags: Iterable[Feature | Flag], version: str = "", *, hostname: str | None = None
+    ) -> Snapshot:
         """A snapshot of these features / simple flags (validated as definitions)."""
         return cls(FeatureSet(features=tuple(as_feature(f) for f in flags)), version, hostname=hostname)
 
@@ -246,14 +250,13 @@ class Snapshot:
         seg_a = {s.id: s for s in self.feature_set.segments}
         seg_b = {s.id: s for s in other.feature_set.segments}
         moved = {i for i in set(seg_a) | set(seg_b) if seg_a.get(i) != seg_b.get(i)}
-        out = []
-        for name in sorted(names):
-            a, b = mine.get(name), theirs.get(name)
+
+        def differs(a: CompiledFeature | None, b: CompiledFeature | None) -> bool:
             if a is None or b is None or a.definition != b.definition:
-                out.append(name)
-            elif moved and any(set(s.segments) & moved for s in a.definition.strategies):
-                out.append(name)
-        return out
+                return True
+            return bool(moved) and any(set(s.segments) & moved for s in a.definition.strategies)
+
+        return [name for name in sorted(names) if differs(mine.get(name), theirs.get(name))]
 
     def __contains__(self, name: object) -> bool:
         return name in self.features

@@ -1,4 +1,4 @@
-"""Parsing of constraint values as Unleash's engine reads them: numbers, dates, semantic versions, RE2 regexes,
+"""Constraint values parsed as Unleash's engine reads them: numbers, dates, semantic versions, RE2 regexes,
 IP networks. Each returns ``None`` (or reports the problem) instead of raising, so a broken value evaluates
 false rather than failing a request."""
 
@@ -56,7 +56,6 @@ def parse_semver(text: str) -> SemverKey | None:
         return (int(major), int(minor), int(patch), 1, ())
     ids = tuple((0, int(part)) if part.isdigit() else (1, part) for part in pre.split("."))
     return (int(major), int(minor), int(patch), 0, ids)
-
 
 
 def _quiet() -> Any:
