@@ -1,6 +1,7 @@
 """Feature flags: Unleash's model and bucketing evaluated in-process over an immutable snapshot."""
 
 from ._context import FlagContext, request_values, unleash_values
+from ._evaluator import Evaluator
 from ._models import (
     OPERATORS,
     STRATEGIES,
@@ -26,6 +27,7 @@ __all__ = [
     "Constraint",
     "Dependency",
     "Evaluation",
+    "Evaluator",
     "Feature",
     "FeatureSet",
     "Flag",

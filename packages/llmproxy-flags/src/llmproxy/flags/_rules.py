@@ -10,7 +10,6 @@ requires.
 
 from __future__ import annotations
 
-import ipaddress
 import operator as op
 import random
 import time
@@ -20,7 +19,16 @@ from typing import Any, Final, TypeAlias
 import mmh3
 
 from ._models import Constraint, Segment, Strategy
-from ._values import compile_regex, parse_cidrs, parse_date, parse_number, parse_semver
+from ._values import (
+    Network,
+    network_masks,
+    parse_address,
+    parse_cidrs,
+    parse_date,
+    parse_number,
+    parse_semver,
+    regex_matcher,
+)
 
 Values: TypeAlias = Mapping[str, str]
 Predicate: TypeAlias = Callable[[Values], bool]
@@ -159,37 +167,34 @@ def _dates(compare: Callable[[float, float], bool]) -> Callable[[Constraint, str
 
 
 def _regex(c: Constraint, name: str, inv: bool) -> Predicate:
-    pattern = compile_regex(c.value, case_insensitive=c.case_insensitive) if c.value is not None else None
-    if pattern is None:
+    matches = regex_matcher(c.value, case_insensitive=c.case_insensitive) if c.value is not None else None
+    if matches is None:
         return never
-    search = pattern.search
 
     def check(ctx: Values) -> bool:
         value = ctx.get(name)
         if value is None:
             return inv
-        return (search(value) is not None) is not inv
+        return matches(value) is not inv
 
     return check
 
 
-def _addresses(
-    networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network], name: str, inv: bool
-) -> Predicate:
+def _addresses(networks: Sequence[Network], name: str, inv: bool) -> Predicate:
     if not networks:
         return constant(inv)
-    parse = ipaddress.ip_address
+    masks = network_masks(networks)
 
     def check(ctx: Values) -> bool:
         raw = ctx.get(name)
         if raw is None:
             return inv
-        try:
-            address = parse(raw)
-        except ValueError:
+        parsed = parse_address(raw)
+        if parsed is None:
             return inv
-        for network in networks:
-            if address in network:
+        version, address = parsed
+        for net_version, network, mask in masks:
+            if net_version == version and address & mask == network:
                 return not inv
         return inv
 
