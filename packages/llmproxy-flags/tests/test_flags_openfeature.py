@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -15,6 +16,8 @@ from openfeature.flag_evaluation import Reason
 from llmproxy.core import RequestContext, use_context
 from llmproxy.flags import Constraint, Evaluator, Feature, Flag, Payload, Snapshot, Strategy, Variant
 from llmproxy.flags.openfeature import FlagsProvider
+
+TENANT_A = uuid.UUID("0e5a2f2c-35a0-4b8e-9a4c-2f8b7d1c6e01")
 
 
 def payload_flag(name: str, type_: str, value: str) -> Feature:
@@ -35,7 +38,7 @@ FLAGS = [
         ),
     ),
     Feature(name="user-7", strategies=(Strategy(name="userWithId", parameters={"userIds": "7"}),)),
-    Flag(key="tenant-a", enabled_for_tenants={"tenant-a"}),
+    Flag(key="tenant-a", enabled_for_tenants={TENANT_A}),
     payload_flag("greeting", "string", "hello"),
     payload_flag("limit", "number", "42"),
     payload_flag("ratio", "number", "0.25"),
@@ -86,7 +89,7 @@ def test_the_targeting_key_is_the_user_id(client: OpenFeatureClient) -> None:
 
 
 def test_the_current_request_context_is_underneath(client: OpenFeatureClient) -> None:
-    with use_context(RequestContext(tenant_id="tenant-a")):
+    with use_context(RequestContext(tenant_id=TENANT_A)):
         assert client.get_boolean_value("tenant-a", False)
     assert not client.get_boolean_value("tenant-a", False)
 

@@ -1,6 +1,8 @@
 """Feature flags: Unleash's model and bucketing evaluated in-process over an immutable snapshot."""
 
+from ._client import AsyncFlagsClient, FlagsClient
 from ._context import FlagContext, request_values, unleash_values
+from ._distribution import FlagsOptions, FlagsStats, FlagsStatus, keys
 from ._evaluator import Evaluator
 from ._models import (
     OPERATORS,
@@ -16,14 +18,27 @@ from ._models import (
     Strategy,
     Variant,
 )
+from ._repository import (
+    AsyncFlagRepository,
+    FlagNotFound,
+    FlagRepository,
+    InvalidFlagSet,
+    StoredFlag,
+    StoredSegment,
+    StoredSet,
+    VersionConflict,
+)
 from ._rules import bucket
 from ._snapshot import DISABLED, Evaluation, Snapshot, VariantResult
+from ._tables import flag_sets_table, flags_table, segments_table
 from ._version import __version__
 
 __all__ = [
     "DISABLED",
     "OPERATORS",
     "STRATEGIES",
+    "AsyncFlagRepository",
+    "AsyncFlagsClient",
     "Constraint",
     "Dependency",
     "Evaluation",
@@ -32,15 +47,30 @@ __all__ = [
     "FeatureSet",
     "Flag",
     "FlagContext",
+    "FlagNotFound",
+    "FlagRepository",
+    "FlagsClient",
+    "FlagsOptions",
+    "FlagsStats",
+    "FlagsStatus",
+    "InvalidFlagSet",
     "Override",
     "Payload",
     "Segment",
     "Snapshot",
+    "StoredFlag",
+    "StoredSegment",
+    "StoredSet",
     "Strategy",
     "Variant",
     "VariantResult",
+    "VersionConflict",
     "__version__",
     "bucket",
+    "flag_sets_table",
+    "flags_table",
+    "keys",
     "request_values",
+    "segments_table",
     "unleash_values",
 ]

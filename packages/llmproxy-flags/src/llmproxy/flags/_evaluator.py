@@ -38,6 +38,9 @@ class Evaluator:
         # The values of the last RequestContext seen: a request asks several flags with the same context.
         self._last: tuple[RequestContext | None, Mapping[str, str]] = (None, _EMPTY)
         self._listeners: list[ChangeListener] = []
+        # Set by a client whose background loader has not started yet (or must start again after a fork):
+        # the first evaluation starts it. One attribute test on the hot path.
+        self._kick: Callable[[], None] | None = None
 
     # -- the snapshot
 
@@ -102,6 +105,8 @@ class Evaluator:
 
     def is_enabled(self, key: str, ctx: Context = None, default: bool = False) -> bool:
         """Is flag ``key`` on for ``ctx``? ``default`` when the flag set has no such flag."""
+        if self._kick is not None:
+            self._kick()
         feature = self._snapshot.features.get(key)
         if feature is None:
             return default
@@ -109,14 +114,20 @@ class Evaluator:
 
     def variant(self, key: str, ctx: Context = None) -> VariantResult:
         """The flag's variant for ``ctx`` (``name == "disabled"`` when off or without variants)."""
+        if self._kick is not None:
+            self._kick()
         return self._snapshot.variant(key, self.values(ctx))
 
     def explain(self, key: str, ctx: Context = None) -> Evaluation | None:
         """Value, variant and reason (``None``: no such flag)."""
+        if self._kick is not None:
+            self._kick()
         return self._snapshot.explain(key, self.values(ctx))
 
     def evaluate(self, keys: Iterable[str], ctx: Context = None) -> dict[str, bool]:
         """Several flags for one context (unknown ones are ``False``)."""
+        if self._kick is not None:
+            self._kick()
         values = self.values(ctx)
         features = self._snapshot.features
         out: dict[str, bool] = {}
