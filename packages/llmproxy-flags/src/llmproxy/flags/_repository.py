@@ -101,16 +101,21 @@ def set_token(epoch: str, version: int) -> str:
 # -- reading
 
 
+def _utc(when: datetime) -> datetime:
+    # SQLite hands timestamps back without their zone; they were written in UTC.
+    return when if when.tzinfo is not None else when.replace(tzinfo=UTC)
+
+
 def _stored_flag(row: Any) -> StoredFlag:
     # Stored definitions were validated when written; read them as the client API would, so a definition
     # rule tightened later never makes a stored flag unreadable.
     feature = Feature.model_validate(row.definition, context=CLIENT_MODE)
-    return StoredFlag(feature, row.version, row.created_at, row.updated_at, row.updated_by)
+    return StoredFlag(feature, row.version, _utc(row.created_at), _utc(row.updated_at), row.updated_by)
 
 
 def _stored_segment(row: Any) -> StoredSegment:
     segment = Segment.model_validate(row.definition, context=CLIENT_MODE)
-    return StoredSegment(segment, row.version, row.created_at, row.updated_at, row.updated_by)
+    return StoredSegment(segment, row.version, _utc(row.created_at), _utc(row.updated_at), row.updated_by)
 
 
 def read_token(conn: Connection, set_name: str) -> str | None:
