@@ -31,7 +31,7 @@ def eventually() -> Eventually:
 
 @pytest.fixture
 def make_client(backend: Backend) -> Iterator[Callable[..., FlagsClient]]:
-    """``make_client(**options)``: a started-on-demand FlagsClient on the test's backend, closed afterwards."""
+    """``make_client(**options)``: a FlagsClient on the test's backend (started on demand), closed after."""
     clients: list[FlagsClient] = []
 
     def make(**kwargs: Any) -> FlagsClient:

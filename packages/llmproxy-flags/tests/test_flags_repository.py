@@ -165,7 +165,8 @@ def test_definitions_survive_the_round_trip_exactly(repo: FlagRepository) -> Non
     )
     repo.put(feature)
     stored = repo.get("rich")
-    assert stored is not None and stored.feature == feature
+    assert stored is not None
+    assert stored.feature == feature
 
 
 async def test_the_async_repository_runs_the_same_sql(database_url: str) -> None:
