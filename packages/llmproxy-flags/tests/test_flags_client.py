@@ -1,4 +1,4 @@
-"""FlagsClient / AsyncFlagsClient: loading, the Redis cache, propagation, polling, start-up with no backend."""
+"""FlagsClient / AsyncFlagsClient: loads, the Redis cache, propagation, polling, start-up with no backend."""
 
 from __future__ import annotations
 
