@@ -263,6 +263,7 @@ class Distributor:
 
     def _accept(self, token: str, feature_set: FeatureSet, source: Source, *, ready: bool = True) -> None:
         if _older(token, self.token):
+            self.refresh_due = False
             return  # never go back to an older version of the same database (a lagging read)
         self.install(self._compile(feature_set, token))
         self.token = token
@@ -344,7 +345,13 @@ class Distributor:
                 if token is not None and token == self.token:
                     self._unchanged()
                     return False
-                if token is not None and token == cached_token and cached_body is not None:
+                # (A version key older than what we serve means Redis missed a write: ask the database.)
+                if (
+                    token is not None
+                    and token == cached_token
+                    and cached_body is not None
+                    and not _older(token, self.token)
+                ):
                     feature_set = self._decode(cached_body)
                     if feature_set is not None:
                         self._accept(token, feature_set, "redis")
