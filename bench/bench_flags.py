@@ -252,14 +252,73 @@ def print_rows(rows: list[tuple[str, float, float, float | None]]) -> None:
         print(f"{name:<{width}}  {p50:8.2f}  {p99:8.2f}  {(f'{ratio:.1f}x' if ratio else ''):>8}")
 
 
+def propagation(changes: int) -> None:
+    """Two processes on a throwaway redis-server and a fresh migrated PostgreSQL database: this one writes,
+    ``python -m llmproxy.flags watch`` in another reports when it serves each new version."""
+    import json
+    import select
+    import subprocess
+
+    from llmproxy.core import upgrade
+    from llmproxy.core.testing import RedisServer, create_postgres_database, drop_postgres_database
+    from llmproxy.flags import FlagsClient
+
+    server = RedisServer().start()
+    database = create_postgres_database()
+    watcher = None
+    writer = None
+    try:
+        upgrade(database)
+        watcher = subprocess.Popen(
+            [sys.executable, "-m", "llmproxy.flags", "watch", "--redis-url", server.url,
+             "--database-url", database, "--seconds", "300"],
+            stdout=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        assert watcher.stdout is not None
+
+        def line(timeout: float) -> dict[str, Any]:
+            ready, _, _ = select.select([watcher.stdout], [], [], timeout)  # type: ignore[list-item]
+            if not ready:
+                raise TimeoutError("the watcher said nothing")
+            return dict(json.loads(watcher.stdout.readline()))  # type: ignore[union-attr]
+
+        line(30)  # ready
+        writer = FlagsClient.from_urls(server.url, database)
+        writer.start()
+        delays = []
+        for i in range(changes):
+            written_at = time.time()
+            writer.put(Flag(key="propagated", rollout_percentage=(i % 100) + 1))
+            while (seen := line(5))["version"] != writer.snapshot_version:
+                pass
+            delays.append((seen["at"] - written_at) * 1000)
+            time.sleep(0.05)
+        print(
+            f"\npropagation across two processes ({changes} changes, write -> other process serving it): "
+            f"p50 {statistics.median(delays):.1f} ms, max {max(delays):.1f} ms (target: <= 1000 ms)"
+        )
+    finally:
+        if writer is not None:
+            writer.close()
+        if watcher is not None:
+            watcher.kill()
+            watcher.wait(10)
+        drop_postgres_database(database)
+        server.stop()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="fewer samples (a check that the bench runs)")
+    parser.add_argument("--no-propagation", action="store_true", help="skip the two-process run")
     args = parser.parse_args()
     rows = evaluation(args.quick)
     print_rows(rows)
+    if not args.no_propagation:
+        propagation(changes=20)
     return 0
 
 
