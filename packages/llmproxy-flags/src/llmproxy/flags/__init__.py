@@ -1,9 +1,12 @@
 """Feature flags: Unleash's model and bucketing evaluated in-process over an immutable snapshot."""
 
+from ._asgi import FlagGate, FlagsMiddleware, FlagsWSGIMiddleware
 from ._client import AsyncFlagsClient, FlagsClient
 from ._context import FlagContext, request_values, unleash_values
 from ._distribution import FlagsOptions, FlagsStats, FlagsStatus, keys
+from ._errors import FeatureDisabled
 from ._evaluator import Evaluator
+from ._fastapi import add_exception_handlers, require_flag
 from ._models import (
     OPERATORS,
     STRATEGIES,
@@ -44,15 +47,19 @@ __all__ = [
     "Evaluation",
     "Evaluator",
     "Feature",
+    "FeatureDisabled",
     "FeatureSet",
     "Flag",
     "FlagContext",
+    "FlagGate",
     "FlagNotFound",
     "FlagRepository",
     "FlagsClient",
+    "FlagsMiddleware",
     "FlagsOptions",
     "FlagsStats",
     "FlagsStatus",
+    "FlagsWSGIMiddleware",
     "InvalidFlagSet",
     "Override",
     "Payload",
@@ -66,11 +73,13 @@ __all__ = [
     "VariantResult",
     "VersionConflict",
     "__version__",
+    "add_exception_handlers",
     "bucket",
     "flag_sets_table",
     "flags_table",
     "keys",
     "request_values",
+    "require_flag",
     "segments_table",
     "unleash_values",
 ]

@@ -6,13 +6,18 @@ reads one consistent snapshot.
 
 from __future__ import annotations
 
+import contextvars
+import functools
+import inspect
 import logging
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from typing import Any, TypeAlias, TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from typing import Any, ParamSpec, TypeAlias, TypeVar
 
 from llmproxy.core import RequestContext, current_context
 
 from ._context import FlagContext, request_values, unleash_values
+from ._errors import FeatureDisabled
 from ._snapshot import Evaluation, Snapshot, VariantResult
 
 logger = logging.getLogger("llmproxy.flags")
@@ -20,6 +25,12 @@ logger = logging.getLogger("llmproxy.flags")
 ChangeListener: TypeAlias = Callable[[Snapshot, Snapshot, list[str]], None]
 Context: TypeAlias = FlagContext | RequestContext | Mapping[str, Any] | None
 T = TypeVar("T")
+P = ParamSpec("P")
+
+# The context of a unit of work outside a request (``Evaluator.use``): asked before the request's context.
+_flag_context: contextvars.ContextVar[FlagContext | RequestContext | None] = contextvars.ContextVar(
+    "llmproxy_flag_context", default=None
+)
 
 _EMPTY: Mapping[str, str] = {}
 
@@ -80,7 +91,7 @@ class Evaluator:
     def values(self, ctx: Context = None) -> Mapping[str, str]:
         """The flat values the rules read for ``ctx``."""
         if ctx is None:
-            ctx = current_context()
+            ctx = _flag_context.get() or current_context()
             if ctx is None:
                 return self._static
         # Concrete classes first: isinstance against them is cheap, against Mapping (an ABC) it is not.
@@ -164,3 +175,46 @@ class Evaluator:
         if isinstance(result, Awaitable):
             return await result
         return result
+
+    # -- worker loops and decorators
+
+    @contextmanager
+    def use(self, ctx: FlagContext | RequestContext) -> Iterator[FlagContext | RequestContext]:
+        """Evaluate with ``ctx`` whenever no context is given, for the body of the ``with`` (worker loops)."""
+        token = _flag_context.set(ctx)
+        try:
+            yield ctx
+        finally:
+            _flag_context.reset(token)
+
+    @contextmanager
+    def guard(self, key: str, ctx: Context = None, *, default: bool = False) -> Iterator[None]:
+        """``with flags.guard("x", ctx):`` runs the body when the flag is on, else raises FeatureDisabled."""
+        if not self.is_enabled(key, ctx, default):
+            raise FeatureDisabled(key)
+        yield
+
+    def requires(self, key: str, *, default: bool = False) -> Callable[[Callable[P, T]], Callable[P, T]]:
+        """Decorate a function (sync or async) to raise ``FeatureDisabled`` unless ``key`` is on for the
+        current context (``use()``'s, else the current request's)."""
+
+        def decorate(fn: Callable[P, T]) -> Callable[P, T]:
+            if inspect.iscoroutinefunction(fn):
+
+                @functools.wraps(fn)
+                async def guarded_async(*args: P.args, **kwargs: P.kwargs) -> Any:
+                    if not self.is_enabled(key, None, default):
+                        raise FeatureDisabled(key)
+                    return await fn(*args, **kwargs)
+
+                return guarded_async  # type: ignore[return-value]
+
+            @functools.wraps(fn)
+            def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+                if not self.is_enabled(key, None, default):
+                    raise FeatureDisabled(key)
+                return fn(*args, **kwargs)
+
+            return guarded
+
+        return decorate
