@@ -79,6 +79,6 @@ def gateway(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run a benchmark: `nox -s bench -- quota` runs bench/bench_quota.py (real services needed)."""
-    install_workspace(session, "limits[redis]>=5", "httpx>=0.27", "uvicorn>=0.30")
+    install_workspace(session, "limits[redis]>=5", "httpx>=0.27", "uvicorn>=0.30", "UnleashClient>=6.0")
     for name in session.posargs or ["ratelimit_config"]:
         session.run("python", f"bench/bench_{name}.py")

@@ -1,4 +1,4 @@
-"""The OpenFeature provider (needs the ``openfeature`` extra: ``pip install llmproxy-flags[openfeature]``)."""
+"""The OpenFeature provider (a submodule: ``import llmproxy.flags`` does not import the OpenFeature SDK)."""
 
 from ._provider import FlagsProvider
 
