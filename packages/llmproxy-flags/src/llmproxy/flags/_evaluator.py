@@ -73,11 +73,12 @@ class Evaluator:
             self._listeners.remove(listener)
 
     def _swap(self, snapshot: Snapshot) -> list[str]:
-        """Serve ``snapshot`` from now on; tell the listeners which flags changed (returned)."""
+        """Serve ``snapshot`` from now on; tell the listeners which flags changed (the comparison is made
+        only when someone listens)."""
         previous, self._snapshot = self._snapshot, snapshot
-        changed = (
-            previous.changed(snapshot) if self._listeners or previous.version != snapshot.version else []
-        )
+        if not self._listeners:
+            return []
+        changed = previous.changed(snapshot)
         if changed:
             for listener in list(self._listeners):
                 try:
