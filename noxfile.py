@@ -92,6 +92,7 @@ def bench(session: nox.Session) -> None:
         "httpx>=0.27",
         "uvicorn>=0.30",
         "opentelemetry-instrumentation-asgi>=0.66b0",
+        "UnleashClient>=6.0",
     )
     for name in session.posargs or ["ratelimit_config"]:
         session.run("python", f"bench/bench_{name}.py")

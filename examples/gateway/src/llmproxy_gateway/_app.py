@@ -12,6 +12,7 @@ from llmproxy.core import ASGIApp, Receive, Scope, Send
 from llmproxy.quota import QuotaMiddleware
 
 from ._admin import router as admin_router
+from ._admin_flags import router as flags_admin_router
 from ._api import ModelCatalog
 from ._api import router as api_router
 from ._auth import ApiCaller
@@ -19,6 +20,7 @@ from ._backends import Backends
 from ._edge import AccessLog, ErrorGuard, RequestBodyLimit
 from ._errors import install_error_handlers
 from ._estimate import token_estimator
+from ._flags import flags_middleware
 from ._mock import MockProvider
 from ._providers import Provider
 from ._settings import GatewaySettings
@@ -78,6 +80,7 @@ def create_api(
     add_exception_handlers(api)  # 401/403 from policies in OpenAI's shape
     api.include_router(api_router)
     api.include_router(admin_router)
+    api.include_router(flags_admin_router)
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -111,8 +114,8 @@ def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
 
 
 def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
-    """The full gateway. Outermost first: observability → edge → auth → quota (limits from ratelimit-config)
-    → app."""
+    """The full gateway. Outermost first: observability → edge → auth → flags → quota (limits from
+    ratelimit-config) → app."""
     settings = settings or GatewaySettings()
     backends = Backends.from_settings(settings)
     api = create_api(settings, backends=backends)
@@ -127,6 +130,7 @@ def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
         ),
         prefixes=("/v1/",),
     )
+    app = flags_middleware(app, backends.flags)
     app = AuthMiddleware(
         app,
         authenticator=backends.authenticator,
