@@ -35,7 +35,7 @@ R = TypeVar("R")
 Flow: TypeAlias = Generator[Op, Any, R]
 
 
-def run_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Any]) -> R:
+def run_flow(flow: Generator[Op, Any, R], perform: Callable[[Op], Any]) -> R:
     """Run ``flow`` to its end, performing each operation with ``perform``; the flow's return value.
 
     An exception raised by ``perform`` is thrown into the flow; whatever the flow does not catch propagates.
@@ -43,7 +43,6 @@ def run_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Any]) -> R
     """
     if type(flow) is not GeneratorType:
         return cast(R, flow)
-    flow = cast(Generator[Op, Any, R], flow)
     try:
         op = next(flow)
         while True:
@@ -60,7 +59,7 @@ def run_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Any]) -> R
         flow.close()
 
 
-async def arun_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Awaitable[Any]]) -> R:
+async def arun_flow(flow: Generator[Op, Any, R], perform: Callable[[Op], Awaitable[Any]]) -> R:
     """The asyncio twin of :func:`run_flow`: ``perform`` is awaited for each operation.
 
     A cancellation while an operation is awaited is not thrown into the flow: it closes the flow
@@ -68,7 +67,6 @@ async def arun_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Awa
     """
     if type(flow) is not GeneratorType:
         return cast(R, flow)
-    flow = cast(Generator[Op, Any, R], flow)
     try:
         op = next(flow)
         while True:
