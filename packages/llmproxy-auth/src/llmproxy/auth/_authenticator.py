@@ -6,8 +6,8 @@ import asyncio
 
 from ._errors import InvalidApiKey, InvalidToken, MissingCredentials
 from ._jwt import JWTVerifier
-from ._keys import DEFAULT_PREFIX
 from ._principal import Principal
+from ._records import DEFAULT_PREFIX
 from ._service import ApiKeyService, AsyncApiKeyService
 
 
