@@ -1,7 +1,7 @@
 """Authentication for llmproxy: JWT bearer tokens, hashed API keys, tenant policies, ASGI/WSGI middleware."""
 
 from ._asgi import AuthMiddleware
-from ._authenticator import Authenticator, bearer_token
+from ._authenticator import Authenticator, bearer_token, single_authorization
 from ._errors import (
     ApiKeyExpired,
     ApiKeyNotFound,
@@ -10,6 +10,7 @@ from ._errors import (
     AuthError,
     AuthorizationError,
     AuthUnavailable,
+    DuplicateAuthorization,
     InvalidApiKey,
     InvalidToken,
     MissingCredentials,
@@ -64,6 +65,7 @@ __all__ = [
     "Authenticator",
     "AuthorizationError",
     "CreatedApiKey",
+    "DuplicateAuthorization",
     "HasRole",
     "HasScope",
     "InvalidApiKey",
@@ -95,4 +97,5 @@ __all__ = [
     "principal_from_scope",
     "require",
     "requires",
+    "single_authorization",
 ]
