@@ -36,14 +36,6 @@ from llmproxy.core import (
 from llmproxy.core.testing import RedisServer, free_port
 from llmproxy.core.testing.plugin import Backend
 
-
-@pytest.fixture
-def keys(backend: Backend, manual_clock: ManualClock) -> Iterator[ApiKeyService]:
-    service = ApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
-    yield service
-    service.close()
-
-
 # -- options -----------------------------------------------------------------------------------------------
 
 

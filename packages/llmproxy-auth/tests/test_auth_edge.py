@@ -37,7 +37,6 @@ from llmproxy.auth import (
 from llmproxy.auth.testing import TEST_HS_SECRET
 from llmproxy.core import (
     EdgeError,
-    ManualClock,
     Scope,
     StartResponse,
     WSGIEnviron,
@@ -45,7 +44,6 @@ from llmproxy.core import (
     send_error,
     wsgi_error,
 )
-from llmproxy.core.testing.plugin import Backend
 
 GARBAGE = "Bearer sk-llmp-" + "G" * 43
 
@@ -126,13 +124,6 @@ async def test_the_exception_handlers_answer_in_their_realm() -> None:
 
 
 # -- ASGI: the context is reset, one Authorization header only ----------------------------------------------
-
-
-@pytest.fixture
-async def api_keys(backend: Backend, manual_clock: ManualClock) -> Any:
-    service = AsyncApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
-    yield service
-    await service.aclose()
 
 
 @pytest.fixture
@@ -246,13 +237,6 @@ def test_one_authorization_value_is_taken_and_several_refused() -> None:
 class _Quiet(WSGIRequestHandler):
     def log_message(self, *args: Any) -> None:
         pass
-
-
-@pytest.fixture
-def keys(backend: Backend, manual_clock: ManualClock) -> Iterator[ApiKeyService]:
-    service = ApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
-    yield service
-    service.close()
 
 
 def wsgi_inner(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
