@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
 from types import GeneratorType
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, TypeAlias, TypeVar, cast, overload
 
 Op = TypeVar("Op")
 R = TypeVar("R")
@@ -35,7 +35,13 @@ R = TypeVar("R")
 Flow: TypeAlias = Generator[Op, Any, R]
 
 
-def run_flow(flow: Generator[Op, Any, R], perform: Callable[[Op], Any]) -> R:
+# The first overload of each runner is for mypy: given only ``Generator[Op, Any, R] | R``, it cannot tell
+# which side a plain generator matches and infers ``R`` as ``Never``.
+@overload
+def run_flow(flow: Generator[Op, Any, R], perform: Callable[[Op], Any]) -> R: ...
+@overload
+def run_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Any]) -> R: ...
+def run_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Any]) -> R:
     """Run ``flow`` to its end, performing each operation with ``perform``; the flow's return value.
 
     An exception raised by ``perform`` is thrown into the flow; whatever the flow does not catch propagates.
@@ -43,6 +49,7 @@ def run_flow(flow: Generator[Op, Any, R], perform: Callable[[Op], Any]) -> R:
     """
     if type(flow) is not GeneratorType:
         return cast(R, flow)
+    flow = cast(Generator[Op, Any, R], flow)
     try:
         op = next(flow)
         while True:
@@ -59,7 +66,11 @@ def run_flow(flow: Generator[Op, Any, R], perform: Callable[[Op], Any]) -> R:
         flow.close()
 
 
-async def arun_flow(flow: Generator[Op, Any, R], perform: Callable[[Op], Awaitable[Any]]) -> R:
+@overload
+async def arun_flow(flow: Generator[Op, Any, R], perform: Callable[[Op], Awaitable[Any]]) -> R: ...
+@overload
+async def arun_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Awaitable[Any]]) -> R: ...
+async def arun_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Awaitable[Any]]) -> R:
     """The asyncio twin of :func:`run_flow`: ``perform`` is awaited for each operation.
 
     A cancellation while an operation is awaited is not thrown into the flow: it closes the flow
@@ -67,6 +78,7 @@ async def arun_flow(flow: Generator[Op, Any, R], perform: Callable[[Op], Awaitab
     """
     if type(flow) is not GeneratorType:
         return cast(R, flow)
+    flow = cast(Generator[Op, Any, R], flow)
     try:
         op = next(flow)
         while True:
