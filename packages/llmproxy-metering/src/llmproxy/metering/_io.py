@@ -1,0 +1,120 @@
+"""Performing the flows' operations: one sync and one async performer, a few lines per operation."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import _repository as repo
+from ._flush import (
+    KnownTenants,
+    ListTenants,
+    LoadCursor,
+    ReadDirtyHours,
+    ReadDirtyTenants,
+    RedisTimeMs,
+    SaveCursor,
+    UpsertHours,
+)
+from ._keys import DIRTY_TENANTS, dirty_key
+from ._query import ReadBuckets, ReadCursor, ReadHours
+
+DEFAULT_FLUSHER = "default"
+
+
+class SyncPerformer:
+    def __init__(self, redis: Any, engine: Engine | None, flusher_name: str = DEFAULT_FLUSHER) -> None:
+        self.redis = redis
+        self.engine = engine
+        self.flusher_name = flusher_name
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("this metering client has no database engine (pass engine=...)")
+        return self.engine
+
+    def __call__(self, op: Any) -> Any:
+        redis = self.redis
+        match op:
+            case ReadBuckets(keys):
+                pipe = redis.pipeline(transaction=False)
+                for key in keys:
+                    pipe.hgetall(key)
+                return pipe.execute()
+            case ReadDirtyHours(tenants, since):
+                pipe = redis.pipeline(transaction=False)
+                for tenant in tenants:
+                    pipe.zrangebyscore(dirty_key(tenant), since, "+inf")
+                return pipe.execute()
+            case ReadDirtyTenants(since):
+                return redis.zrangebyscore(DIRTY_TENANTS, since, "+inf")
+            case RedisTimeMs():
+                seconds, micros = redis.time()
+                return int(seconds) * 1000 + int(micros) // 1000
+        with self._engine().begin() as conn:
+            match op:
+                case ReadHours(tenant, first, last, group_by):
+                    return repo.usage_rows(conn, tenant, first, last, group_by)
+                case ReadCursor():
+                    return repo.load_cursor(conn, self.flusher_name)
+                case LoadCursor(name):
+                    return repo.load_cursor(conn, name)
+                case SaveCursor(name, cursor):
+                    return repo.save_cursor(conn, name, cursor)
+                case UpsertHours(rows):
+                    return repo.upsert_hours(conn, rows)
+                case KnownTenants(tenants):
+                    return repo.existing_tenants(conn, tenants)
+                case ListTenants():
+                    return repo.all_tenants(conn)
+        raise AssertionError(f"unknown operation {op!r}")
+
+
+class AsyncPerformer:
+    def __init__(self, redis: Any, engine: AsyncEngine | None, flusher_name: str = DEFAULT_FLUSHER) -> None:
+        self.redis = redis
+        self.engine = engine
+        self.flusher_name = flusher_name
+
+    def _engine(self) -> AsyncEngine:
+        if self.engine is None:
+            raise RuntimeError("this metering client has no database engine (pass engine=...)")
+        return self.engine
+
+    async def __call__(self, op: Any) -> Any:
+        redis = self.redis
+        match op:
+            case ReadBuckets(keys):
+                async with redis.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.hgetall(key)
+                    return await pipe.execute()
+            case ReadDirtyHours(tenants, since):
+                async with redis.pipeline(transaction=False) as pipe:
+                    for tenant in tenants:
+                        pipe.zrangebyscore(dirty_key(tenant), since, "+inf")
+                    return await pipe.execute()
+            case ReadDirtyTenants(since):
+                return await redis.zrangebyscore(DIRTY_TENANTS, since, "+inf")
+            case RedisTimeMs():
+                seconds, micros = await redis.time()
+                return int(seconds) * 1000 + int(micros) // 1000
+        async with self._engine().begin() as conn:
+            match op:
+                case ReadHours(tenant, first, last, group_by):
+                    return await conn.run_sync(repo.usage_rows, tenant, first, last, group_by)
+                case ReadCursor():
+                    return await conn.run_sync(repo.load_cursor, self.flusher_name)
+                case LoadCursor(name):
+                    return await conn.run_sync(repo.load_cursor, name)
+                case SaveCursor(name, cursor):
+                    return await conn.run_sync(repo.save_cursor, name, cursor)
+                case UpsertHours(rows):
+                    return await conn.run_sync(repo.upsert_hours, rows)
+                case KnownTenants(tenants):
+                    return await conn.run_sync(repo.existing_tenants, tenants)
+                case ListTenants():
+                    return await conn.run_sync(repo.all_tenants)
+        raise AssertionError(f"unknown operation {op!r}")
