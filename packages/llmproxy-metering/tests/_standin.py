@@ -174,6 +174,7 @@ class WriteBehind:
         self.redis, self.max_queue, self.stats = redis, max_queue, Stats()
         self._queue: list[tuple[Any, Any]] = []
         self._lock = threading.Lock()
+        self._sending = threading.Lock()
         self._wake = threading.Event()
         threading.Thread(target=self._run, daemon=True).start()
 
@@ -202,6 +203,10 @@ class WriteBehind:
             return self.redis.execute_command(*command)
 
     def flush(self) -> None:
+        with self._sending:
+            self._flush()
+
+    def _flush(self) -> None:
         with self._lock:
             batch, self._queue = self._queue, []
         if not batch:
