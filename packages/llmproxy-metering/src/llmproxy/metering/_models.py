@@ -85,12 +85,12 @@ class MeteringOptions(Options):
     #: Seconds between two flushes (the flusher's loop).
     flush_interval: float = Field(60.0, gt=0, le=DAY)
     #: Events older than this (by ``occurred_at``) are rejected and counted.
-    late_window: int = Field(DAY, ge=0, le=30 * DAY)
+    late_window: int = Field(DAY, ge=0, le=90 * DAY)
     #: Events further than this in the future are rejected and counted.
     future_window: int = Field(300, ge=0, le=DAY)
     #: A repeated event id within this long counts once. At least the late window (so a retried late event
     #: is still recognised).
-    dedupe_window: int = Field(DAY, ge=60, le=30 * DAY)
+    dedupe_window: int = Field(DAY, ge=60, le=90 * DAY)
     #: Tolerated clock difference between recording processes and Redis: the flusher re-reads this much
     #: of already flushed activity on every run (harmless: writes are idempotent).
     clock_skew: float = Field(60.0, ge=1, le=HOUR)
