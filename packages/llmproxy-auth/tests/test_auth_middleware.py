@@ -63,7 +63,8 @@ def gateway_like_app() -> FastAPI:
     async def whoami(request: Request) -> dict[str, Any]:
         ctx: RequestContext = request.scope["llmproxy.context"]
         assert current_context() is ctx
-        return {"tenant": ctx.tenant_id, "user": ctx.user_id, "key": ctx.api_key_id, "endpoint": ctx.endpoint}
+        tenant = str(ctx.tenant_id)
+        return {"tenant": tenant, "user": ctx.user_id, "key": ctx.api_key_id, "endpoint": ctx.endpoint}
 
     @app.post("/v1/chat/completions", dependencies=[Depends(require(ApiAccess()))])
     async def chat() -> dict[str, str]:
@@ -71,7 +72,7 @@ def gateway_like_app() -> FastAPI:
 
     @app.get("/v1/tenants/{tenant_id}/keys")
     async def tenant_keys(ctx: OwnTenantAdmin) -> dict[str, Any]:
-        return {"tenant": ctx.tenant_id}
+        return {"tenant": str(ctx.tenant_id)}
 
     return app
 
@@ -305,7 +306,7 @@ async def _ok_app(scope: Scope, receive: Any, send: Any) -> None:
     if scope["type"] == "lifespan":
         await send({"type": "lifespan.startup.complete"})
         return
-    body = json.dumps({"tenant": scope["llmproxy.context"].tenant_id}).encode()
+    body = json.dumps({"tenant": str(scope["llmproxy.context"].tenant_id)}).encode()
     await send({"type": "http.response.start", "status": 200, "headers": []})
     await send({"type": "http.response.body", "body": body})
 

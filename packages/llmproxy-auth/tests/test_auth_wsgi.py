@@ -35,7 +35,8 @@ def inner_app(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[b
     if environ["PATH_INFO"] == "/admin-only":
         raise PolicyDenied("You are not allowed to do this.")
     start_response("200 OK", [("content-type", "application/json")])
-    return [json.dumps({"tenant": ctx.tenant_id, "key": ctx.api_key_id, "user": ctx.user_id}).encode()]
+    tenant = ctx.tenant_id and str(ctx.tenant_id)
+    return [json.dumps({"tenant": tenant, "key": ctx.api_key_id, "user": ctx.user_id}).encode()]
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import uuid
 
 import pytest
 
@@ -18,8 +19,14 @@ from llmproxy.core import (
     ensure_environ_context,
     open_usage,
     report_usage,
+    reset_current_context,
     use_context,
 )
+
+
+def tid(name: str) -> uuid.UUID:
+    """A tenant id per test name (tenant ids are UUIDs)."""
+    return uuid.uuid5(uuid.NAMESPACE_OID, name)
 
 
 def http_scope(path: str = "/v1/chat/completions", headers: list[tuple[bytes, bytes]] | None = None) -> dict:
@@ -43,21 +50,40 @@ def test_context_from_scope_reads_path_client_and_headers() -> None:
 
 def test_context_is_immutable_and_replace_derives_a_new_one() -> None:
     ctx = RequestContext(endpoint="/x")
-    authed = ctx.replace(tenant_id="t1", scopes=frozenset({"api:access"}))
+    authed = ctx.replace(tenant_id=tid("t1"), scopes=frozenset({"api:access"}))
     assert ctx.tenant_id is None
-    assert authed.tenant_id == "t1"
+    assert authed.tenant_id == tid("t1")
     assert authed.endpoint == "/x"
     with pytest.raises(AttributeError):
-        ctx.tenant_id = "t2"  # type: ignore[misc]
+        ctx.tenant_id = tid("t2")  # type: ignore[misc]
+
+
+def test_a_tenant_id_string_is_parsed_once_into_a_uuid() -> None:
+    tenant = uuid.uuid4()
+    assert RequestContext(tenant_id=str(tenant)).tenant_id == tenant
+    assert type(RequestContext(tenant_id=str(tenant).upper()).tenant_id) is uuid.UUID
+
+
+@pytest.mark.parametrize("bad", ["t1", "", "00000000-0000-0000-0000-00000000000g"])
+def test_a_tenant_id_that_is_not_a_uuid_is_refused_naming_the_field(bad: str) -> None:
+    with pytest.raises(ValueError, match="tenant_id"):
+        RequestContext(tenant_id=bad)
+
+
+def test_a_tenant_id_of_another_type_is_refused() -> None:
+    with pytest.raises(TypeError, match="tenant_id"):
+        RequestContext(tenant_id=42)  # type: ignore[arg-type]
 
 
 def test_bound_context_is_in_scope_and_current() -> None:
     scope = http_scope()
-    ctx = RequestContext(tenant_id="t1")
-    bind_context_to_scope(scope, ctx)
+    ctx = RequestContext(tenant_id=tid("t1"))
+    token = bind_context_to_scope(scope, ctx)
     assert scope[SCOPE_KEY] is ctx
     assert context_from_scope(scope) is ctx
     assert current_context() is ctx
+    reset_current_context(token)
+    assert current_context() is not ctx
 
 
 def test_ensure_context_keeps_an_existing_context() -> None:
@@ -74,19 +100,19 @@ def test_environ_context_from_wsgi_environ() -> None:
 
 
 def test_use_context_restores_the_previous_context() -> None:
-    outer = RequestContext(tenant_id="outer")
+    outer = RequestContext(tenant_id=tid("outer"))
     with use_context(outer):
-        with use_context(RequestContext(tenant_id="inner")):
+        with use_context(RequestContext(tenant_id=tid("inner"))):
             assert current_context() is not None
-            assert current_context().tenant_id == "inner"
+            assert current_context().tenant_id == tid("inner")
         assert current_context() is outer
 
 
 def test_contexts_do_not_leak_between_threads() -> None:
-    seen: dict[str, str | None] = {}
+    seen: dict[str, uuid.UUID | None] = {}
 
     def worker(name: str) -> None:
-        with use_context(RequestContext(tenant_id=name)):
+        with use_context(RequestContext(tenant_id=tid(name))):
             barrier.wait()
             ctx = current_context()
             seen[name] = ctx.tenant_id if ctx else None
@@ -97,18 +123,18 @@ def test_contexts_do_not_leak_between_threads() -> None:
         t.start()
     for t in threads:
         t.join()
-    assert seen == {f"t{i}": f"t{i}" for i in range(4)}
+    assert seen == {f"t{i}": tid(f"t{i}") for i in range(4)}
 
 
 async def test_contexts_do_not_leak_between_concurrent_requests() -> None:
-    async def request(name: str) -> str | None:
-        bind_context_to_scope(http_scope(), RequestContext(tenant_id=name))
+    async def request(name: str) -> uuid.UUID | None:
+        bind_context_to_scope(http_scope(), RequestContext(tenant_id=tid(name)))
         await asyncio.sleep(0)
         ctx = current_context()
         return ctx.tenant_id if ctx else None
 
     results = await asyncio.gather(*(asyncio.create_task(request(f"t{i}")) for i in range(10)))
-    assert results == [f"t{i}" for i in range(10)]
+    assert results == [tid(f"t{i}") for i in range(10)]
 
 
 def test_report_usage_without_a_channel_is_a_no_op() -> None:

@@ -21,7 +21,7 @@ from llmproxy.auth import (
 
 PLATFORM_ADMIN_ROLE = "platform_admin"
 #: The platform admin belongs to no tenant; its context carries the nil UUID (no tenant has it).
-PLATFORM_TENANT_ID = str(uuid.UUID(int=0))
+PLATFORM_TENANT_ID = uuid.UUID(int=0)
 
 #: The bootstrap token's holder: every tenant.
 PlatformAdmin = HasRole(PLATFORM_ADMIN_ROLE)
@@ -48,7 +48,7 @@ class GatewayAuthenticator(Authenticator):
         if self._admin_token is not None and hmac.compare_digest(token.encode(), self._admin_token):
             return Principal(
                 kind="jwt",
-                tenant_id=PLATFORM_TENANT_ID,
+                tenant_id=str(PLATFORM_TENANT_ID),
                 user_id="platform-admin",
                 roles=frozenset({PLATFORM_ADMIN_ROLE}),
             )

@@ -144,7 +144,7 @@ class AccessLog:
                         "path": scope.get("path"),
                         "status": status or 500,
                         "duration_ms": round((time.perf_counter() - started_at) * 1000, 3),
-                        "tenant_id": ctx.tenant_id if ctx else None,
+                        "tenant_id": str(ctx.tenant_id) if ctx and ctx.tenant_id else None,
                         "api_key_id": ctx.api_key_id if ctx else None,
                     },
                 )

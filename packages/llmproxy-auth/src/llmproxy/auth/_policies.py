@@ -68,12 +68,12 @@ class ApiAccess(HasScope):
     scope: str = "api:access"
 
 
-def _canonical_tenant(value: Any) -> str | None:
+def _canonical_tenant(value: Any) -> uuid.UUID | None:
     if isinstance(value, uuid.UUID):
-        return str(value)
+        return value
     if isinstance(value, str):
         try:
-            return str(uuid.UUID(value))
+            return uuid.UUID(value)
         except ValueError:
             return None
     return None

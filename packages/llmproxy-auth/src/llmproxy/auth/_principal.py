@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from llmproxy.core import RequestContext
+from llmproxy.core import RequestContext, parse_tenant_id
 
 PrincipalKind = Literal["jwt", "api_key"]
 
@@ -16,7 +17,9 @@ PRINCIPAL_KEY = "llmproxy.auth.principal"
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller. ``tenant_id`` is the canonical string form of the tenant's UUID."""
+    """An authenticated caller. ``tenant_id`` is the canonical string form of the tenant's UUID;
+    ``tenant_uuid`` the UUID itself, parsed once when the principal is built (the RequestContext carries
+    it)."""
 
     kind: PrincipalKind
     tenant_id: str
@@ -28,11 +31,15 @@ class Principal:
     expires_at: float | None = None
     #: The verified JWT claims (empty for API keys). Not part of equality.
     claims: Mapping[str, Any] = field(default_factory=dict, compare=False, hash=False, repr=False)
+    tenant_uuid: uuid.UUID = field(init=False, compare=False, hash=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "tenant_uuid", parse_tenant_id(self.tenant_id))
 
     def context_fields(self) -> dict[str, Any]:
         """The :class:`~llmproxy.core.RequestContext` fields this principal sets."""
         return {
-            "tenant_id": self.tenant_id,
+            "tenant_id": self.tenant_uuid,
             "user_id": self.user_id,
             "api_key_id": self.api_key_id,
             "roles": self.roles,

@@ -5,11 +5,18 @@ from __future__ import annotations
 import argparse
 import sys
 
-from ._migrations import MigrationError, current_revisions, discover_migrations, downgrade, upgrade
 from ._settings import LLMProxySettings
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        from ._migrations import MigrationError, current_revisions, discover_migrations, downgrade, upgrade
+    except ModuleNotFoundError as exc:
+        print(
+            f"llmproxy: migrations need the [sql] extra: pip install 'llmproxy-core[sql]' ({exc})",
+            file=sys.stderr,
+        )
+        return 2
     parser = argparse.ArgumentParser(prog="llmproxy", description="llmproxy administration")
     parser.add_argument("--database-url", help="SQLAlchemy URL (default: $LLMPROXY_DATABASE_URL)")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -25,10 +25,11 @@ _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar
 class RequestContext:
     """Who is calling and what they call. Immutable: derive a new one with :meth:`replace`.
 
-    ``tenant_id`` is the canonical string form of the tenant's UUID.
+    ``tenant_id`` is the tenant's :class:`uuid.UUID` (None while anonymous). Its string form is accepted and
+    parsed once, here; anything else raises ``ValueError`` / ``TypeError`` naming the field.
     """
 
-    tenant_id: str | None = None
+    tenant_id: uuid.UUID | None = None
     api_key_id: str | None = None
     user_id: str | None = None
     roles: frozenset[str] = field(default_factory=frozenset)
@@ -39,6 +40,11 @@ class RequestContext:
     client_ip: str | None = None
     user_agent: str | None = None
     model: str | None = None
+
+    def __post_init__(self) -> None:
+        tenant = self.tenant_id
+        if tenant is not None and type(tenant) is not uuid.UUID:
+            object.__setattr__(self, "tenant_id", parse_tenant_id(tenant))
 
     def replace(self, **changes: Any) -> RequestContext:
         return dataclasses.replace(self, **changes)
@@ -71,6 +77,18 @@ class RequestContext:
         )
 
 
+def parse_tenant_id(value: object) -> uuid.UUID:
+    """A tenant id as a :class:`uuid.UUID`, from a UUID or its string form; a clear error otherwise."""
+    if isinstance(value, uuid.UUID):
+        return value
+    if not isinstance(value, str):
+        raise TypeError(f"tenant_id must be a UUID or its string form, got {type(value).__name__}")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise ValueError(f"tenant_id is not a UUID: {value[:80]!r}") from None
+
+
 def _scope_headers(scope: Scope) -> dict[str, str]:
     return {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers") or ()}
 
@@ -85,7 +103,17 @@ def set_current_context(ctx: RequestContext | None) -> contextvars.Token[Request
 
 
 def reset_current_context(token: contextvars.Token[RequestContext | None]) -> None:
-    _current.reset(token)
+    """Undo the :func:`set_current_context` / ``bind_context_*`` that returned ``token``."""
+    reset_var(_current, token)
+
+
+def reset_var(var: contextvars.ContextVar[Any], token: contextvars.Token[Any]) -> None:
+    """``var.reset(token)``; where the token belongs to another context (a server that ran the request's end
+    in a copy), the variable is cleared instead: it must never keep a finished request's value."""
+    try:
+        var.reset(token)
+    except (ValueError, RuntimeError):
+        var.set(None)
 
 
 @contextmanager
@@ -103,18 +131,21 @@ def context_from_scope(scope: Scope) -> RequestContext | None:
     return ctx if isinstance(ctx, RequestContext) else None
 
 
-def bind_context_to_scope(scope: Scope, ctx: RequestContext) -> None:
-    """Place ``ctx`` in the scope and make it current, so inner middlewares and the handler see it."""
+def bind_context_to_scope(scope: Scope, ctx: RequestContext) -> contextvars.Token[RequestContext | None]:
+    """Place ``ctx`` in the scope and make it current, so inner middlewares and the handler see it.
+
+    Reset the returned token with :func:`reset_current_context` when the request ends, so that nothing run
+    later in this thread or task sees this request's context."""
     scope[SCOPE_KEY] = ctx
-    _current.set(ctx)
+    return _current.set(ctx)
 
 
 def ensure_context(scope: Scope) -> RequestContext:
-    """The scope's context, creating an anonymous one from the raw request when no middleware set one."""
+    """The scope's context, placing an anonymous one from the raw request in the scope when no middleware set
+    one (the current context is not changed: :func:`bind_context_to_scope` does that)."""
     ctx = context_from_scope(scope)
     if ctx is None:
-        ctx = RequestContext.from_scope(scope)
-        bind_context_to_scope(scope, ctx)
+        ctx = scope[SCOPE_KEY] = RequestContext.from_scope(scope)
     return ctx
 
 
@@ -123,14 +154,17 @@ def context_from_environ(environ: WSGIEnviron) -> RequestContext | None:
     return ctx if isinstance(ctx, RequestContext) else None
 
 
-def bind_context_to_environ(environ: WSGIEnviron, ctx: RequestContext) -> None:
+def bind_context_to_environ(
+    environ: WSGIEnviron, ctx: RequestContext
+) -> contextvars.Token[RequestContext | None]:
+    """The WSGI twin of :func:`bind_context_to_scope`. A WSGI body is iterated after the app returns: reset
+    the token when the server closes it (``llmproxy.core.closing(body, ...)``)."""
     environ[ENVIRON_KEY] = ctx
-    _current.set(ctx)
+    return _current.set(ctx)
 
 
 def ensure_environ_context(environ: WSGIEnviron) -> RequestContext:
     ctx = context_from_environ(environ)
     if ctx is None:
-        ctx = RequestContext.from_environ(environ)
-        bind_context_to_environ(environ, ctx)
+        ctx = environ[ENVIRON_KEY] = RequestContext.from_environ(environ)
     return ctx

@@ -89,6 +89,22 @@ def _sentinel_parts(url: str) -> tuple[list[tuple[str, int]], str, int, dict[str
     return nodes, service, db, kwargs
 
 
+def fail_fast_redis_options(url: str) -> dict[str, Any]:
+    """redis-py client options for the request path: sub-second timeouts, one retry without backoff.
+
+    Every llmproxy concern has a policy for Redis being unreachable (fail open, serve the last known value,
+    count and drop); waiting seconds for a dead server on every request is not one. redis-py's defaults wait
+    for the OS's TCP timeouts and retry with backoff. The embedded backend (``memory://``) needs none of it.
+    Pass your own options after these to override them: ``redis_from_url(url, **{**fail_fast, **mine})``.
+    """
+    if is_memory_url(url):
+        return {}
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "retry": Retry(NoBackoff(), 1)}
+
+
 def redis_from_url(url: str, **kwargs: Any) -> SyncRedis:
     """A synchronous client (``redis.Redis`` or ``redis.cluster.RedisCluster``) for ``url``."""
     scheme = _scheme(url)

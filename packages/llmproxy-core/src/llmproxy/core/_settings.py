@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from ._database_url import database_backend
 from ._redis import _scheme
-from ._sql import _parse
 
 
 class LLMProxySettings(BaseSettings):
@@ -28,5 +28,5 @@ class LLMProxySettings(BaseSettings):
     @field_validator("database_url")
     @classmethod
     def _check_database_url(cls, value: str) -> str:
-        _parse(value)
+        database_backend(value)
         return value

@@ -15,6 +15,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlalchemy.ext.asyncio import create_async_engine as _sa_create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
+from ._database_url import DatabaseURLError
+
 #: Every PostgreSQL schema an llmproxy package uses. A package adding a schema appends it here.
 SCHEMAS: list[str] = ["tenants", "configuration", "auth", "quota", "flags", "metering", "audit"]
 
@@ -36,8 +38,17 @@ class Base(DeclarativeBase):
     metadata = metadata
 
 
-class DatabaseURLError(ValueError):
-    """The database URL is malformed or names an unsupported backend."""
+def tenant_id_column(name: str = "tenant_id", *, primary_key: bool = False, **kwargs: Any) -> sa.Column[Any]:
+    """The column every package's table references its tenant by: a UUID foreign key to core's
+    ``tenants.tenants`` with ``ON DELETE CASCADE`` (deleting a tenant deletes what it owns), not null."""
+    return sa.Column(
+        name,
+        sa.Uuid,
+        sa.ForeignKey("tenants.tenants.id", ondelete="CASCADE"),
+        nullable=False,
+        primary_key=primary_key,
+        **kwargs,
+    )
 
 
 def _parse(url: str) -> sa.URL:

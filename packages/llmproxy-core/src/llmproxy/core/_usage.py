@@ -75,21 +75,40 @@ def report_usage(
     return usage
 
 
-def open_usage(scope: Scope) -> Usage:
-    """The scope's usage channel, created (and made current) if no outer middleware opened one."""
-    usage = scope.get(SCOPE_KEY)
+def _scope_usage(holder: Scope | WSGIEnviron, key: str) -> Usage:
+    usage = holder.get(key)
     if not isinstance(usage, Usage):
-        usage = Usage()
-        scope[SCOPE_KEY] = usage
+        usage = holder[key] = Usage()
+    return usage
+
+
+def bind_usage(scope: Scope) -> tuple[Usage, contextvars.Token[Usage | None]]:
+    """The scope's usage channel (created if no outer middleware opened one), made current for the handler.
+
+    Reset the token with :func:`reset_usage` when the request ends (for a stream: after its last chunk)."""
+    usage = _scope_usage(scope, SCOPE_KEY)
+    return usage, _current.set(usage)
+
+
+def bind_environ_usage(environ: WSGIEnviron) -> tuple[Usage, contextvars.Token[Usage | None]]:
+    """The WSGI twin of :func:`bind_usage`; reset the token when the server closes the body."""
+    usage = _scope_usage(environ, ENVIRON_KEY)
+    return usage, _current.set(usage)
+
+
+def open_usage(scope: Scope) -> Usage:
+    """The scope's usage channel, created (and made current) if no outer middleware opened one.
+
+    It stays current until something else is made current: middlewares use :func:`bind_usage`, whose token
+    puts the previous value back when the request ends."""
+    usage = _scope_usage(scope, SCOPE_KEY)
     _current.set(usage)
     return usage
 
 
 def open_environ_usage(environ: WSGIEnviron) -> Usage:
-    usage = environ.get(ENVIRON_KEY)
-    if not isinstance(usage, Usage):
-        usage = Usage()
-        environ[ENVIRON_KEY] = usage
+    """The WSGI twin of :func:`open_usage` (middlewares use :func:`bind_environ_usage`)."""
+    usage = _scope_usage(environ, ENVIRON_KEY)
     _current.set(usage)
     return usage
 
@@ -100,4 +119,7 @@ def use_usage(usage: Usage | None) -> contextvars.Token[Usage | None]:
 
 
 def reset_usage(token: contextvars.Token[Usage | None]) -> None:
-    _current.reset(token)
+    try:
+        _current.reset(token)
+    except ValueError:  # a token of another context: never keep a finished request's channel
+        _current.set(None)

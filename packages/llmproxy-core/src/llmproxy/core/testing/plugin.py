@@ -56,7 +56,7 @@ class Backend:
         return self.kind == "real"
 
 
-# -- real services (session) ---------------------------------------------------------------------------------
+# -- real services (session) -------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -107,7 +107,7 @@ def _redis_cluster() -> Iterator[RedisClusterNodes | str]:
     cluster.stop()
 
 
-# -- per-test URLs -------------------------------------------------------------------------------------------
+# -- per-test URLs -----------------------------------------------------------------------------------------
 
 
 @pytest.fixture

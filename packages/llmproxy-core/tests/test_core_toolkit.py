@@ -1,0 +1,182 @@
+"""The toolkit every package shares: flows, options, fail-fast Redis options, the vocabulary without SQL."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Generator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+from pydantic import Field, ValidationError
+
+from llmproxy.core import Flow, Options, arun_flow, fail_fast_redis_options, run_flow
+
+
+@dataclass(frozen=True)
+class Get:
+    key: str
+
+
+@dataclass(frozen=True)
+class Put:
+    key: str
+    value: str
+
+
+def cache_flow(key: str) -> Flow[Get | Put, str]:
+    """Read ``key``; on a miss or a failed read, compute and store it (a store failure is shrugged off)."""
+    try:
+        value = yield Get(key)
+    except ConnectionError:
+        value = None
+    if value is None:
+        value = key.upper()
+        try:
+            yield Put(key, value)
+        except ConnectionError:
+            pass
+    return value
+
+
+class Store:
+    def __init__(self, fail: set[type] | None = None) -> None:
+        self.data: dict[str, str] = {}
+        self.fail = fail or set()
+        self.done: list[object] = []
+
+    def perform(self, op: Get | Put) -> Any:
+        self.done.append(op)
+        if type(op) in self.fail:
+            raise ConnectionError("down")
+        match op:
+            case Get(key):
+                return self.data.get(key)
+            case Put(key, value):
+                self.data[key] = value
+                return None
+
+    async def aperform(self, op: Get | Put) -> Any:
+        return self.perform(op)
+
+
+def test_a_flow_runs_its_operations_and_returns_its_result() -> None:
+    store = Store()
+    assert run_flow(cache_flow("a"), store.perform) == "A"
+    assert store.done == [Get("a"), Put("a", "A")]
+    assert run_flow(cache_flow("a"), store.perform) == "A"
+    assert store.done[-1] == Get("a")
+
+
+async def test_the_async_runner_performs_the_same_flow() -> None:
+    store = Store()
+    assert await arun_flow(cache_flow("b"), store.aperform) == "B"
+    assert store.data == {"b": "B"}
+
+
+@pytest.mark.parametrize("failing", [Get, Put])
+def test_a_failed_operation_is_thrown_into_the_flow(failing: type) -> None:
+    store = Store(fail={failing})
+    assert run_flow(cache_flow("c"), store.perform) == "C"  # the flow caught it
+
+
+def test_an_exception_the_flow_does_not_catch_propagates_and_closes_it() -> None:
+    closed: list[bool] = []
+
+    def flow() -> Generator[Get, Any, str]:
+        try:
+            yield Get("x")
+            return "unreachable"
+        finally:
+            closed.append(True)
+
+    def perform(_op: Get) -> Any:
+        raise KeyError("boom")
+
+    with pytest.raises(KeyError):
+        run_flow(flow(), perform)
+    assert closed == [True]
+
+
+async def test_a_cancelled_operation_closes_the_flow_without_throwing_into_it() -> None:
+    import asyncio
+
+    seen: list[str] = []
+
+    def flow() -> Generator[Get, Any, str]:
+        try:
+            yield Get("x")
+        except BaseException as exc:  # pragma: no cover - must not happen
+            seen.append(type(exc).__name__)
+            raise
+        finally:
+            seen.append("closed")
+        return "unreachable"
+
+    async def perform(_op: Get) -> Any:
+        raise asyncio.CancelledError
+
+    with pytest.raises(asyncio.CancelledError):
+        await arun_flow(flow(), perform)
+    assert seen == ["GeneratorExit", "closed"]
+
+
+def test_a_flow_that_answers_without_io_is_returned_as_is() -> None:
+    assert run_flow("ready", lambda op: None) == "ready"  # type: ignore[arg-type]
+
+
+class CacheOptions(Options):
+    ttl: float = Field(5.0, ge=0)
+    size: int = Field(100, ge=1)
+
+
+def test_options_are_validated_naming_the_field() -> None:
+    with pytest.raises(ValidationError, match="ttl"):
+        CacheOptions(ttl=-1)
+    with pytest.raises(ValidationError, match="colour"):
+        CacheOptions(colour="red")  # type: ignore[call-arg]
+
+
+def test_options_are_frozen_and_built_from_overrides() -> None:
+    base = CacheOptions(size=7)
+    with pytest.raises(ValidationError):
+        base.size = 8  # type: ignore[misc]
+    assert CacheOptions.build(base, {"ttl": 1.0}) == CacheOptions(ttl=1.0, size=7)
+    assert CacheOptions.build(None, {}) == CacheOptions()
+    assert CacheOptions.build(base) is base
+    assert base.replace(ttl=2) == CacheOptions(ttl=2, size=7)
+    with pytest.raises(TypeError, match="CacheOptions"):
+        CacheOptions.build(object())  # type: ignore[arg-type]
+
+
+def test_fail_fast_options_bound_every_wait_on_a_real_server() -> None:
+    options = fail_fast_redis_options("redis://127.0.0.1:6379/0")
+    assert options["socket_timeout"] == options["socket_connect_timeout"] == 0.5
+    retry = options["retry"]
+    assert retry.get_retries() == 1
+    assert fail_fast_redis_options("memory://x") == {}
+
+
+def test_the_vocabulary_imports_without_sqlalchemy_or_alembic() -> None:
+    code = """
+import sys
+class Block:
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('sqlalchemy', 'alembic'):
+            raise ModuleNotFoundError(f"No module named {name!r}")
+        return None
+sys.meta_path.insert(0, Block())
+import llmproxy.core as core
+from llmproxy.core import RequestContext, report_usage, ResponseWatch, run_flow, AsyncWriteBehind, EdgeError
+try:
+    core.create_engine
+except ImportError as exc:
+    assert "[sql]" in str(exc), exc
+else:
+    raise SystemExit("create_engine imported without SQLAlchemy")
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "ok"
