@@ -2,20 +2,13 @@
 
 from __future__ import annotations
 
-import sys
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))
-import _standin  # noqa: E402  (TEMPORARY, until core's toolkit lands: see _standin.py)
-
-_standin.install()
-
-from llmproxy.core import ManualClock, TenantRegistry, create_engine  # noqa: E402
+from llmproxy.core import ManualClock, TenantRegistry, create_engine
 
 
 @pytest.fixture

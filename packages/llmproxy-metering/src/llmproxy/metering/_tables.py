@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from llmproxy.core import metadata
+from llmproxy.core import metadata, tenant_id_column
 
 SCHEMA = "metering"
 
@@ -14,7 +14,7 @@ PriceType = sa.Numeric(18, 9).with_variant(sa.String(40), "sqlite")
 usage_hourly_table = sa.Table(
     "usage_hourly",
     metadata,
-    sa.Column("tenant_id", sa.Uuid, sa.ForeignKey("tenants.tenants.id", ondelete="CASCADE"), nullable=False),
+    tenant_id_column(),
     sa.Column("hour", sa.BigInteger, nullable=False),  # hours since the epoch (UTC)
     sa.Column("model", sa.String(200), nullable=False),  # "" when the events named none
     sa.Column("api_key_id", sa.String(100), nullable=False),
