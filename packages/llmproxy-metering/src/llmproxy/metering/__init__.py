@@ -1,5 +1,6 @@
 """Usage metering: per tenant, hour and model in Redis, flushed to PostgreSQL, never lost or double counted."""
 
+from ._asgi import MeteringMiddleware
 from ._client import AsyncMeteringClient, MeteringClient
 from ._flush import FlushResult, retry_delay
 from ._flusher import AsyncFlusher, Flusher
@@ -15,6 +16,8 @@ from ._prices import GenaiPricesCatalog, LinearPrice, PriceBook, PriceCatalog, P
 from ._query import DIMENSIONS, GRANULARITIES, UsageBucket, UsageGroup, UsageReport, UsageTotals
 from ._record import RECORD_SCRIPT, MeteringStats
 from ._repository import AsyncPriceOverrides
+from ._track import Tracker, event_for, metered, track
+from ._wsgi import WSGIMeteringMiddleware
 from ._tables import flush_state_table, price_overrides_table, usage_hourly_table
 from ._version import __version__
 
@@ -35,6 +38,7 @@ __all__ = [
     "LinearPrice",
     "MeteringClient",
     "MeteringError",
+    "MeteringMiddleware",
     "MeteringOptions",
     "MeteringStats",
     "PriceBook",
@@ -44,15 +48,20 @@ __all__ = [
     "UsageEvent",
     "UsageGroup",
     "UsageReport",
+    "Tracker",
     "UsageTotals",
+    "WSGIMeteringMiddleware",
     "__version__",
     "bucket_key",
     "dirty_key",
+    "event_for",
     "flush_state_table",
     "hour_label",
+    "metered",
     "parse_bucket",
     "price_overrides_table",
     "retry_delay",
     "seen_key",
+    "track",
     "usage_hourly_table",
 ]

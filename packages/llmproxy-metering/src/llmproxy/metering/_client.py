@@ -7,14 +7,23 @@ import logging
 import threading
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, ParamSpec, Self, TypeVar
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from llmproxy.core import SYSTEM_CLOCK, AsyncWriteBehind, Clock, WriteBehind, arun_flow, run_flow
+from llmproxy.core import (
+    SYSTEM_CLOCK,
+    AsyncWriteBehind,
+    Clock,
+    RequestContext,
+    WriteBehind,
+    arun_flow,
+    run_flow,
+)
 
 from . import _repository as repo
 from ._io import AsyncPerformer, SyncPerformer
@@ -22,6 +31,10 @@ from ._models import MeteringOptions, UsageEvent
 from ._prices import PriceBook
 from ._query import UsageReport, build_query, usage_flow
 from ._record import RECORD_SCRIPT, MeteringStats, Recorder
+from ._track import Tracker, metered, track
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 logger = logging.getLogger("llmproxy.metering")
 
@@ -41,6 +54,21 @@ class _Base:
         self.engine = engine
         self._recorder = Recorder(self.options, self.prices, clock)
         self._prices_loaded_at = float("-inf")
+
+    def record(self, event: UsageEvent) -> bool:
+        raise NotImplementedError
+
+    def track(
+        self, ctx: RequestContext | None = None, *, model: str | None = None, provider: str | None = None
+    ) -> AbstractContextManager[Tracker]:
+        """``with client.track(ctx, model=...) as t: ... t.report(usage)``: one event when the block ends."""
+        return track(self, ctx, model=model, provider=provider, clock=self.clock.now)
+
+    def metered(
+        self, *, model: str | None = None, provider: str | None = None
+    ) -> Callable[[Callable[P, R]], Callable[P, R]]:
+        """Decorator for worker functions: each call is tracked with the current context."""
+        return metered(self, model=model, provider=provider)
 
     @property
     def stats(self) -> MeteringStats:
