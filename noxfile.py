@@ -44,9 +44,10 @@ def local_packages() -> list[str]:
 def install_workspace(session: nox.Session, *extra: str) -> None:
     editable: list[str] = []
     for path in local_packages():
-        extras = {"llmproxy-core": "[redis,postgres,sqlite-async,testing]", "llmproxy-metering": "[prices]"}.get(
-            path.rsplit("/", 1)[-1], ""
-        )
+        extras = {
+            "llmproxy-core": "[redis,postgres,sqlite-async,testing]",
+            "llmproxy-metering": "[prices]",
+        }.get(path.rsplit("/", 1)[-1], "")
         editable += ["-e", path + extras]
     session.install(*editable, *extra)
 

@@ -41,8 +41,12 @@ def with_tenant(app: Any, tenant: uuid.UUID | None = TENANT) -> Any:
 
     async def outer(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
-            ctx = RequestContext(tenant_id=tenant, api_key_id="key-1", endpoint=scope["path"],
-                                 request_id=dict(scope["headers"]).get(b"x-request-id", b"r").decode())  # fmt: skip
+            ctx = RequestContext(
+                tenant_id=tenant,
+                api_key_id="key-1",
+                endpoint=scope["path"],
+                request_id=dict(scope["headers"]).get(b"x-request-id", b"r").decode(),
+            )
             bind_context_to_scope(scope, ctx)
         await app(scope, receive, send)
 
@@ -93,7 +97,13 @@ async def test_a_client_that_disconnects_mid_stream_is_charged_what_was_streamed
     async def receive() -> Message:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    scope = {"type": "http", "method": "POST", "path": "/v1/chat/completions", "headers": [], "query_string": b""}
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": "/v1/chat/completions",
+        "headers": [],
+        "query_string": b"",
+    }
     with pytest.raises(OSError, match="went away"):
         await app(scope, receive, send)
     await client.flush()
@@ -102,7 +112,9 @@ async def test_a_client_that_disconnects_mid_stream_is_charged_what_was_streamed
     assert fields["output_tokens"] == 10  # two chunks' worth
 
 
-async def test_anonymous_requests_and_other_scopes_are_not_metered(redis_url: str, clock: ManualClock) -> None:
+async def test_anonymous_requests_and_other_scopes_are_not_metered(
+    redis_url: str, clock: ManualClock
+) -> None:
     client = AsyncMeteringClient(async_redis_from_url(redis_url), clock=clock)
     app = with_tenant(MeteringMiddleware(chat, client=client, clock=clock.now), tenant=None)
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
@@ -123,7 +135,9 @@ def wsgi_chat(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[b
     return body()
 
 
-def test_the_wsgi_middleware_records_when_the_server_closes_the_body(redis_url: str, clock: ManualClock) -> None:
+def test_the_wsgi_middleware_records_when_the_server_closes_the_body(
+    redis_url: str, clock: ManualClock
+) -> None:
     redis = redis_from_url(redis_url)
     client = MeteringClient(redis, clock=clock)
     middleware = WSGIMeteringMiddleware(wsgi_chat, client=client, clock=clock.now)
@@ -145,9 +159,14 @@ def test_track_records_one_event_for_a_block_of_work(redis_url: str, clock: Manu
     ctx = RequestContext(tenant_id=TENANT, request_id="job-1")
     with client.track(ctx, model="batch-model") as t:
         t.report(input_tokens=40, output_tokens=2)
-    with pytest.raises(RuntimeError), client.track(ctx.replace(request_id="job-2"), model="batch-model"):
-        report_usage(input_tokens=1)
-        raise RuntimeError("the job failed")
+
+    def failing_job() -> None:
+        with client.track(ctx.replace(request_id="job-2"), model="batch-model"):
+            report_usage(input_tokens=1)
+            raise RuntimeError("the job failed")
+
+    with pytest.raises(RuntimeError):
+        failing_job()
     client.flush()
     fields = hash_of(redis, clock)
     assert fields["requests"] == 2
@@ -178,13 +197,17 @@ async def test_redis_cut_on_the_request_path_leaves_requests_unaffected_and_coun
     assert proxied_backend.redis_proxy is not None
     from llmproxy.core import fail_fast_redis_options
 
-    redis = async_redis_from_url(proxied_backend.redis_url, **fail_fast_redis_options(proxied_backend.redis_url))
+    redis = async_redis_from_url(
+        proxied_backend.redis_url, **fail_fast_redis_options(proxied_backend.redis_url)
+    )
     client = AsyncMeteringClient(redis, clock=clock)
     app = with_tenant(MeteringMiddleware(chat, client=client, clock=clock.now))
     proxied_backend.redis_proxy.cut()
     async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
-        statuses = [(await http.post("/v1/chat/completions", headers={"x-request-id": f"r{i}"})).status_code
-                    for i in range(20)]  # fmt: skip
+        statuses = [
+            (await http.post("/v1/chat/completions", headers={"x-request-id": f"r{i}"})).status_code
+            for i in range(20)
+        ]
     await client.flush()
     assert statuses == [200] * 20
     stats = client.write_behind.stats

@@ -31,8 +31,16 @@ def test_a_flush_writes_every_bucket_total_and_a_second_flush_changes_nothing(
     client = MeteringClient(redis, clock=clock)
     now = datetime.fromtimestamp(clock.now(), UTC)
     for i in range(3):
-        client.record(UsageEvent(tenant_id=tenant, occurred_at=now - timedelta(hours=i), model="a",
-                                 api_key_id="k", input_tokens=10 * (i + 1), output_tokens=1))  # fmt: skip
+        client.record(
+            UsageEvent(
+                tenant_id=tenant,
+                occurred_at=now - timedelta(hours=i),
+                model="a",
+                api_key_id="k",
+                input_tokens=10 * (i + 1),
+                output_tokens=1,
+            )
+        )
     client.record(UsageEvent(tenant_id=tenant, occurred_at=now, model="b", input_tokens=5))
     client.flush()
     engine = create_engine(backend.database_url)
@@ -81,8 +89,11 @@ def test_ten_thousand_buckets_touched_in_one_interval_are_all_flushed(
     client = MeteringClient(redis, clock=clock, late_window=101 * 3600, dedupe_window=101 * 3600)
     for tenant in tenants:
         for h in range(100):
-            client.record(UsageEvent(tenant_id=tenant, occurred_at=now - timedelta(hours=h), model="m",
-                                     input_tokens=h + 1))  # fmt: skip
+            client.record(
+                UsageEvent(
+                    tenant_id=tenant, occurred_at=now - timedelta(hours=h), model="m", input_tokens=h + 1
+                )
+            )
     client.flush()
     assert client.write_behind.stats.dropped == 0
     engine = create_engine(backend.database_url)

@@ -25,9 +25,14 @@ def event(model: str, provider: str | None = None, **tokens: int) -> UsageEvent:
 
 @pytest.mark.parametrize(
     ("model", "provider"),
-    [("gpt-4o-mini", "openai"), ("gpt-4o", None), ("claude-sonnet-4-20250514", "anthropic"),
-     ("gemini-2.5-pro", "google"), ("o3", "openai")],
-)  # fmt: skip
+    [
+        ("gpt-4o-mini", "openai"),
+        ("gpt-4o", None),
+        ("claude-sonnet-4-20250514", "anthropic"),
+        ("gemini-2.5-pro", "google"),
+        ("o3", "openai"),
+    ],
+)
 def test_the_catalog_cost_equals_genai_prices_own_calculation(model: str, provider: str | None) -> None:
     catalog = GenaiPricesCatalog()
     e = event(model, provider, input_tokens=123_456, cached_input_tokens=1_000, output_tokens=7_890)
@@ -53,9 +58,13 @@ def test_a_tenant_override_wins_over_a_global_one_which_wins_over_the_catalog() 
     tenant = uuid.uuid4()
     book = PriceBook(
         GenaiPricesCatalog(),
-        [PriceOverride(model="gpt-4o", input_per_mtok=Decimal(1), output_per_mtok=Decimal(0)),
-         PriceOverride(tenant_id=tenant, model="gpt-4o", input_per_mtok=Decimal(3), output_per_mtok=Decimal(0))],
-    )  # fmt: skip
+        [
+            PriceOverride(model="gpt-4o", input_per_mtok=Decimal(1), output_per_mtok=Decimal(0)),
+            PriceOverride(
+                tenant_id=tenant, model="gpt-4o", input_per_mtok=Decimal(3), output_per_mtok=Decimal(0)
+            ),
+        ],
+    )
     mine = UsageEvent(tenant_id=tenant, occurred_at=AT, model="gpt-4o", input_tokens=1000)
     other = UsageEvent(tenant_id=uuid.uuid4(), occurred_at=AT, model="gpt-4o", input_tokens=1000)
     assert book.cost_micros(mine) == 3000
@@ -64,8 +73,13 @@ def test_a_tenant_override_wins_over_a_global_one_which_wins_over_the_catalog() 
 
 
 def test_a_per_request_price_is_charged_per_request() -> None:
-    book = PriceBook(overrides=[PriceOverride(model="m", input_per_mtok=Decimal(0), output_per_mtok=Decimal(0),
-                                              per_request=Decimal("0.002"))])  # fmt: skip
+    book = PriceBook(
+        overrides=[
+            PriceOverride(
+                model="m", input_per_mtok=Decimal(0), output_per_mtok=Decimal(0), per_request=Decimal("0.002")
+            )
+        ]
+    )
     assert book.cost_micros(event("m", requests=3)) == 6000
 
 
@@ -82,11 +96,21 @@ def test_overrides_are_stored_replaced_deleted_and_loaded_by_a_client(
     tenant = create_tenant(database_url)
     engine = create_engine(database_url)
     with engine.begin() as conn:
-        repo.put_override(conn, PriceOverride(tenant_id=tenant, model="m", input_per_mtok=Decimal("1.5"),
-                                              output_per_mtok=Decimal(2)))  # fmt: skip
-        repo.put_override(conn, PriceOverride(tenant_id=tenant, model="m", input_per_mtok=Decimal("2.25"),
-                                              output_per_mtok=Decimal(2)))  # fmt: skip
-        repo.put_override(conn, PriceOverride(model="m", input_per_mtok=Decimal(9), output_per_mtok=Decimal(9)))
+        repo.put_override(
+            conn,
+            PriceOverride(
+                tenant_id=tenant, model="m", input_per_mtok=Decimal("1.5"), output_per_mtok=Decimal(2)
+            ),
+        )
+        repo.put_override(
+            conn,
+            PriceOverride(
+                tenant_id=tenant, model="m", input_per_mtok=Decimal("2.25"), output_per_mtok=Decimal(2)
+            ),
+        )
+        repo.put_override(
+            conn, PriceOverride(model="m", input_per_mtok=Decimal(9), output_per_mtok=Decimal(9))
+        )
     with engine.connect() as conn:
         mine = repo.list_overrides(conn, tenant)
         assert [(o.model, o.input_per_mtok) for o in mine] == [("m", Decimal("2.25"))]
@@ -113,8 +137,10 @@ def test_deleting_a_tenant_deletes_its_usage_and_overrides(
     engine = create_engine(database_url)
     with engine.begin() as conn:
         repo.upsert_hours(conn, [(tenant, 1, "m", "", "", 1, 2, 3, 0, 0, 0, 1)])
-        repo.put_override(conn, PriceOverride(tenant_id=tenant, model="m", input_per_mtok=Decimal(1),
-                                              output_per_mtok=Decimal(1)))  # fmt: skip
+        repo.put_override(
+            conn,
+            PriceOverride(tenant_id=tenant, model="m", input_per_mtok=Decimal(1), output_per_mtok=Decimal(1)),
+        )
     TenantRegistry(engine).delete(tenant)
     with engine.connect() as conn:
         assert conn.execute(sa.select(sa.func.count()).select_from(usage_hourly_table)).scalar() == 0

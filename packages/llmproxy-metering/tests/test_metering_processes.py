@@ -26,14 +26,21 @@ pytestmark = pytest.mark.slow
 
 def fill(backend: Backend, clock: ManualClock, tenants: list[uuid.UUID], hours: int) -> int:
     """Record one event per tenant and hour; the total input tokens recorded."""
-    client = MeteringClient(redis_from_url(backend.redis_url), clock=clock,
-                            late_window=(hours + 1) * 3600, dedupe_window=(hours + 1) * 3600)  # fmt: skip
+    client = MeteringClient(
+        redis_from_url(backend.redis_url),
+        clock=clock,
+        late_window=(hours + 1) * 3600,
+        dedupe_window=(hours + 1) * 3600,
+    )
     now = datetime.fromtimestamp(clock.now(), UTC)
     total = 0
     for tenant in tenants:
         for h in range(hours):
-            client.record(UsageEvent(tenant_id=tenant, occurred_at=now - timedelta(hours=h), model="m",
-                                     input_tokens=h + 7))  # fmt: skip
+            client.record(
+                UsageEvent(
+                    tenant_id=tenant, occurred_at=now - timedelta(hours=h), model="m", input_tokens=h + 7
+                )
+            )
             total += h + 7
     client.flush()
     assert client.write_behind.stats.dropped == 0
@@ -45,17 +52,30 @@ def totals(database_url: str) -> tuple[int, int, int]:
     try:
         with engine.connect() as conn:
             t = usage_hourly_table
-            row = conn.execute(sa.select(sa.func.count(), sa.func.coalesce(sa.func.sum(t.c.requests), 0),
-                                         sa.func.coalesce(sa.func.sum(t.c.input_tokens), 0))).one()  # fmt: skip
+            row = conn.execute(
+                sa.select(
+                    sa.func.count(),
+                    sa.func.coalesce(sa.func.sum(t.c.requests), 0),
+                    sa.func.coalesce(sa.func.sum(t.c.input_tokens), 0),
+                )
+            ).one()
     finally:
         engine.dispose()
     return int(row[0]), int(row[1]), int(row[2])
 
 
 def flusher_process(backend: Backend, *args: str) -> subprocess.Popen[bytes]:
-    env = {**os.environ, "LLMPROXY_REDIS_URL": backend.redis_url, "LLMPROXY_DATABASE_URL": backend.database_url}
-    return subprocess.Popen([sys.executable, str(WORKER), "flush", "--once", "--log-level", "WARNING", *args],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    env = {
+        **os.environ,
+        "LLMPROXY_REDIS_URL": backend.redis_url,
+        "LLMPROXY_DATABASE_URL": backend.database_url,
+    }
+    return subprocess.Popen(
+        [sys.executable, str(WORKER), "flush", "--once", "--log-level", "WARNING", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
 
 
 def test_two_concurrent_flusher_processes_store_exactly_the_recorded_totals(

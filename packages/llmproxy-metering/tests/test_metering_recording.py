@@ -125,8 +125,14 @@ def test_an_unknown_model_gets_no_cost_and_is_counted_never_priced_at_zero(
 def test_an_override_prices_the_event_in_integer_micro_units(redis_url: str, clock: ManualClock) -> None:
     redis = redis_from_url(redis_url)
     prices = PriceBook(
-        overrides=[PriceOverride(model="m", input_per_mtok=Decimal("2.5"), output_per_mtok=Decimal("10"),
-                                 cached_input_per_mtok=Decimal("1.25"))]  # fmt: skip
+        overrides=[
+            PriceOverride(
+                model="m",
+                input_per_mtok=Decimal("2.5"),
+                output_per_mtok=Decimal("10"),
+                cached_input_per_mtok=Decimal("1.25"),
+            )
+        ]
     )
     client = MeteringClient(redis, clock=clock, prices=prices)
     tenant = uuid.uuid4()
@@ -175,7 +181,9 @@ def test_bad_input_is_refused_naming_the_field(field: str, value: object) -> Non
 
 def test_cached_tokens_cannot_exceed_input_tokens() -> None:
     with pytest.raises(ValidationError, match="cached_input_tokens"):
-        UsageEvent(tenant_id=uuid.uuid4(), occurred_at=datetime.now(UTC), input_tokens=1, cached_input_tokens=2)
+        UsageEvent(
+            tenant_id=uuid.uuid4(), occurred_at=datetime.now(UTC), input_tokens=1, cached_input_tokens=2
+        )
 
 
 def test_a_ttl_shorter_than_the_late_window_and_flush_is_refused() -> None:

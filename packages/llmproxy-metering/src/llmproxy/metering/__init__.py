@@ -1,4 +1,4 @@
-"""Usage metering: per tenant, hour and model in Redis, flushed to PostgreSQL, never lost or double counted."""
+"""Usage metering: per tenant, hour and model in Redis, flushed to PostgreSQL, never lost or counted twice."""
 
 from ._asgi import MeteringMiddleware
 from ._client import AsyncMeteringClient, MeteringClient
@@ -16,10 +16,10 @@ from ._prices import GenaiPricesCatalog, LinearPrice, PriceBook, PriceCatalog, P
 from ._query import DIMENSIONS, GRANULARITIES, UsageBucket, UsageGroup, UsageReport, UsageTotals
 from ._record import RECORD_SCRIPT, MeteringStats
 from ._repository import AsyncPriceOverrides
-from ._track import Tracker, event_for, metered, track
-from ._wsgi import WSGIMeteringMiddleware
 from ._tables import flush_state_table, price_overrides_table, usage_hourly_table
+from ._track import Tracker, event_for, metered, track
 from ._version import __version__
+from ._wsgi import WSGIMeteringMiddleware
 
 __all__ = [
     "DIMENSIONS",
@@ -44,11 +44,11 @@ __all__ = [
     "PriceBook",
     "PriceCatalog",
     "PriceOverride",
+    "Tracker",
     "UsageBucket",
     "UsageEvent",
     "UsageGroup",
     "UsageReport",
-    "Tracker",
     "UsageTotals",
     "WSGIMeteringMiddleware",
     "__version__",

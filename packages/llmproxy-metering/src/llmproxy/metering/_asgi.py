@@ -5,7 +5,16 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from llmproxy.core import ASGIApp, Receive, ResponseWatch, Scope, Send, bind_usage, context_from_scope, reset_usage
+from llmproxy.core import (
+    ASGIApp,
+    Receive,
+    ResponseWatch,
+    Scope,
+    Send,
+    bind_usage,
+    context_from_scope,
+    reset_usage,
+)
 
 from ._track import Recording, event_for, record_quietly
 
@@ -20,7 +29,12 @@ class MeteringMiddleware:
     """
 
     def __init__(
-        self, app: ASGIApp, *, client: Recording, provider: str | None = None, clock: Callable[[], float] = time.time
+        self,
+        app: ASGIApp,
+        *,
+        client: Recording,
+        provider: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
         self.client = client

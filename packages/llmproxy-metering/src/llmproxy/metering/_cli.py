@@ -26,7 +26,9 @@ def _parser() -> argparse.ArgumentParser:
     flush.add_argument("--once", action="store_true", help="flush once and exit (prints what was written)")
     flush.add_argument("--interval", type=float, default=None, help="seconds between flushes (default 60)")
     flush.add_argument("--ttl", type=int, default=None, help="the recorders' bucket TTL in seconds")
-    flush.add_argument("--name", default="default", help="the cursor's name (one per independent flusher group)")
+    flush.add_argument(
+        "--name", default="default", help="the cursor's name (one per independent flusher group)"
+    )
     flush.add_argument("--redis-url", default=None, help="default: LLMPROXY_REDIS_URL")
     flush.add_argument("--database-url", default=None, help="default: LLMPROXY_DATABASE_URL")
     flush.add_argument("--log-level", default="INFO")
@@ -53,8 +55,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.once:
             result = flusher.run_once()
-            print(json.dumps({"buckets": result.buckets, "rows": result.rows, "tenants": result.tenants,
-                              "unknown_tenants": result.unknown_tenants, "cursor_ms": result.cursor_ms}))  # fmt: skip
+            print(
+                json.dumps(
+                    {
+                        "buckets": result.buckets,
+                        "rows": result.rows,
+                        "tenants": result.tenants,
+                        "unknown_tenants": result.unknown_tenants,
+                        "cursor_ms": result.cursor_ms,
+                    }
+                )
+            )
             return 0
         stop = threading.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):

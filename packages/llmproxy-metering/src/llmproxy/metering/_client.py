@@ -19,6 +19,7 @@ from llmproxy.core import (
     SYSTEM_CLOCK,
     AsyncWriteBehind,
     Clock,
+    Flow,
     RequestContext,
     WriteBehind,
     arun_flow,
@@ -29,7 +30,7 @@ from . import _repository as repo
 from ._io import AsyncPerformer, SyncPerformer
 from ._models import MeteringOptions, UsageEvent
 from ._prices import PriceBook
-from ._query import UsageReport, build_query, usage_flow
+from ._query import QueryOp, UsageReport, build_query, usage_flow
 from ._record import RECORD_SCRIPT, MeteringStats, Recorder
 from ._track import Tracker, metered, track
 
@@ -239,7 +240,9 @@ class MeteringClient(_Base):
     ) -> UsageReport:
         """Usage over ``[start, end)`` in buckets of ``granularity`` in ``tz`` (see the README, "Queries")."""
         query = build_query(tenant_id, start, end, granularity=granularity, group_by=group_by, tz=tz)
-        return run_flow(usage_flow(query, self.options, self.clock.now()), self._perform)
+        flow: Flow[QueryOp, UsageReport] = usage_flow(query, self.options, self.clock.now())
+        # mypy infers R = Never from run_flow's "Generator[Op, Any, R] | R" parameter (arun_flow is fine)
+        return run_flow(flow, self._perform)  # type: ignore[arg-type]
 
     def refresh_prices(self) -> None:
         if self.engine is None:
@@ -261,8 +264,15 @@ class MeteringClient(_Base):
     def start(self) -> None:
         self.refresh_prices()
 
-    def flush(self) -> None:
+    def flush(self, *, timeout: float = 5.0) -> None:
+        """Send every queued event now and wait (up to ``timeout``) until they have left."""
         self.write_behind.flush()
+        # core's WriteBehind.flush() returns once the queue is empty, while its flusher thread may still be
+        # sending the batch it took: wait for the counts to show that batch sent (or failed) too.
+        stats = self.write_behind.stats
+        deadline = time.monotonic() + timeout
+        while stats.sent + stats.failed < stats.enqueued + stats.submitted and time.monotonic() < deadline:
+            time.sleep(0.001)
 
     def close(self) -> None:
         self.flush()

@@ -76,8 +76,17 @@ class UpsertHours:
     rows: tuple[Row, ...]
 
 
-FlushOp = RedisTimeMs | ReadDirtyTenants | ReadDirtyHours | ReadBuckets | LoadCursor | SaveCursor | ListTenants
-FlushOp = FlushOp | KnownTenants | UpsertHours
+FlushOp = (
+    RedisTimeMs
+    | ReadDirtyTenants
+    | ReadDirtyHours
+    | ReadBuckets
+    | LoadCursor
+    | SaveCursor
+    | ListTenants
+    | KnownTenants
+    | UpsertHours
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,7 +131,9 @@ def flush_flow(options: MeteringOptions, name: str, *, sweep: bool) -> Flow[Flus
         labels_per_tenant: list[list[Any]] = yield ReadDirtyHours(part, since)
         for tenant, labels in zip(part, labels_per_tenant, strict=True):
             for label in labels:
-                buckets.append((tenant, parse_hour_label(label.decode() if isinstance(label, bytes) else label)))
+                buckets.append(
+                    (tenant, parse_hour_label(label.decode() if isinstance(label, bytes) else label))
+                )
     rows_written = 0
     pending: list[Row] = []
     for i in range(0, len(buckets), chunk):

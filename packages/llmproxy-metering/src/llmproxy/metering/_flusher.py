@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from llmproxy.core import arun_flow, run_flow
+from llmproxy.core import Flow, arun_flow, run_flow
 
-from ._flush import FlushResult, flush_flow, retry_delay
+from ._flush import FlushOp, FlushResult, flush_flow, retry_delay
 from ._io import DEFAULT_FLUSHER, AsyncPerformer, SyncPerformer
 from ._models import MeteringOptions
 
@@ -46,7 +46,11 @@ class _Schedule:
         self.failures += 1
         delay = retry_delay(self.failures, self.options.flush_interval)
         logger.warning(
-            "flush failed (%d in a row), retrying in %.1f s: %s: %s", self.failures, delay, type(exc).__name__, exc
+            "flush failed (%d in a row), retrying in %.1f s: %s: %s",
+            self.failures,
+            delay,
+            type(exc).__name__,
+            exc,
         )
         return delay
 
@@ -76,11 +80,15 @@ class Flusher:
 
     def run_once(self, *, sweep: bool | None = None) -> FlushResult:
         sweep = self._schedule.sweep_due() if sweep is None else sweep
-        result = run_flow(flush_flow(self.options, self.name, sweep=sweep), self._perform)
+        flow: Flow[FlushOp, FlushResult] = flush_flow(self.options, self.name, sweep=sweep)
+        # mypy infers R = Never from run_flow's "Generator[Op, Any, R] | R" parameter (arun_flow is fine)
+        result: FlushResult = run_flow(flow, self._perform)  # type: ignore[arg-type]
         self._schedule.done(result)
         return result
 
-    def run(self, stop: threading.Event | None = None, *, on_result: Callable[[FlushResult], None] | None = None) -> None:
+    def run(
+        self, stop: threading.Event | None = None, *, on_result: Callable[[FlushResult], None] | None = None
+    ) -> None:
         stop = stop or self._stop
         while not stop.is_set():
             try:
@@ -107,7 +115,7 @@ class Flusher:
 
 
 class AsyncFlusher:
-    """The asyncio twin of :class:`Flusher`; ``start()`` runs the loop as a task (e.g. in an app's lifespan)."""
+    """The asyncio twin of :class:`Flusher`; ``start()`` runs the loop as a task (in an app's lifespan)."""
 
     def __init__(
         self,
@@ -126,7 +134,7 @@ class AsyncFlusher:
 
     async def run_once(self, *, sweep: bool | None = None) -> FlushResult:
         sweep = self._schedule.sweep_due() if sweep is None else sweep
-        result = await arun_flow(flush_flow(self.options, self.name, sweep=sweep), self._perform)
+        result: FlushResult = await arun_flow(flush_flow(self.options, self.name, sweep=sweep), self._perform)
         self._schedule.done(result)
         return result
 

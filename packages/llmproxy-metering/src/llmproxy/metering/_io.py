@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _repository as repo
 from ._flush import (
+    FlushOp,
     KnownTenants,
     ListTenants,
     LoadCursor,
@@ -19,7 +20,7 @@ from ._flush import (
     UpsertHours,
 )
 from ._keys import DIRTY_TENANTS, dirty_key
-from ._query import ReadBuckets, ReadCursor, ReadHours
+from ._query import QueryOp, ReadBuckets, ReadCursor, ReadHours
 
 DEFAULT_FLUSHER = "default"
 
@@ -35,7 +36,7 @@ class SyncPerformer:
             raise RuntimeError("this metering client has no database engine (pass engine=...)")
         return self.engine
 
-    def __call__(self, op: Any) -> Any:
+    def __call__(self, op: QueryOp | FlushOp) -> Any:
         redis = self.redis
         match op:
             case ReadBuckets(keys):
@@ -83,7 +84,7 @@ class AsyncPerformer:
             raise RuntimeError("this metering client has no database engine (pass engine=...)")
         return self.engine
 
-    async def __call__(self, op: Any) -> Any:
+    async def __call__(self, op: QueryOp | FlushOp) -> Any:
         redis = self.redis
         match op:
             case ReadBuckets(keys):

@@ -104,11 +104,15 @@ class UsageQuery:
 
 def _zone(tz: str) -> ZoneInfo:
     if not isinstance(tz, str) or not tz or len(tz) > 64:
-        raise InvalidUsageQuery("tz must be an IANA timezone name such as 'UTC' or 'Europe/Paris'", param="tz")
+        raise InvalidUsageQuery(
+            "tz must be an IANA timezone name such as 'UTC' or 'Europe/Paris'", param="tz"
+        )
     try:
         return ZoneInfo(tz)
     except (ZoneInfoNotFoundError, ValueError):
-        raise InvalidUsageQuery(f"unknown timezone {tz!r} (use an IANA name, e.g. 'Europe/Paris')", param="tz")
+        raise InvalidUsageQuery(  # noqa: B904 - the lookup's own error says less than this one
+            f"unknown timezone {tz!r} (use an IANA name, e.g. 'Europe/Paris')", param="tz"
+        )
 
 
 def _moment(value: datetime, zone: ZoneInfo, param: str) -> int:
@@ -248,8 +252,10 @@ def usage_flow(query: UsageQuery, options: MeteringOptions, clock_now: float) ->
     hourly: _Hourly = {}
     redis_from = max(split, query.start_hour)
     if query.start_hour < split:
-        _add_rows(hourly, (yield ReadHours(query.tenant_id, query.start_hour, min(split, query.end_hour),
-                                           query.group_by)))  # fmt: skip
+        _add_rows(
+            hourly,
+            (yield ReadHours(query.tenant_id, query.start_hour, min(split, query.end_hour), query.group_by)),
+        )
     if redis_from < query.end_hour:
         hours = range(redis_from, query.end_hour)
         try:
@@ -315,7 +321,9 @@ def assemble(query: UsageQuery, hourly: _Hourly, complete: bool) -> UsageReport:
                 totals=UsageTotals.of(totals),
                 by_model=by_model,
                 results=[
-                    UsageGroup(model=k[0], api_key_id=k[1], endpoint=k[2], **dict(zip(METRICS, v, strict=True)))
+                    UsageGroup(
+                        model=k[0], api_key_id=k[1], endpoint=k[2], **dict(zip(METRICS, v, strict=True))
+                    )
                     for k, v in sorted(results.items(), key=lambda item: tuple(x or "" for x in item[0]))
                 ],
             )

@@ -1,4 +1,4 @@
-"""The SQL, written once as functions of a sync ``Connection`` (async callers use ``AsyncConnection.run_sync``)."""
+"""The SQL, written once as functions of a sync ``Connection`` (async callers use ``run_sync``)."""
 
 from __future__ import annotations
 
@@ -58,7 +58,9 @@ def existing_tenants(conn: Connection, tenant_ids: Iterable[uuid.UUID]) -> set[u
     found: set[uuid.UUID] = set()
     for i in range(0, len(ids), 1000):
         chunk = ids[i : i + 1000]
-        found.update(conn.execute(sa.select(tenants_table.c.id).where(tenants_table.c.id.in_(chunk))).scalars())
+        found.update(
+            conn.execute(sa.select(tenants_table.c.id).where(tenants_table.c.id.in_(chunk))).scalars()
+        )
     return found
 
 
@@ -79,9 +81,11 @@ def save_cursor(conn: Connection, name: str, cursor_ms: int) -> None:
     stmt = _insert(conn, table).values(name=name, cursor_ms=cursor_ms, updated_at=datetime.now(UTC))
     stmt = stmt.on_conflict_do_update(
         index_elements=[table.c.name],
-        set_={"cursor_ms": _greatest(conn, table.c.cursor_ms, stmt.excluded.cursor_ms),
-              "updated_at": stmt.excluded.updated_at},
-    )  # fmt: skip
+        set_={
+            "cursor_ms": _greatest(conn, table.c.cursor_ms, stmt.excluded.cursor_ms),
+            "updated_at": stmt.excluded.updated_at,
+        },
+    )
     conn.execute(stmt)
 
 
@@ -130,9 +134,9 @@ def _scope(tenant_id: uuid.UUID | None) -> Any:
     return column.is_(None) if tenant_id is None else column == tenant_id
 
 
-def list_overrides(conn: Connection, tenant_id: uuid.UUID | None = None, *, every: bool = False) -> list[
-    PriceOverride
-]:
+def list_overrides(
+    conn: Connection, tenant_id: uuid.UUID | None = None, *, every: bool = False
+) -> list[PriceOverride]:
     """The overrides of one tenant (or the global ones with None); ``every=True``: all of them."""
     table = price_overrides_table
     stmt = sa.select(table).order_by(table.c.model)
@@ -168,7 +172,9 @@ def put_override(conn: Connection, override: PriceOverride) -> PriceOverride:
     )
     if updated.rowcount == 0:
         conn.execute(
-            sa.insert(table).values(id=uuid.uuid4(), tenant_id=override.tenant_id, model=override.model, **values)
+            sa.insert(table).values(
+                id=uuid.uuid4(), tenant_id=override.tenant_id, model=override.model, **values
+            )
         )
     return override
 

@@ -152,5 +152,3 @@ def metered(
         return wrapper
 
     return decorate
-
-

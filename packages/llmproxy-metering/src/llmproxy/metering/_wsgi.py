@@ -22,7 +22,12 @@ class WSGIMeteringMiddleware:
     """The WSGI twin of :class:`MeteringMiddleware` (the same event, from the same decision code)."""
 
     def __init__(
-        self, app: WSGIApp, *, client: Recording, provider: str | None = None, clock: Callable[[], float] = time.time
+        self,
+        app: WSGIApp,
+        *,
+        client: Recording,
+        provider: str | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.app = app
         self.client = client

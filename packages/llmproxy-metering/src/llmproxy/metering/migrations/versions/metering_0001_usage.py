@@ -6,6 +6,8 @@ Revises:
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -28,7 +30,7 @@ METRICS = (
 )
 
 
-def _price() -> sa.types.TypeEngine[object]:
+def _price() -> sa.types.TypeEngine[Any]:
     return sa.Numeric(18, 9).with_variant(sa.String(40), "sqlite")
 
 
@@ -50,7 +52,9 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(
             ["tenant_id"], [tenants_id], name="fk_usage_hourly_tenant_id", ondelete="CASCADE"
         ),
-        sa.PrimaryKeyConstraint("tenant_id", "hour", "model", "api_key_id", "endpoint", name="pk_usage_hourly"),
+        sa.PrimaryKeyConstraint(
+            "tenant_id", "hour", "model", "api_key_id", "endpoint", name="pk_usage_hourly"
+        ),
         schema=schema,
     )
     op.create_table(
