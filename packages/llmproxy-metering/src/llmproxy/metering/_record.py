@@ -12,7 +12,7 @@ from typing import Any
 
 from llmproxy.core import Clock, Script
 
-from ._keys import CODES, DIRTY_TENANTS, Group, bucket_key, combo_field, dirty_key, hour_label, seen_key
+from ._keys import DIRTY_TENANTS, SEP, bucket_key, dirty_key, hour_label, seen_key
 from ._models import HOUR, EventOutsideWindow, MeteringOptions, UsageEvent
 from ._prices import PriceBook
 
@@ -48,7 +48,8 @@ class Recorder:
         self.clock = clock
         self.stats = MeteringStats()
         self._lock = threading.Lock()
-        self._indexed: dict[uuid.UUID, float] = {}  # tenant -> when its index entry was last sent (monotonic)
+        self._indexed: dict[uuid.UUID, float] = {}
+        self._name_cache: dict[tuple[uuid.UUID, int], tuple[str, str, str, str]] = {}  # tenant -> when its index entry was last sent (monotonic)
 
     def check_window(self, event: UsageEvent) -> None:
         """Raise :class:`EventOutsideWindow` (counted) unless ``occurred_at`` is within the window."""
@@ -73,37 +74,47 @@ class Recorder:
         """The script call recording ``event``, and the index write to send with it (or None)."""
         self.check_window(event)
         cost = self.prices.cost_micros(event)
-        tenant = event.tenant_id
-        hour = int(event.occurred_at.timestamp()) // HOUR
-        hour_end = (hour + 1) * HOUR
-        options = self.options
-        args: list[Any] = [
-            event.event_id,
-            hour_label(hour),
-            hour_end + options.ttl,
-            hour_end + options.dedupe_window,
-            options.ttl * 1000,
-        ]
-        values = (
-            event.requests,
-            event.input_tokens,
-            event.output_tokens,
-            event.cached_input_tokens,
-            event.reasoning_tokens,
-            cost or 0,
-            event.requests if cost is None else 0,
-        )
         if cost is None:
             with self._lock:
                 self.stats.unpriced += 1
-        group = Group(event.model or "", event.api_key_id or "", event.endpoint or "")
-        for code, value, total in zip(CODES, values, _TOTALS, strict=True):
-            if value:
-                args += (total, value, combo_field(code, group), value)
-        if event.model is not None and event.requests:
-            args += (f"model:{event.model}", event.requests)  # the seed's requests-per-model field
-        keys = (bucket_key(tenant, hour), seen_key(tenant, hour), dirty_key(tenant))
-        return RECORD_SCRIPT.command(keys, args), self._index_command(tenant)
+        tenant = event.tenant_id
+        hour = int(event.occurred_at.timestamp()) // HOUR
+        names = self._names(tenant, hour)
+        options = self.options
+        hour_end = (hour + 1) * HOUR
+        requests = event.requests
+        # Few, short arguments: packing the command is most of what recording costs the caller.
+        counters = (
+            f"{requests},{event.input_tokens},{event.output_tokens},{event.cached_input_tokens},"
+            f"{event.reasoning_tokens},{cost or 0},{requests if cost is None else 0}"
+        )
+        model = event.model or ""
+        args = (
+            event.event_id,
+            names[3],
+            hour_end + options.ttl,
+            hour_end + options.dedupe_window,
+            options.ttl * 1000,
+            f"{model}{SEP}{event.api_key_id or ''}{SEP}{event.endpoint or ''}",
+            model,
+            counters,
+        )
+        return RECORD_SCRIPT.command(names[:3], args), self._index_command(tenant)
+
+    def _names(self, tenant: uuid.UUID, hour: int) -> tuple[str, str, str, str]:
+        """The three keys and the hour label (cached: the same few tenant-hours recur on every request)."""
+        cache = self._name_cache
+        found = cache.get((tenant, hour))
+        if found is None:
+            if len(cache) > 10_000:
+                cache.clear()
+            found = cache[(tenant, hour)] = (
+                bucket_key(tenant, hour),
+                seen_key(tenant, hour),
+                dirty_key(tenant),
+                hour_label(hour),
+            )
+        return found
 
     def _index_command(self, tenant: uuid.UUID) -> Command | None:
         # The global index lives in another Cluster slot than the tenant's keys, so it cannot be written by
@@ -125,13 +136,3 @@ class Recorder:
             else:
                 self.stats.dropped += 1
 
-
-_TOTALS = (
-    "requests",
-    "input_tokens",
-    "output_tokens",
-    "cached_input_tokens",
-    "reasoning_tokens",
-    "cost_micros",
-    "unpriced_requests",
-)
