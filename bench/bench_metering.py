@@ -3,7 +3,7 @@
 Runs on real services it starts itself: a throwaway redis-server and a fresh, migrated PostgreSQL database
 (on $LLMPROXY_TEST_POSTGRES_URL's server). Figures:
 
-- ingest, events/s on one core (this process; Redis runs on another core): ours, ``AsyncMeteringClient.record``
+- ingest, events/s on one core (this process; Redis on another): ours, ``AsyncMeteringClient.record``
   of prebuilt events through core's write-behind (the dedupe script, one EVALSHA per event), against the
   seed's batch, a pipelined ``HINCRBY`` x3 + ``EXPIRE`` per event, in pipelines of the same size, same run.
   Building and validating the ``UsageEvent`` (the caller's cost) is shown on its own line.
@@ -43,11 +43,18 @@ BATCH = 1000  # events per pipeline, ours and the peer's
 
 def events(tenant: uuid.UUID, n: int, now: datetime) -> list[UsageEvent]:
     return [
-        UsageEvent(event_id=f"e{i}", tenant_id=tenant, occurred_at=now, model=("gpt-4o-mini", "gpt-4o")[i % 2],
-                   api_key_id="key-1", endpoint="/v1/chat/completions", input_tokens=100 + i % 50,
-                   output_tokens=20 + i % 7)
+        UsageEvent(
+            event_id=f"e{i}",
+            tenant_id=tenant,
+            occurred_at=now,
+            model=("gpt-4o-mini", "gpt-4o")[i % 2],
+            api_key_id="key-1",
+            endpoint="/v1/chat/completions",
+            input_tokens=100 + i % 50,
+            output_tokens=20 + i % 7,
+        )
         for i in range(n)
-    ]  # fmt: skip
+    ]
 
 
 async def ingest_ours(url: str, batch: list[UsageEvent]) -> float:
@@ -60,7 +67,8 @@ async def ingest_ours(url: str, batch: list[UsageEvent]) -> float:
             client.record(event)
         await client.flush()
     elapsed = time.perf_counter() - start
-    assert client.write_behind.stats.dropped == 0 and client.write_behind.stats.failed == 0
+    assert client.write_behind.stats.dropped == 0
+    assert client.write_behind.stats.failed == 0
     await client.write_behind.aclose()
     await redis.aclose()
     return (len(batch) - 1) / elapsed
@@ -95,15 +103,18 @@ def flush_figure(redis_url: str, database_url: str, buckets: int) -> tuple[float
     engine = create_engine(database_url)
     tenants = [uuid.uuid4() for _ in range(max(1, buckets // 100))]
     with engine.begin() as conn:
-        conn.execute(sa.insert(tenants_table), [{"id": t, "name": f"t{t.hex}", "created_at": datetime.now(UTC)}
-                                                for t in tenants])  # fmt: skip
+        conn.execute(
+            sa.insert(tenants_table),
+            [{"id": t, "name": f"t{t.hex}", "created_at": datetime.now(UTC)} for t in tenants],
+        )
     window = 101 * 3600
     client = MeteringClient(redis_from_url(redis_url), late_window=window, dedupe_window=window)
     now = datetime.now(UTC)
     for tenant in tenants:
         for h in range(100):
-            client.record(UsageEvent(tenant_id=tenant, occurred_at=now - timedelta(hours=h), model="m",
-                                     input_tokens=h))  # fmt: skip
+            client.record(
+                UsageEvent(tenant_id=tenant, occurred_at=now - timedelta(hours=h), model="m", input_tokens=h)
+            )
     client.flush(timeout=120)
     flusher = Flusher(redis_from_url(redis_url), engine)
     start = time.perf_counter()
@@ -117,12 +128,22 @@ def query_figures(redis_url: str, database_url: str, runs: int) -> tuple[float, 
     engine = create_engine(database_url)
     tenant = TenantRegistry(engine).create(f"query-{uuid.uuid4().hex[:8]}").id
     window = 32 * 86400
-    recorder = MeteringClient(redis_from_url(redis_url), late_window=window, dedupe_window=window, ttl=window + 7200)
+    recorder = MeteringClient(
+        redis_from_url(redis_url), late_window=window, dedupe_window=window, ttl=window + 7200
+    )
     now = datetime.now(UTC)
     for h in range(31 * 24):
         for model in ("gpt-4o-mini", "gpt-4o", "o3"):
-            recorder.record(UsageEvent(tenant_id=tenant, occurred_at=now - timedelta(hours=h), model=model,
-                                       api_key_id=f"k{h % 3}", input_tokens=10, output_tokens=2))  # fmt: skip
+            recorder.record(
+                UsageEvent(
+                    tenant_id=tenant,
+                    occurred_at=now - timedelta(hours=h),
+                    model=model,
+                    api_key_id=f"k{h % 3}",
+                    input_tokens=10,
+                    output_tokens=2,
+                )
+            )
     recorder.flush(timeout=60)
     Flusher(redis_from_url(redis_url), engine, ttl=window + 7200).run_once()
     client = MeteringClient(redis_from_url(redis_url), engine=engine)  # the default options: 24 h late window
@@ -135,7 +156,9 @@ def query_figures(redis_url: str, database_url: str, runs: int) -> tuple[float, 
     report = None
     for _ in range(runs):
         t0 = time.perf_counter()
-        report = client.get_usage(tenant, start, end, granularity="day", group_by=("model",), tz="Europe/Paris")
+        report = client.get_usage(
+            tenant, start, end, granularity="day", group_by=("model",), tz="Europe/Paris"
+        )
         samples.append((time.perf_counter() - t0) * 1000)
     engine.dispose()
     samples.sort()
@@ -144,7 +167,9 @@ def query_figures(redis_url: str, database_url: str, runs: int) -> tuple[float, 
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--quick", action="store_true", help="small sizes: check that the bench runs")
     parser.add_argument("--rounds", type=int, default=None, help="ingest rounds (alternating ours / peer)")
     args = parser.parse_args()
@@ -173,8 +198,10 @@ def main() -> None:
         seconds, flushed = flush_figure(server.url, database_url, n_buckets)
         print(f"flush: {flushed} buckets in {seconds:.2f} s ({flushed / seconds:,.0f} buckets/s)")
         p50, p99, buckets = query_figures(server.url, database_url, runs)
-        print(f"get_usage, 30 days by day in Europe/Paris ({buckets} buckets), {runs} runs: "
-              f"p50 {p50:.2f} ms, p99 {p99:.2f} ms   target <= 20 ms")  # fmt: skip
+        print(
+            f"get_usage, 30 days by day in Europe/Paris ({buckets} buckets), {runs} runs: "
+            f"p50 {p50:.2f} ms, p99 {p99:.2f} ms   target <= 20 ms"
+        )
     finally:
         server.stop()
         drop_postgres_database(database_url)

@@ -56,8 +56,8 @@ class SyncPerformer:
                 return int(seconds) * 1000 + int(micros) // 1000
         with self._engine().begin() as conn:
             match op:
-                case ReadHours(tenant, first, last, group_by):
-                    return repo.usage_rows(conn, tenant, first, last, group_by)
+                case ReadHours(tenant, first, last, group_by, periods):
+                    return repo.usage_rows(conn, tenant, first, last, group_by, periods)
                 case ReadCursor():
                     return repo.load_cursor(conn, self.flusher_name)
                 case LoadCursor(name):
@@ -104,8 +104,8 @@ class AsyncPerformer:
                 return int(seconds) * 1000 + int(micros) // 1000
         async with self._engine().begin() as conn:
             match op:
-                case ReadHours(tenant, first, last, group_by):
-                    return await conn.run_sync(repo.usage_rows, tenant, first, last, group_by)
+                case ReadHours(tenant, first, last, group_by, periods):
+                    return await conn.run_sync(repo.usage_rows, tenant, first, last, group_by, periods)
                 case ReadCursor():
                     return await conn.run_sync(repo.load_cursor, self.flusher_name)
                 case LoadCursor(name):

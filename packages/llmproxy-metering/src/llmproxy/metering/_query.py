@@ -231,6 +231,7 @@ class ReadHours:
     first: int
     last: int
     group_by: tuple[str, ...]
+    periods: tuple[int, ...] = ()  # first hours of the buckets: sum per bucket in the database
 
 
 @dataclass(frozen=True, slots=True)
@@ -251,19 +252,23 @@ def usage_flow(query: UsageQuery, options: MeteringOptions, clock_now: float) ->
     split = split_hour(query.end_hour, cursor, clock_now, options)
     hourly: _Hourly = {}
     redis_from = max(split, query.start_hour)
+    # PostgreSQL sums per bucket (keyed by the bucket's first hour); Redis answers per hour. The two cover
+    # disjoint hours, so a bucket that straddles the split simply gets both parts.
+    starts = tuple(p.first_hour for p in query.periods) if query.granularity != "hour" else ()
     if query.start_hour < split:
-        _add_rows(
-            hourly,
-            (yield ReadHours(query.tenant_id, query.start_hour, min(split, query.end_hour), query.group_by)),
-        )
-    if redis_from < query.end_hour:
-        hours = range(redis_from, query.end_hour)
+        last = min(split, query.end_hour)
+        _add_rows(hourly, (yield ReadHours(query.tenant_id, query.start_hour, last, query.group_by, starts)))
+    # no event can lie beyond the future window: later hours are not asked for
+    redis_to = min(query.end_hour, (int(clock_now) + options.future_window) // HOUR + 1)
+    if redis_from < redis_to:
+        hours = range(redis_from, redis_to)
         try:
             raws: list[Any] = yield ReadBuckets(tuple(bucket_key(query.tenant_id, h) for h in hours))
         except Exception:
             # Redis unreachable: what PostgreSQL has (it lags by up to one flush interval), said so.
             complete = False
-            _add_rows(hourly, (yield ReadHours(query.tenant_id, redis_from, query.end_hour, query.group_by)))
+            fallback = ReadHours(query.tenant_id, redis_from, redis_to, query.group_by, starts)
+            _add_rows(hourly, (yield fallback))
         else:
             for hour, raw in zip(hours, raws, strict=True):
                 if raw:
@@ -302,7 +307,10 @@ def assemble(query: UsageQuery, hourly: _Hourly, complete: bool) -> UsageReport:
         by_model: dict[str, int] = {}
         results: dict[tuple[str | None, str | None, str | None], list[int]] = {}
         for hour in range(period.first_hour, period.last_hour):
-            for group, counters in hourly.get(hour, {}).items():
+            found = hourly.get(hour)
+            if not found:
+                continue
+            for group, counters in found.items():
                 key = _project(group, query.group_by)
                 sums = results.get(key)
                 if sums is None:

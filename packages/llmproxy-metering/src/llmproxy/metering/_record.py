@@ -49,7 +49,9 @@ class Recorder:
         self.stats = MeteringStats()
         self._lock = threading.Lock()
         self._indexed: dict[uuid.UUID, float] = {}
-        self._name_cache: dict[tuple[uuid.UUID, int], tuple[str, str, str, str]] = {}  # tenant -> when its index entry was last sent (monotonic)
+        self._name_cache: dict[
+            tuple[uuid.UUID, int], tuple[str, str, str, str]
+        ] = {}  # tenant -> when its index entry was last sent (monotonic)
 
     def check_window(self, event: UsageEvent) -> None:
         """Raise :class:`EventOutsideWindow` (counted) unless ``occurred_at`` is within the window."""
@@ -135,4 +137,3 @@ class Recorder:
                 self.stats.recorded += 1
             else:
                 self.stats.dropped += 1
-

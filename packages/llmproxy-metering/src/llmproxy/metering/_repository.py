@@ -90,12 +90,23 @@ def save_cursor(conn: Connection, name: str, cursor_ms: int) -> None:
 
 
 def usage_rows(
-    conn: Connection, tenant_id: uuid.UUID, first: int, last: int, group_by: tuple[str, ...]
+    conn: Connection,
+    tenant_id: uuid.UUID,
+    first: int,
+    last: int,
+    group_by: tuple[str, ...],
+    periods: Sequence[int] = (),
 ) -> list[Row]:
     """``(hour, model, api_key_id, endpoint, *sums)`` for hours in ``[first, last)``; dimensions outside
-    ``group_by`` are summed over and come back as "" (except ``model``, kept for the per-model counts)."""
+    ``group_by`` are summed over and come back as "" (except ``model``, kept for the per-model counts).
+
+    With ``periods`` (the first hours of the query's buckets, ascending), rows are summed per bucket in the
+    database and ``hour`` is the bucket's first hour: a month by day is 30 rows per model, not 720."""
     table = usage_hourly_table
-    kept = [table.c.hour, table.c.model]
+    hour: Any = table.c.hour
+    if periods:
+        hour = sa.case(*((table.c.hour >= p, p) for p in reversed(periods)), else_=table.c.hour)
+    kept = [hour, table.c.model]
     dims: list[Any] = [table.c.model]
     for name in ("api_key_id", "endpoint"):
         column = table.c[name]
@@ -105,7 +116,7 @@ def usage_rows(
         else:
             dims.append(sa.literal("").label(name))
     stmt = (
-        sa.select(table.c.hour, *dims, *(sa.func.sum(table.c[m]) for m in METRICS))
+        sa.select(hour, *dims, *(sa.func.sum(table.c[m]) for m in METRICS))
         .where(table.c.tenant_id == tenant_id, table.c.hour >= first, table.c.hour < last)
         .group_by(*kept)
     )
