@@ -12,6 +12,7 @@ from llmproxy.core import ASGIApp, Receive, Scope, Send
 from llmproxy.quota import QuotaMiddleware
 
 from ._admin import router as admin_router
+from ._admin_usage import router as admin_usage_router
 from ._api import ModelCatalog
 from ._api import router as api_router
 from ._auth import ApiCaller
@@ -19,6 +20,7 @@ from ._backends import Backends
 from ._edge import AccessLog, ErrorGuard, RequestBodyLimit
 from ._errors import install_error_handlers
 from ._estimate import token_estimator
+from ._metering import GatewayMetering
 from ._mock import MockProvider
 from ._providers import Provider
 from ._settings import GatewaySettings
@@ -42,7 +44,11 @@ def create_provider(settings: GatewaySettings) -> Provider:
 
 
 def create_api(
-    settings: GatewaySettings, *, backends: Backends | None = None, provider: Provider | None = None
+    settings: GatewaySettings,
+    *,
+    backends: Backends | None = None,
+    provider: Provider | None = None,
+    metering: GatewayMetering | None = None,
 ) -> FastAPI:
     """The FastAPI app alone: OpenAI-compatible and admin routes, OpenAI-style errors; no middleware.
 
@@ -51,14 +57,17 @@ def create_api(
     """
     backends = backends or Backends.from_settings(settings)
     provider = provider or create_provider(settings)
+    metering = metering or GatewayMetering.from_backends(backends)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await backends.start()
+        await metering.start()
         try:
             yield
         finally:
             await provider.aclose()
+            await metering.aclose()
             await backends.aclose()
 
     api = FastAPI(
@@ -69,6 +78,7 @@ def create_api(
     )
     api.state.provider = provider
     api.state.backends = backends
+    api.state.metering = metering
     api.state.catalog = ModelCatalog(
         chat=tuple(settings.chat_models), embedding=tuple(settings.embedding_models)
     )
@@ -76,6 +86,7 @@ def create_api(
     add_exception_handlers(api)  # 401/403 from policies in OpenAI's shape
     api.include_router(api_router)
     api.include_router(admin_router)
+    api.include_router(admin_usage_router)
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -109,15 +120,16 @@ def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
 
 
 def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
-    """The full gateway. Outermost first: edge → auth → quota (limits from ratelimit-config) → app."""
+    """The full gateway. Outermost first: edge → auth → quota (limits from ratelimit-config) → metering → app."""
     settings = settings or GatewaySettings()
     backends = Backends.from_settings(settings)
-    api = create_api(settings, backends=backends)
+    metering = GatewayMetering.from_backends(backends)
+    api = create_api(settings, backends=backends, metering=metering)
     app: ASGIApp = api
     app = OnlyUnder(
         app,
         wrapped=QuotaMiddleware(
-            app,
+            metering.middleware(app),
             client=backends.quota,
             estimate_tokens=token_estimator(settings.default_max_tokens),
             max_body_bytes=settings.max_body_bytes,
