@@ -120,7 +120,7 @@ def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
 
 
 def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
-    """The full gateway. Outermost first: edge → auth → quota (limits from ratelimit-config) → metering → app."""
+    """The full gateway. Outermost first: edge → auth → quota (limits: ratelimit-config) → metering → app."""
     settings = settings or GatewaySettings()
     backends = Backends.from_settings(settings)
     metering = GatewayMetering.from_backends(backends)
