@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from sqlalchemy.engine import Engine
@@ -23,6 +24,24 @@ from ._keys import DIRTY_TENANTS, dirty_key
 from ._query import QueryOp, ReadBuckets, ReadCursor, ReadHours
 
 DEFAULT_FLUSHER = "default"
+#: How long a query process reuses the flusher's cursor. Safe: the cursor only moves forward, and an older one
+#: only moves the split earlier, so a few more hours are read from Redis (which still holds them).
+CURSOR_REUSE = 10.0
+
+
+class _CursorCache:
+    __slots__ = ("read_at", "value")
+
+    def __init__(self) -> None:
+        self.value: int | None = None
+        self.read_at = float("-inf")
+
+    def get(self) -> tuple[bool, int | None]:
+        return time.monotonic() - self.read_at < CURSOR_REUSE, self.value
+
+    def put(self, value: int | None) -> int | None:
+        self.value, self.read_at = value, time.monotonic()
+        return value
 
 
 class SyncPerformer:
@@ -30,6 +49,7 @@ class SyncPerformer:
         self.redis = redis
         self.engine = engine
         self.flusher_name = flusher_name
+        self._cursor = _CursorCache()
 
     def _engine(self) -> Engine:
         if self.engine is None:
@@ -54,12 +74,16 @@ class SyncPerformer:
             case RedisTimeMs():
                 seconds, micros = redis.time()
                 return int(seconds) * 1000 + int(micros) // 1000
+            case ReadCursor():
+                fresh, value = self._cursor.get()
+                if fresh:
+                    return value
+                with self._engine().connect() as conn:
+                    return self._cursor.put(repo.load_cursor(conn, self.flusher_name))
         with self._engine().begin() as conn:
             match op:
                 case ReadHours(tenant, first, last, group_by, periods):
                     return repo.usage_rows(conn, tenant, first, last, group_by, periods)
-                case ReadCursor():
-                    return repo.load_cursor(conn, self.flusher_name)
                 case LoadCursor(name):
                     return repo.load_cursor(conn, name)
                 case SaveCursor(name, cursor):
@@ -78,6 +102,7 @@ class AsyncPerformer:
         self.redis = redis
         self.engine = engine
         self.flusher_name = flusher_name
+        self._cursor = _CursorCache()
 
     def _engine(self) -> AsyncEngine:
         if self.engine is None:
@@ -102,12 +127,16 @@ class AsyncPerformer:
             case RedisTimeMs():
                 seconds, micros = await redis.time()
                 return int(seconds) * 1000 + int(micros) // 1000
+            case ReadCursor():
+                fresh, value = self._cursor.get()
+                if fresh:
+                    return value
+                async with self._engine().connect() as conn:
+                    return self._cursor.put(await conn.run_sync(repo.load_cursor, self.flusher_name))
         async with self._engine().begin() as conn:
             match op:
                 case ReadHours(tenant, first, last, group_by, periods):
                     return await conn.run_sync(repo.usage_rows, tenant, first, last, group_by, periods)
-                case ReadCursor():
-                    return await conn.run_sync(repo.load_cursor, self.flusher_name)
                 case LoadCursor(name):
                     return await conn.run_sync(repo.load_cursor, name)
                 case SaveCursor(name, cursor):
