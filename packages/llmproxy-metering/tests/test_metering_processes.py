@@ -186,3 +186,24 @@ def test_the_retry_delay_doubles_and_never_exceeds_the_interval() -> None:
     assert delays[:4] == [0.5, 1.0, 2.0, 4.0]
     assert max(delays) == 60.0
     assert retry_delay(50, 2.0) == 2.0
+
+
+def test_the_flush_cli_refuses_an_interval_the_ttl_cannot_cover(real_backend: Backend) -> None:
+    proc = flusher_process(real_backend, "--interval", "400000")
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2
+    assert b"flush_interval" in err
+
+
+def test_the_flush_cli_prints_what_one_run_wrote(
+    real_backend: Backend, clock: ManualClock, create_tenant: Callable[[str], uuid.UUID]
+) -> None:
+    tenant = create_tenant(real_backend.database_url)
+    fill(real_backend, clock, [tenant], 4)
+    proc = flusher_process(real_backend)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err.decode()
+    import json
+
+    printed = json.loads(out)
+    assert (printed["buckets"], printed["rows"], printed["tenants"]) == (4, 4, 1)
