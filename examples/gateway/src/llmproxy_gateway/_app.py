@@ -24,6 +24,7 @@ from ._metering import GatewayMetering
 from ._mock import MockProvider
 from ._providers import Provider
 from ._settings import GatewaySettings
+from ._telemetry import fastapi_native_telemetry_off, with_telemetry
 from ._upstream import UpstreamProvider
 from ._version import __version__
 
@@ -75,6 +76,7 @@ def create_api(
         version=__version__,
         description="An OpenAI-compatible LLM gateway composed of llmproxy middlewares.",
         lifespan=lifespan,
+        **fastapi_native_telemetry_off(),
     )
     api.state.provider = provider
     api.state.backends = backends
@@ -120,7 +122,8 @@ def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
 
 
 def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
-    """The full gateway. Outermost first: edge → auth → quota (limits: ratelimit-config) → metering → app."""
+    """The full gateway. Outermost first: observability → edge → auth → quota (limits from ratelimit-config)
+    → metering → app."""
     settings = settings or GatewaySettings()
     backends = Backends.from_settings(settings)
     metering = GatewayMetering.from_backends(backends)
@@ -142,7 +145,7 @@ def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
         public_paths=PUBLIC_PATHS,
         policies={"/v1/": ApiCaller},  # the OpenAI-compatible API: keys (or tokens) with api:access
     )
-    return with_edge(app, settings)
+    return with_telemetry(with_edge(app, settings), settings)
 
 
 def create_bare_app(settings: GatewaySettings | None = None) -> ASGIApp:
