@@ -126,6 +126,9 @@ class GenaiPricesCatalog:
             ) from exc
         self._usage_type = genai_prices.Usage
         self._snapshot = data_snapshot.get_snapshot
+        # Load the bundled data now (about half a second): lazily, the first request priced would pay it,
+        # blocking its event loop.
+        self._snapshot()
         self._cache: dict[tuple[str | None, str, int], Price | None] = {}
         self._max_cached = max_cached
         self._lock = threading.Lock()
