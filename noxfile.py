@@ -36,6 +36,7 @@ TEST_DEPS = [
 EXTRAS = {
     "llmproxy-core": "[redis,postgres,sqlite-async,testing]",
     "llmproxy-observability": "[grpc,prometheus,testing]",
+    "llmproxy-metering": "[prices]",
 }
 
 

@@ -13,6 +13,7 @@ from llmproxy.quota import QuotaMiddleware
 
 from ._admin import router as admin_router
 from ._admin_flags import router as flags_admin_router
+from ._admin_usage import router as admin_usage_router
 from ._api import ModelCatalog
 from ._api import router as api_router
 from ._auth import ApiCaller
@@ -21,6 +22,7 @@ from ._edge import AccessLog, ErrorGuard, RequestBodyLimit
 from ._errors import install_error_handlers
 from ._estimate import token_estimator
 from ._flags import flags_middleware
+from ._metering import GatewayMetering
 from ._mock import MockProvider
 from ._providers import Provider
 from ._settings import GatewaySettings
@@ -45,7 +47,11 @@ def create_provider(settings: GatewaySettings) -> Provider:
 
 
 def create_api(
-    settings: GatewaySettings, *, backends: Backends | None = None, provider: Provider | None = None
+    settings: GatewaySettings,
+    *,
+    backends: Backends | None = None,
+    provider: Provider | None = None,
+    metering: GatewayMetering | None = None,
 ) -> FastAPI:
     """The FastAPI app alone: OpenAI-compatible and admin routes, OpenAI-style errors; no middleware.
 
@@ -54,14 +60,17 @@ def create_api(
     """
     backends = backends or Backends.from_settings(settings)
     provider = provider or create_provider(settings)
+    metering = metering or GatewayMetering.from_backends(backends)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await backends.start()
+        await metering.start()
         try:
             yield
         finally:
             await provider.aclose()
+            await metering.aclose()
             await backends.aclose()
 
     api = FastAPI(
@@ -73,6 +82,7 @@ def create_api(
     )
     api.state.provider = provider
     api.state.backends = backends
+    api.state.metering = metering
     api.state.catalog = ModelCatalog(
         chat=tuple(settings.chat_models), embedding=tuple(settings.embedding_models)
     )
@@ -81,6 +91,7 @@ def create_api(
     api.include_router(api_router)
     api.include_router(admin_router)
     api.include_router(flags_admin_router)
+    api.include_router(admin_usage_router)
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -115,15 +126,16 @@ def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
 
 def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
     """The full gateway. Outermost first: observability → edge → auth → flags → quota (limits from
-    ratelimit-config) → app."""
+    ratelimit-config) → metering → app."""
     settings = settings or GatewaySettings()
     backends = Backends.from_settings(settings)
-    api = create_api(settings, backends=backends)
+    metering = GatewayMetering.from_backends(backends)
+    api = create_api(settings, backends=backends, metering=metering)
     app: ASGIApp = api
     app = OnlyUnder(
         app,
         wrapped=QuotaMiddleware(
-            app,
+            metering.middleware(app),
             client=backends.quota,
             estimate_tokens=token_estimator(settings.default_max_tokens),
             max_body_bytes=settings.max_body_bytes,
