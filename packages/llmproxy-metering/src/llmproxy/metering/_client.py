@@ -242,7 +242,7 @@ class MeteringClient(_Base):
         query = build_query(tenant_id, start, end, granularity=granularity, group_by=group_by, tz=tz)
         flow: Flow[QueryOp, UsageReport] = usage_flow(query, self.options, self.clock.now())
         # mypy infers R = Never from run_flow's "Generator[Op, Any, R] | R" parameter (arun_flow is fine)
-        return run_flow(flow, self._perform)  # type: ignore[arg-type]
+        return run_flow(flow, self._perform)
 
     def refresh_prices(self) -> None:
         if self.engine is None:

@@ -82,7 +82,7 @@ class Flusher:
         sweep = self._schedule.sweep_due() if sweep is None else sweep
         flow: Flow[FlushOp, FlushResult] = flush_flow(self.options, self.name, sweep=sweep)
         # mypy infers R = Never from run_flow's "Generator[Op, Any, R] | R" parameter (arun_flow is fine)
-        result: FlushResult = run_flow(flow, self._perform)  # type: ignore[arg-type]
+        result: FlushResult = run_flow(flow, self._perform)
         self._schedule.done(result)
         return result
 
