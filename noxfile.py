@@ -32,6 +32,15 @@ TEST_DEPS = [
 ]
 
 
+#: Extras the workspace installs, by package (the rest are installed plain).
+EXTRAS = {
+    "llmproxy-core": "[redis,postgres,sqlite-async,testing]",
+    "llmproxy-observability": "[grpc,prometheus,testing]",
+    "llmproxy-metering": "[prices]",
+    "llmproxy-audit": "[amqp]",  # RabbitMQ's tests run (CI starts the broker)
+}
+
+
 def local_packages() -> list[str]:
     found = [
         f"packages/{name}" for name in PACKAGE_ORDER if (ROOT / "packages" / name / "pyproject.toml").exists()
@@ -44,10 +53,7 @@ def local_packages() -> list[str]:
 def install_workspace(session: nox.Session, *extra: str) -> None:
     editable: list[str] = []
     for path in local_packages():
-        extras = {
-            "packages/llmproxy-core": "[redis,postgres,sqlite-async,testing]",
-            "packages/llmproxy-audit": "[amqp]",  # RabbitMQ's tests run (CI starts the broker)
-        }.get(path, "")
+        extras = EXTRAS.get(path.rsplit("/", 1)[-1], "")
         editable += ["-e", path + extras]
     session.install(*editable, *extra)
 
@@ -82,6 +88,13 @@ def gateway(session: nox.Session) -> None:
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run a benchmark: `nox -s bench -- quota` runs bench/bench_quota.py (real services needed)."""
-    install_workspace(session, "limits[redis]>=5", "httpx>=0.27", "uvicorn>=0.30")
+    install_workspace(
+        session,
+        "limits[redis]>=5",
+        "httpx>=0.27",
+        "uvicorn>=0.30",
+        "opentelemetry-instrumentation-asgi>=0.66b0",
+        "UnleashClient>=6.0",
+    )
     for name in session.posargs or ["ratelimit_config"]:
         session.run("python", f"bench/bench_{name}.py")

@@ -39,7 +39,7 @@ def fresh_tenant(gw: GatewayProcess, name: str) -> tuple[str, str]:
 
 
 def tokens_today(gw: GatewayProcess, tenant_id: str) -> int:
-    response = gw.admin("GET", f"/tenants/{tenant_id}/usage")
+    response = gw.admin("GET", f"/tenants/{tenant_id}/quota")
     assert response.status_code == 200, response.text
     return int(response.json()["quotas"]["tokens_per_day"]["current_usage"])
 
@@ -112,7 +112,12 @@ def test_a_tenant_admin_on_another_tenant_is_403(gateway: GatewayProcess) -> Non
     tenant_a, _ = fresh_tenant(gateway, "a")
     tenant_b, _ = fresh_tenant(gateway, "b")
     headers = {"authorization": f"Bearer {tenant_admin_token(tenant_a)}"}
-    for path in (f"/tenants/{tenant_b}", f"/tenants/{tenant_b}/api-keys", f"/tenants/{tenant_b}/usage"):
+    for path in (
+        f"/tenants/{tenant_b}",
+        f"/tenants/{tenant_b}/api-keys",
+        f"/tenants/{tenant_b}/usage",
+        f"/tenants/{tenant_b}/quota",
+    ):
         response = httpx.get(f"{gateway.base_url}/admin{path}", headers=headers)
         assert response.status_code == 403, path
         assert response.json()["error"]["type"] == "permission_error"

@@ -1,13 +1,14 @@
-"""Fixtures for llmproxy-auth tests: key pairs, token minting, a loopback JWKS server, tenants."""
+"""Fixtures for llmproxy-auth tests: key pairs, token minting, a JWKS server, tenants, key services."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
 
+from llmproxy.auth import ApiKeyService, AsyncApiKeyService
 from llmproxy.auth.testing import JWKSServer, KeyPair, generate_ec_key, generate_rsa_key, mint_token
 from llmproxy.core import ManualClock, TenantRegistry, create_engine
 from llmproxy.core.testing.plugin import Backend
@@ -52,3 +53,25 @@ def tenant_id(backend: Backend) -> uuid.UUID:
         return TenantRegistry(engine).create(f"tenant-{uuid.uuid4().hex[:8]}").id
     finally:
         engine.dispose()
+
+
+@pytest.fixture
+def keys(backend: Backend, manual_clock: ManualClock) -> Iterator[ApiKeyService]:
+    """A sync key service on the (parametrized) backend, on the manual clock."""
+    service = ApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
+    yield service
+    service.close()
+
+
+@pytest.fixture
+async def api_keys(backend: Backend, manual_clock: ManualClock) -> AsyncIterator[AsyncApiKeyService]:
+    """The asyncio twin of ``keys``."""
+    service = AsyncApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
+    yield service
+    await service.aclose()
+
+
+@pytest.fixture
+def akeys(api_keys: AsyncApiKeyService) -> AsyncApiKeyService:
+    """``api_keys`` under the name the asyncio service's own tests use."""
+    return api_keys

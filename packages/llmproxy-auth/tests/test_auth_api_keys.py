@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -23,13 +22,6 @@ from llmproxy.auth import (
 )
 from llmproxy.core import ManualClock, TenantNotFound, TenantRegistry, create_engine, redis_from_url
 from llmproxy.core.testing.plugin import Backend
-
-
-@pytest.fixture
-def keys(backend: Backend, manual_clock: ManualClock) -> Iterator[ApiKeyService]:
-    service = ApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
-    yield service
-    service.close()
 
 
 def second_process_view(backend: Backend, clock: ManualClock) -> ApiKeyService:

@@ -3,20 +3,12 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 
 import pytest
 
 from llmproxy.auth import ApiKeyRevoked, ApiKeyService, AsyncApiKeyService, InvalidApiKey
 from llmproxy.core import ManualClock
 from llmproxy.core.testing.plugin import Backend
-
-
-@pytest.fixture
-async def akeys(backend: Backend, manual_clock: ManualClock) -> AsyncIterator[AsyncApiKeyService]:
-    service = AsyncApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
-    yield service
-    await service.aclose()
 
 
 async def test_async_created_key_verifies(akeys: AsyncApiKeyService, tenant_id: uuid.UUID) -> None:

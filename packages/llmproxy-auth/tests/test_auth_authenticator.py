@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
 
@@ -24,13 +24,6 @@ from llmproxy.core import ManualClock
 from llmproxy.core.testing.plugin import Backend
 
 Mint = Callable[..., str]
-
-
-@pytest.fixture
-def keys(backend: Backend, manual_clock: ManualClock) -> Iterator[ApiKeyService]:
-    service = ApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
-    yield service
-    service.close()
 
 
 @pytest.fixture

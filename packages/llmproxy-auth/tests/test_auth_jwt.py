@@ -334,3 +334,46 @@ def test_signature_over_a_different_header_is_refused(
     other_header = _b64({"alg": "RS256", "kid": rsa_key.kid, "typ": "JWT", "x": 1})
     with pytest.raises(InvalidToken):
         verifier.verify(f"{other_header}.{payload}.{sig}")
+
+
+# -- the verifier's construction and its flow ---------------------------------------------------------------
+
+
+def test_the_verifier_takes_settings_with_keyword_overrides(
+    verifier: JWTVerifier, mint: Mint, rsa_key: KeyPair, manual_clock: ManualClock
+) -> None:
+    strict = JWTVerifier(verifier.settings, clock=manual_clock, leeway=0)
+    token = mint(rsa_key, exp=manual_clock.now() - 1)
+
+    assert strict.settings.leeway == 0
+    assert strict.settings.keys == verifier.settings.keys
+    assert verifier.verify(token).tenant_id == TENANT  # within the default 60 s
+    with pytest.raises(TokenExpired):
+        strict.verify(token)
+
+
+def test_a_bad_override_is_refused_naming_it(verifier: JWTVerifier) -> None:
+    with pytest.raises(ValidationError, match="leeway"):
+        JWTVerifier(verifier.settings, leeway=-1)
+    with pytest.raises(ValidationError, match="leway"):
+        JWTVerifier(verifier.settings, leway=1)
+
+
+def test_without_settings_the_verifier_reads_the_environment(
+    monkeypatch: pytest.MonkeyPatch, mint: Mint, manual_clock: ManualClock
+) -> None:
+    monkeypatch.setenv("LLMPROXY_JWT_ALGORITHMS", '["HS256"]')
+    monkeypatch.setenv("LLMPROXY_JWT_KEYS", f'{{"hs": "{HS_SECRET}"}}')
+
+    verifier = JWTVerifier(clock=manual_clock, issuer=ISSUER, audience=AUDIENCE)
+
+    assert verifier.verify(mint(HS_SECRET.encode(), "HS256", headers={"kid": "hs"})).tenant_id == TENANT
+
+
+def test_a_cached_token_is_answered_without_a_flow(
+    verifier: JWTVerifier, mint: Mint, rsa_key: KeyPair
+) -> None:
+    token = mint(rsa_key)
+    first = verifier.verify(token)
+
+    assert verifier._core.verify(token) is first

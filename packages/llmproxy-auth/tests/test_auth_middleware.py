@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Annotated, Any
 
 import httpx
@@ -29,17 +29,9 @@ from llmproxy.auth import (
 )
 from llmproxy.auth.testing import TEST_AUDIENCE, TEST_ISSUER, TEST_TENANT, KeyPair
 from llmproxy.core import ManualClock, RequestContext, Scope, current_context
-from llmproxy.core.testing.plugin import Backend
 
 Mint = Callable[..., str]
 OwnTenantAdmin = Annotated[RequestContext, Depends(require(TenantAdmin() & SameTenant()))]
-
-
-@pytest.fixture
-async def api_keys(backend: Backend, manual_clock: ManualClock) -> AsyncIterator[AsyncApiKeyService]:
-    service = AsyncApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
-    yield service
-    await service.aclose()
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import httpx
@@ -23,7 +23,6 @@ from llmproxy.auth import (
 )
 from llmproxy.auth.testing import TEST_AUDIENCE, TEST_ISSUER, TEST_TENANT, KeyPair
 from llmproxy.core import ManualClock, StartResponse, WSGIEnviron, context_from_environ, current_context
-from llmproxy.core.testing.plugin import Backend
 
 Mint = Callable[..., str]
 
@@ -37,13 +36,6 @@ def inner_app(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[b
     start_response("200 OK", [("content-type", "application/json")])
     tenant = ctx.tenant_id and str(ctx.tenant_id)
     return [json.dumps({"tenant": tenant, "key": ctx.api_key_id, "user": ctx.user_id}).encode()]
-
-
-@pytest.fixture
-def keys(backend: Backend, manual_clock: ManualClock) -> Iterator[ApiKeyService]:
-    service = ApiKeyService.from_urls(backend.redis_url, backend.database_url, clock=manual_clock)
-    yield service
-    service.close()
 
 
 @pytest.fixture

@@ -264,8 +264,8 @@ async def delete_rate_limits(
     return Response(status_code=204)
 
 
-@router.get("/tenants/{tenant_id}/usage", summary="Current usage of the tenant-wide limits")
-async def get_usage(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep) -> TenantUsage:
+@router.get("/tenants/{tenant_id}/quota", summary="Current usage of the tenant-wide limits (quota)")
+async def get_quota_usage(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep) -> TenantUsage:
     await _existing_tenant(backends, tenant_id)
     quotas: dict[str, QuotaUsage] = {}
     for quota_type in (

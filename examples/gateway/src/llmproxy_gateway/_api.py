@@ -14,8 +14,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from llmproxy.core import report_usage
+from llmproxy.core import current_context, report_usage
 
+from ._flags import streaming_allowed
 from ._providers import GatewayError, JSONObject, Provider, ProviderError
 from ._schemas import ChatCompletionRequest, EmbeddingRequest
 from ._tokens import count_chat_prompt_tokens, count_tokens
@@ -81,6 +82,14 @@ async def create_chat_completion(
     body: ChatCompletionRequest, provider: ProviderDep, catalog: CatalogDep
 ) -> JSONResponse | StreamingResponse:
     catalog.check(body.model, "chat")
+    if body.stream and not streaming_allowed(current_context()):
+        raise GatewayError(
+            403,
+            'Streaming is not enabled for this tenant; send "stream": false.',
+            type="permission_error",
+            code="feature_disabled",
+            param="stream",
+        )
     if not body.stream:
         result = await provider.chat(body, body.model)
         _report(body.model, result.get("usage"))

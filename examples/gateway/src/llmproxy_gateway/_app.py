@@ -14,6 +14,8 @@ from llmproxy.quota import QuotaMiddleware
 
 from ._admin import router as admin_router
 from ._admin_audit import router as admin_audit_router
+from ._admin_flags import router as flags_admin_router
+from ._admin_usage import router as admin_usage_router
 from ._api import ModelCatalog
 from ._api import router as api_router
 from ._audit import GatewayAudit
@@ -22,9 +24,12 @@ from ._backends import Backends
 from ._edge import AccessLog, ErrorGuard, RequestBodyLimit
 from ._errors import install_error_handlers
 from ._estimate import token_estimator
+from ._flags import flags_middleware
+from ._metering import GatewayMetering
 from ._mock import MockProvider
 from ._providers import Provider
 from ._settings import GatewaySettings
+from ._telemetry import fastapi_native_telemetry_off, with_telemetry
 from ._upstream import UpstreamProvider
 from ._version import __version__
 
@@ -45,7 +50,11 @@ def create_provider(settings: GatewaySettings) -> Provider:
 
 
 def create_api(
-    settings: GatewaySettings, *, backends: Backends | None = None, provider: Provider | None = None
+    settings: GatewaySettings,
+    *,
+    backends: Backends | None = None,
+    provider: Provider | None = None,
+    metering: GatewayMetering | None = None,
 ) -> FastAPI:
     """The FastAPI app alone: OpenAI-compatible and admin routes, OpenAI-style errors; no middleware.
 
@@ -55,16 +64,19 @@ def create_api(
     backends = backends or Backends.from_settings(settings)
     provider = provider or create_provider(settings)
     audit = GatewayAudit.from_settings(settings, backends)
+    metering = metering or GatewayMetering.from_backends(backends)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await backends.start()
         await audit.start()
+        await metering.start()
         try:
             yield
         finally:
             await provider.aclose()
             await audit.aclose()
+            await metering.aclose()
             await backends.aclose()
 
     api = FastAPI(
@@ -72,10 +84,12 @@ def create_api(
         version=__version__,
         description="An OpenAI-compatible LLM gateway composed of llmproxy middlewares.",
         lifespan=lifespan,
+        **fastapi_native_telemetry_off(),
     )
     api.state.provider = provider
     api.state.backends = backends
     api.state.audit = audit
+    api.state.metering = metering
     api.state.catalog = ModelCatalog(
         chat=tuple(settings.chat_models), embedding=tuple(settings.embedding_models)
     )
@@ -84,6 +98,8 @@ def create_api(
     api.include_router(api_router)
     api.include_router(admin_router)
     api.include_router(admin_audit_router)
+    api.include_router(flags_admin_router)
+    api.include_router(admin_usage_router)
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -117,28 +133,31 @@ def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
 
 
 def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
-    """The full gateway. Outermost first: edge → auth → quota (limits from ratelimit-config) → audit → app."""
+    """The full gateway. Outermost first: observability → edge → auth → flags → quota (limits from
+    ratelimit-config) → audit → metering → app."""
     settings = settings or GatewaySettings()
     backends = Backends.from_settings(settings)
-    api = create_api(settings, backends=backends)
-    app: ASGIApp = AuditMiddleware(api, publisher=api.state.audit.publisher)  # llm_request_completed
+    metering = GatewayMetering.from_backends(backends)
+    api = create_api(settings, backends=backends, metering=metering)
+    app: ASGIApp = api
     app = OnlyUnder(
         app,
         wrapped=QuotaMiddleware(
-            app,
+            AuditMiddleware(metering.middleware(app), publisher=api.state.audit.publisher),
             client=backends.quota,
             estimate_tokens=token_estimator(settings.default_max_tokens),
             max_body_bytes=settings.max_body_bytes,
         ),
         prefixes=("/v1/",),
     )
+    app = flags_middleware(app, backends.flags)
     app = AuthMiddleware(
         app,
         authenticator=backends.authenticator,
         public_paths=PUBLIC_PATHS,
         policies={"/v1/": ApiCaller},  # the OpenAI-compatible API: keys (or tokens) with api:access
     )
-    return with_edge(app, settings)
+    return with_telemetry(with_edge(app, settings), settings)
 
 
 def create_bare_app(settings: GatewaySettings | None = None) -> ASGIApp:

@@ -15,10 +15,12 @@ from llmproxy.core import (
     create_async_engine,
     is_memory_url,
 )
+from llmproxy.flags import AsyncFlagsClient
 from llmproxy.quota import AsyncQuotaClient
 from llmproxy.ratelimit_config import AsyncRateLimitConfigService
 
 from ._auth import GatewayAuthenticator, build_authenticator
+from ._flags import build_flags
 from ._settings import GatewaySettings
 
 
@@ -43,6 +45,7 @@ class Backends:
     quota: AsyncQuotaClient
     api_keys: AsyncApiKeyService
     authenticator: GatewayAuthenticator
+    flags: AsyncFlagsClient
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Backends:
@@ -59,16 +62,19 @@ class Backends:
             quota=AsyncQuotaClient(redis, limits, failure_policy=settings.quota_failure_policy),
             api_keys=api_keys,
             authenticator=build_authenticator(api_keys, admin_token),
+            flags=build_flags(redis, engine),
         )
 
     async def start(self) -> None:
         # Subscribe to limit invalidations before serving, so an admin change is seen within a second.
         await self.limits.start(wait=1.0)
+        await self.flags.start()  # at most 2 s; then the last good snapshot or the defaults, with the reason
 
     async def aclose(self) -> None:
         if self.authenticator.jwt is not None:
             await self.authenticator.jwt.aclose()
         await self.api_keys.aclose()
         await self.limits.aclose()
+        await self.flags.aclose()
         await self.redis.aclose()
         await self.engine.dispose()

@@ -1,7 +1,7 @@
 """Authentication for llmproxy: JWT bearer tokens, hashed API keys, tenant policies, ASGI/WSGI middleware."""
 
 from ._asgi import AuthMiddleware
-from ._authenticator import Authenticator, bearer_token
+from ._authenticator import Authenticator, bearer_token, single_authorization
 from ._errors import (
     ApiKeyExpired,
     ApiKeyNotFound,
@@ -10,6 +10,7 @@ from ._errors import (
     AuthError,
     AuthorizationError,
     AuthUnavailable,
+    DuplicateAuthorization,
     InvalidApiKey,
     InvalidToken,
     MissingCredentials,
@@ -19,7 +20,7 @@ from ._errors import (
 from ._guards import PolicyGuard, WSGIPolicyGuard, add_exception_handlers, require, requires
 from ._jwt import JWTSettings, JWTVerifier
 from ._jwt_keys import ALGORITHM_FAMILY, KeyConfigError
-from ._keys import DEFAULT_PREFIX, EPOCH_KEY, cache_key, generate_secret, hash_secret
+from ._keys import ApiKeyOptions
 from ._policies import (
     AllOf,
     AnyOf,
@@ -34,6 +35,7 @@ from ._policies import (
     check,
 )
 from ._principal import PRINCIPAL_KEY, Principal, PrincipalKind, context_with_principal, principal_from_scope
+from ._records import DEFAULT_PREFIX, EPOCH_KEY, cache_key, generate_secret, hash_secret
 from ._service import DEFAULT_SCOPES, ApiKeyService, AsyncApiKeyService
 from ._store import ApiKey, CreatedApiKey, api_keys_table
 from ._version import __version__
@@ -51,6 +53,7 @@ __all__ = [
     "ApiKey",
     "ApiKeyExpired",
     "ApiKeyNotFound",
+    "ApiKeyOptions",
     "ApiKeyRevoked",
     "ApiKeyService",
     "AsyncApiKeyService",
@@ -62,6 +65,7 @@ __all__ = [
     "Authenticator",
     "AuthorizationError",
     "CreatedApiKey",
+    "DuplicateAuthorization",
     "HasRole",
     "HasScope",
     "InvalidApiKey",
@@ -93,4 +97,5 @@ __all__ = [
     "principal_from_scope",
     "require",
     "requires",
+    "single_authorization",
 ]

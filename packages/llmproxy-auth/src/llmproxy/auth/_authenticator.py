@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 
-from ._errors import InvalidApiKey, InvalidToken, MissingCredentials
+from ._errors import DuplicateAuthorization, InvalidApiKey, InvalidToken, MissingCredentials
 from ._jwt import JWTVerifier
-from ._keys import DEFAULT_PREFIX
 from ._principal import Principal
+from ._records import DEFAULT_PREFIX
 from ._service import ApiKeyService, AsyncApiKeyService
+
+_ONE_HEADER = "Send exactly one Authorization header."
+
+
+def single_authorization(values: Sequence[bytes]) -> bytes | None:
+    """The request's one ``Authorization`` header value (None without one); several are refused
+    (:class:`DuplicateAuthorization`): a proxy in front may have read another one than we would."""
+    if len(values) > 1:
+        raise DuplicateAuthorization(_ONE_HEADER)
+    return values[0] if values else None
 
 
 def bearer_token(authorization: str | bytes | None) -> str:
@@ -21,6 +32,10 @@ def bearer_token(authorization: str | bytes | None) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token:
         raise InvalidToken("Use the Bearer authorization scheme (Authorization: Bearer ...).")
+    if "," in token:
+        # A bearer token (RFC 6750's b64token) holds no comma: this is several Authorization headers that
+        # a server folded into one value (WSGI servers do: "Bearer a,Bearer b"), or a list of tokens.
+        raise DuplicateAuthorization(_ONE_HEADER)
     return token
 
 

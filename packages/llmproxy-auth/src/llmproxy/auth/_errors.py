@@ -1,21 +1,87 @@
-"""Why a request was not let in. Each error knows its HTTP status and OpenAI-style error fields.
+"""Why a request was not let in. Each error is core's :class:`~llmproxy.core.EdgeError`: its HTTP status,
+its OpenAI-style error fields and its headers (``WWW-Authenticate`` on 401 and 400, ``Retry-After`` on 503),
+so core's ``send_error`` / ``wsgi_error`` answer with it as they are.
 
 Messages are safe to show to the caller: they never contain the credential, a key or a stack trace.
 """
 
 from __future__ import annotations
 
+import re
 
-class AuthError(Exception):
+from llmproxy.core import EdgeError
+
+DEFAULT_REALM = "llmproxy"
+#: What may not stand inside a quoted WWW-Authenticate parameter.
+_UNSAFE = re.compile(r'[^\x20-\x7e]|["\\]')
+
+
+def checked_realm(realm: str) -> str:
+    """``realm``, if it can stand in ``WWW-Authenticate: Bearer realm="..."`` as it is."""
+    if not isinstance(realm, str) or not realm or _UNSAFE.search(realm):
+        raise ValueError(f"realm must be printable ASCII without quotes or backslashes, got {realm!r}")
+    return realm
+
+
+class AuthError(EdgeError):
     """Base of every error this package raises on purpose."""
 
     status: int = 401
     type: str = "invalid_request_error"
     code: str = "invalid_token"
+    param: str | None = None
+    #: RFC 6750's ``error`` in the ``WWW-Authenticate: Bearer`` challenge; None: no challenge is sent.
+    challenge: str | None = "invalid_token"
+    #: Seconds for ``Retry-After`` (None: no header).
+    retry_after: int | None = None
 
     def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+        cls = type(self)
+        super().__init__(
+            cls.status,
+            message,
+            type=cls.type,
+            code=cls.code,
+            param=cls.param,
+            headers=self._headers(DEFAULT_REALM, message),
+        )
+
+    def _headers(self, realm: str, message: str) -> list[tuple[str, str]]:
+        headers: list[tuple[str, str]] = []
+        if self.challenge is not None:
+            description = _UNSAFE.sub("", message)
+            headers.append(
+                (
+                    "www-authenticate",
+                    f'Bearer realm="{realm}", error="{self.challenge}", error_description="{description}"',
+                )
+            )
+        if self.retry_after is not None:
+            headers.append(("retry-after", str(self.retry_after)))
+        return headers
+
+    def for_realm(self, realm: str) -> EdgeError:
+        """This refusal as a middleware of ``realm`` answers it (the realm of its ``WWW-Authenticate``)."""
+        if realm == DEFAULT_REALM:
+            return self
+        return EdgeError(
+            self.status,
+            self.message,
+            type=self.type,
+            code=self.code,
+            param=self.param,
+            headers=self._headers(realm, self.message),
+        )
+
+
+class DuplicateAuthorization(AuthError):
+    """More than one ``Authorization`` header (HTTP 400): refused rather than pick one, because a proxy in
+    front may have read another one than we would. RFC 6750 calls this ``invalid_request``."""
+
+    status = 400
+    code = "duplicate_authorization"
+    param = "Authorization"
+    challenge = "invalid_request"
 
 
 class AuthenticationError(AuthError):
@@ -56,6 +122,8 @@ class AuthUnavailable(AuthenticationError):
     status = 503
     type = "service_unavailable"
     code = "auth_unavailable"
+    challenge = None
+    retry_after = 1
 
 
 class AuthorizationError(AuthError):
@@ -64,6 +132,7 @@ class AuthorizationError(AuthError):
     status = 403
     type = "permission_error"
     code = "insufficient_permissions"
+    challenge = None
 
 
 class PolicyDenied(AuthorizationError):

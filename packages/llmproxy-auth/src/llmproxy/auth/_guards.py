@@ -19,11 +19,12 @@ from llmproxy.core import (
     context_from_environ,
     context_from_scope,
     current_context,
+    send_error,
+    wsgi_error,
 )
 
-from ._errors import AuthError
+from ._errors import DEFAULT_REALM, AuthError, checked_realm
 from ._policies import Policy, check
-from ._responses import error_response, status_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,39 +49,30 @@ def require(policy: Policy) -> Callable[..., Awaitable[RequestContext]]:
     return dependency
 
 
-def add_exception_handlers(app: Any, realm: str = "llmproxy") -> None:
+def add_exception_handlers(app: Any, realm: str = DEFAULT_REALM) -> None:
     """Render :class:`AuthError` raised by handlers/dependencies as OpenAI-style JSON (Starlette/FastAPI)."""
     from starlette.requests import Request
     from starlette.responses import Response
 
+    checked_realm(realm)
+
     async def handler(request: Request, exc: Exception) -> Response:
-        status, headers, body = error_response(cast(AuthError, exc), realm)
-        extra = {k: v for k, v in headers if k not in ("content-type", "content-length")}
-        return Response(body, status_code=status, headers=extra, media_type="application/json")
+        error = cast(AuthError, exc).for_realm(realm)
+        return Response(
+            error.body(), status_code=error.status, headers=dict(error.headers), media_type="application/json"
+        )
 
     app.add_exception_handler(AuthError, handler)
-
-
-async def send_error(send: Send, exc: AuthError, realm: str = "llmproxy") -> None:
-    status, headers, body = error_response(exc, realm)
-    await send(
-        {
-            "type": "http.response.start",
-            "status": status,
-            "headers": [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers],
-        }
-    )
-    await send({"type": "http.response.body", "body": body})
 
 
 class PolicyGuard:
     """Pure ASGI: let the request through to ``app`` only when ``policy`` allows the scope's context.
     Path parameters come from ``scope["path_params"]`` (set by Starlette routing)."""
 
-    def __init__(self, app: ASGIApp, policy: Policy, *, realm: str = "llmproxy") -> None:
+    def __init__(self, app: ASGIApp, policy: Policy, *, realm: str = DEFAULT_REALM) -> None:
         self.app = app
         self.policy = policy
-        self.realm = realm
+        self.realm = checked_realm(realm)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -89,7 +81,7 @@ class PolicyGuard:
         try:
             check(self.policy, context_from_scope(scope), scope.get("path_params") or {})
         except AuthError as exc:
-            await send_error(send, exc, self.realm)
+            await send_error(send, exc.for_realm(self.realm))
             return
         await self.app(scope, receive, send)
 
@@ -108,20 +100,18 @@ class WSGIPolicyGuard:
         policy: Policy,
         *,
         params: Callable[[WSGIEnviron], Mapping[str, Any]] = _routing_args,
-        realm: str = "llmproxy",
+        realm: str = DEFAULT_REALM,
     ) -> None:
         self.app = app
         self.policy = policy
         self.params = params
-        self.realm = realm
+        self.realm = checked_realm(realm)
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
         try:
             check(self.policy, context_from_environ(environ), self.params(environ))
         except AuthError as exc:
-            status, headers, body = error_response(exc, self.realm)
-            start_response(status_line(status), headers)
-            return [body]
+            return wsgi_error(start_response, exc.for_realm(self.realm))
         return self.app(environ, start_response)
 
 

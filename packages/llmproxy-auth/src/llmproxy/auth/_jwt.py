@@ -8,7 +8,6 @@ import json
 import math
 import threading
 import uuid
-from collections.abc import Generator
 from dataclasses import dataclass
 from typing import Any
 
@@ -18,7 +17,7 @@ from jwt.utils import base64url_decode
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from llmproxy.core import SYSTEM_CLOCK, Clock
+from llmproxy.core import SYSTEM_CLOCK, Clock, Flow, arun_flow, run_flow
 
 from ._cache import DeadlineCache
 from ._errors import AuthUnavailable, InvalidToken, TokenExpired
@@ -167,12 +166,16 @@ class JWTCore:
             return digest, None
         return digest, self.tokens.get(digest)[1]
 
-    def verify(self, token: str) -> Generator[FetchJWKS, Any, Principal]:
+    def verify(self, token: str) -> Principal | Flow[FetchJWKS, Principal]:
+        """The cached principal at once (the hot path: no flow); else the flow that verifies the token."""
         if not isinstance(token, str) or not token:
             raise InvalidToken("Malformed token.")
         digest, principal = self.cached(token)
         if principal is not None:
             return principal
+        return self._verify(token, digest)
+
+    def _verify(self, token: str, digest: bytes) -> Flow[FetchJWKS, Principal]:
         if len(token) > self.settings.max_token_length:
             raise InvalidToken("Token too long.")
         header = parse_header(token)
@@ -226,7 +229,7 @@ class JWTCore:
             raise InvalidToken("Token audience is not accepted.")
         return payload
 
-    def _jwks_key(self, alg: str, kid: str | None) -> Generator[FetchJWKS, Any, Any]:
+    def _jwks_key(self, alg: str, kid: str | None) -> Flow[FetchJWKS, Any]:
         jwks = self.jwks
         assert jwks is not None
         assert self.settings.jwks_url is not None
@@ -269,6 +272,15 @@ class JWTCore:
             claims=payload,
         )
 
+    def jwks_wanted(self, op: FetchJWKS) -> bool:
+        """False when another fetch finished since ``op`` was decided (it already answered the question)."""
+        return self.jwks is not None and not self.jwks.superseded(op.seen)
+
+    def jwks_arrived(self, document: Any) -> None:
+        """Take a fetched JWKS document, or the exception the fetch raised (the keys known are kept)."""
+        assert self.jwks is not None
+        self.jwks.apply(document, self.clock.monotonic())
+
     def _remember(self, digest: bytes, principal: Principal) -> None:
         assert self.tokens is not None
         now_wall, now_mono = self.clock.now(), self.clock.monotonic()
@@ -278,24 +290,37 @@ class JWTCore:
         self.tokens.put(digest, principal, now_mono + lifetime)
 
 
-def _fetch_result(response: httpx.Response) -> Any:
+def _document(response: httpx.Response) -> Any:
     response.raise_for_status()
     return response.json()
 
 
+#: A fetch that fails this way keeps the keys already known (anything else is a bug and propagates).
+_FETCH_ERRORS = (httpx.HTTPError, ValueError)
+
+
 class JWTVerifier:
-    """Verifies JWT bearer tokens: :meth:`verify` (sync) and :meth:`averify` (asyncio) share one flow."""
+    """Verifies JWT bearer tokens: :meth:`verify` (sync) and :meth:`averify` (asyncio) run one flow.
+
+    ``settings`` (default: :class:`JWTSettings` read from the environment) with any of its fields given as
+    keyword overrides, validated together: ``JWTVerifier(settings, leeway=0)``, ``JWTVerifier(keys={...})``.
+    """
 
     def __init__(
         self,
-        settings: JWTSettings,
+        settings: JWTSettings | None = None,
         *,
         clock: Clock = SYSTEM_CLOCK,
         http_client: httpx.Client | None = None,
         async_http_client: httpx.AsyncClient | None = None,
+        **overrides: Any,
     ) -> None:
-        self.settings = settings
-        self._core = JWTCore(settings, clock)
+        if settings is not None and not isinstance(settings, JWTSettings):
+            raise TypeError(f"settings must be a JWTSettings, got {type(settings).__name__}")
+        if overrides:
+            settings = JWTSettings(**{**(settings.model_dump() if settings else {}), **overrides})
+        self.settings = settings if settings is not None else JWTSettings()
+        self._core = JWTCore(self.settings, clock)
         self._http = http_client
         self._ahttp = async_http_client
         self._owns_http = http_client is None
@@ -310,54 +335,37 @@ class JWTVerifier:
 
     def verify(self, token: str) -> Principal:
         """The principal of a valid token; raises :class:`InvalidToken` otherwise."""
-        flow = self._core.verify(token)
-        try:
-            op = next(flow)
-            while True:
-                self._fetch(op)
-                op = flow.send(None)
-        except StopIteration as stop:
-            result: Principal = stop.value
-            return result
+        return run_flow(self._core.verify(token), self._fetch)
 
     async def averify(self, token: str) -> Principal:
-        flow = self._core.verify(token)
-        try:
-            op = next(flow)
-            while True:
-                await self._afetch(op)
-                op = flow.send(None)
-        except StopIteration as stop:
-            result: Principal = stop.value
-            return result
+        return await arun_flow(self._core.verify(token), self._afetch)
+
+    # One fetch at a time, each under the lock until its document is applied: requests that decided to
+    # fetch at the same moment find the work done (``jwks_wanted`` False) instead of fetching again.
 
     def _fetch(self, op: FetchJWKS) -> None:
-        jwks = self._core.jwks
-        assert jwks is not None
         with self._lock:
-            if jwks.superseded(op.seen):
+            if not self._core.jwks_wanted(op):
                 return
             if self._http is None:
                 self._http = httpx.Client(follow_redirects=False)
             try:
-                document: Any = _fetch_result(self._http.get(op.url, timeout=op.timeout))
-            except (httpx.HTTPError, ValueError) as exc:
+                document: Any = _document(self._http.get(op.url, timeout=op.timeout))
+            except _FETCH_ERRORS as exc:
                 document = exc
-            jwks.apply(document, self._core.clock.monotonic())
+            self._core.jwks_arrived(document)
 
     async def _afetch(self, op: FetchJWKS) -> None:
-        jwks = self._core.jwks
-        assert jwks is not None
         async with self._alock:
-            if jwks.superseded(op.seen):
+            if not self._core.jwks_wanted(op):
                 return
             if self._ahttp is None:
                 self._ahttp = httpx.AsyncClient(follow_redirects=False)
             try:
-                document: Any = _fetch_result(await self._ahttp.get(op.url, timeout=op.timeout))
-            except (httpx.HTTPError, ValueError) as exc:
+                document: Any = _document(await self._ahttp.get(op.url, timeout=op.timeout))
+            except _FETCH_ERRORS as exc:
                 document = exc
-            jwks.apply(document, self._core.clock.monotonic())
+            self._core.jwks_arrived(document)
 
     def close(self) -> None:
         if self._http is not None and self._owns_http:

@@ -2,85 +2,55 @@
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Iterable, Mapping
-from typing import Any
+from collections.abc import Iterable
+from functools import partial
 
 from llmproxy.core import (
     RequestContext,
     StartResponse,
     WSGIApp,
     WSGIEnviron,
+    WSGIResponseWatch,
     bind_context_to_environ,
+    closing,
     context_from_environ,
+    reset_current_context,
+    wsgi_error,
 )
 
-from ._authenticator import Authenticator
+from ._edge import AuthEdge
 from ._errors import AuthError
-from ._policies import Policy
 from ._principal import PRINCIPAL_KEY
-from ._responses import UNEXPECTED, PathMatcher, PathPolicies, error_response, status_line
-
-logger = logging.getLogger("llmproxy.auth")
 
 
-class AuthWSGIMiddleware:
-    """Authenticate every request and bind its RequestContext to the environ (and the current context).
+class AuthWSGIMiddleware(AuthEdge[WSGIApp]):
+    """Authenticate every request and bind its RequestContext to the environ and, until the server closes
+    the response body, the current context.
 
-    Needs a sync API key service (:class:`~llmproxy.auth.ApiKeyService`) in the authenticator.
+    Needs a sync API key service (:class:`~llmproxy.auth.ApiKeyService`) in the authenticator. A WSGI
+    server hands over one ``HTTP_AUTHORIZATION``: several headers it folded into one (``"Bearer a,Bearer
+    b"``) are refused with 400 as the ASGI middleware refuses them; a server that keeps only one of them
+    leaves nothing to detect.
     """
-
-    def __init__(
-        self,
-        app: WSGIApp,
-        *,
-        authenticator: Authenticator,
-        public_paths: Iterable[str] = (),
-        public_prefixes: Iterable[str] = (),
-        policies: Mapping[str, Policy] | None = None,
-        realm: str = "llmproxy",
-    ) -> None:
-        self.app = app
-        self.authenticator = authenticator
-        self.is_public = PathMatcher(public_paths, public_prefixes)
-        self.policies = PathPolicies(policies)
-        self.realm = realm
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
         ctx = context_from_environ(environ) or RequestContext.from_environ(environ)
-        if self.is_public(environ.get("PATH_INFO") or "/"):
-            bind_context_to_environ(environ, ctx)
-            return self._app(environ, start_response)
+        path = environ.get("PATH_INFO") or "/"
+        if not self.is_public(path):
+            try:
+                principal = self.authenticator.authenticate_header(environ.get("HTTP_AUTHORIZATION"))
+                ctx = self.admit(ctx, path, principal)
+            except Exception as exc:
+                return wsgi_error(start_response, self.refusal(exc))
+            environ[PRINCIPAL_KEY] = principal
+        token = bind_context_to_environ(environ, ctx)
+        watch = WSGIResponseWatch(start_response)
         try:
-            principal = self.authenticator.authenticate_header(environ.get("HTTP_AUTHORIZATION"))
-            ctx = principal.apply_to(ctx)
-            self.policies.check(environ.get("PATH_INFO") or "/", ctx)
-        except AuthError as exc:
-            return self._refuse(start_response, exc)
-        except Exception:
-            logger.exception("llmproxy.auth: unexpected error while authenticating")
-            return self._refuse(start_response, UNEXPECTED)
-        environ[PRINCIPAL_KEY] = principal
-        bind_context_to_environ(environ, ctx)
-        return self._app(environ, start_response)
-
-    def _app(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
-        """Call the app; an AuthError it raises before starting its response becomes 401/403."""
-        started = False
-
-        def start_watching(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Any:
-            nonlocal started
-            started = True
-            return start_response(status, headers, exc_info) if exc_info else start_response(status, headers)
-
-        try:
-            return self.app(environ, start_watching)
-        except AuthError as exc:
-            if started:
-                raise
-            return self._refuse(start_response, exc)
-
-    def _refuse(self, start_response: StartResponse, exc: AuthError) -> list[bytes]:
-        status, headers, body = error_response(exc, self.realm)
-        start_response(status_line(status), headers)
-        return [body]
+            body = self.app(environ, watch.start_response)
+        except BaseException as exc:
+            reset_current_context(token)
+            # An AuthError the app raises before starting its response (e.g. a policy check) is a 401/403.
+            if isinstance(exc, AuthError) and not watch.started:
+                return wsgi_error(start_response, exc.for_realm(self.realm))
+            raise
+        return closing(body, partial(reset_current_context, token))

@@ -5,9 +5,10 @@ from __future__ import annotations
 import contextvars
 import dataclasses
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from ._types import Scope, WSGIEnviron
@@ -19,6 +20,9 @@ ENVIRON_KEY = "llmproxy.context"
 _current: contextvars.ContextVar[RequestContext | None] = contextvars.ContextVar(
     "llmproxy_request_context", default=None
 )
+
+
+NO_FLAGS: Mapping[str, bool] = MappingProxyType({})
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,8 @@ class RequestContext:
     client_ip: str | None = None
     user_agent: str | None = None
     model: str | None = None
+    #: Flags evaluated for this request by the flags middleware (those the app asked it to expose).
+    flags: Mapping[str, bool] = field(default_factory=lambda: NO_FLAGS)  # shared, read-only
 
     def __post_init__(self) -> None:
         tenant = self.tenant_id

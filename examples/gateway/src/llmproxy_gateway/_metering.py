@@ -1,0 +1,89 @@
+"""Metering in the gateway: the client every request records through, the flusher, the middleware.
+
+Recording shares the gateway's Redis client and so its write-behind: a request's metering record leaves in the
+same pipeline as its quota settle (no round trip of its own). The flusher runs in the gateway process by
+default (the embedded demo needs no second process); set ``LLMPROXY_METERING_FLUSH_IN_PROCESS=false`` and run
+``llmproxy-metering flush`` next to the gateways instead.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llmproxy.core import ASGIApp
+from llmproxy.metering import (
+    AsyncFlusher,
+    AsyncMeteringClient,
+    AsyncPriceOverrides,
+    MeteringMiddleware,
+    MeteringOptions,
+    PriceBook,
+)
+
+from ._backends import Backends
+
+logger = logging.getLogger("llmproxy_gateway")
+
+
+class MeteringSettings(BaseSettings):
+    """``LLMPROXY_METERING_*``: where the flusher runs, and how often."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMPROXY_METERING_", extra="ignore")
+
+    flush_in_process: bool = True
+    flush_interval: float = Field(60.0, gt=0, le=86400)
+    #: Price models from genai-prices' bundled data (never fetched); overrides from the admin API win.
+    price_catalog: bool = True
+
+
+def _price_book(settings: MeteringSettings) -> PriceBook:
+    if not settings.price_catalog:
+        return PriceBook()
+    try:
+        from llmproxy.metering import GenaiPricesCatalog
+
+        return PriceBook(GenaiPricesCatalog())
+    except ImportError:
+        logger.warning("genai-prices is not installed: only price overrides are used")
+        return PriceBook()
+
+
+@dataclass
+class GatewayMetering:
+    client: AsyncMeteringClient
+    overrides: AsyncPriceOverrides
+    flusher: AsyncFlusher | None
+
+    @classmethod
+    def from_backends(cls, backends: Backends, settings: MeteringSettings | None = None) -> GatewayMetering:
+        settings = settings or MeteringSettings()
+        options = MeteringOptions(flush_interval=settings.flush_interval)
+        client = AsyncMeteringClient(
+            backends.redis, engine=backends.engine, options=options, prices=_price_book(settings)
+        )
+        flusher = (
+            AsyncFlusher(backends.redis, backends.engine, options=options)
+            if settings.flush_in_process
+            else None
+        )
+        return cls(client=client, overrides=AsyncPriceOverrides(backends.engine), flusher=flusher)
+
+    def middleware(self, app: ASGIApp) -> ASGIApp:
+        return MeteringMiddleware(app, client=self.client)
+
+    async def start(self) -> None:
+        try:
+            await self.client.start()  # the price overrides, before the first request is priced
+        except Exception as exc:  # a database down at start must not keep the gateway down
+            logger.warning("price overrides not loaded at start: %s: %s", type(exc).__name__, exc)
+        if self.flusher is not None:
+            self.flusher.start()
+
+    async def aclose(self) -> None:
+        await self.client.aclose()
+        if self.flusher is not None:
+            await self.flusher.stop(final_flush=True)

@@ -1,0 +1,155 @@
+"""Observability, outermost: traces, metrics and logs of every request (llmproxy-observability).
+
+``LLMPROXY_OTLP_ENDPOINT`` (or the standard ``OTEL_EXPORTER_OTLP_*`` variables) turns OTLP export on. Without
+one — the embedded demo — nothing is exported and ``/metrics`` serves the Prometheus exposition instead
+(``LLMPROXY_PROMETHEUS`` forces it on or off either way).
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import os
+from typing import Any, Literal
+
+from fastapi import FastAPI
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from llmproxy.core import ASGIApp, Message, Receive, Scope, Send, context_from_scope
+from llmproxy.observability import (
+    Telemetry,
+    TelemetryAlreadyConfigured,
+    TelemetryMiddleware,
+    annotate,
+    configure_telemetry,
+    get_telemetry,
+)
+
+from ._settings import GatewaySettings
+from ._version import __version__
+
+logger = logging.getLogger("llmproxy_gateway")
+
+_OTLP_VARIABLES = (
+    "OTEL_EXPORTER_OTLP_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+    "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+)
+
+
+class TelemetrySettings(BaseSettings):
+    """The gateway's telemetry options, from ``LLMPROXY_*`` (the ``OTEL_*`` variables apply as well)."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMPROXY_", extra="ignore")
+
+    #: OTLP base URL, e.g. ``http://collector:4318``. Unset: no OTLP export (unless ``OTEL_*`` says so).
+    otlp_endpoint: str | None = None
+    otlp_protocol: Literal["http/protobuf", "grpc"] | None = None
+    #: ``deployment.environment.name`` of the resource.
+    environment: str | None = None
+    #: Serve ``/metrics``; unset = only when not exporting over OTLP.
+    prometheus: bool | None = None
+    metrics_path: str = Field(default="/metrics", pattern=r"^/")
+    #: ``false`` leaves the gateway without telemetry (as ``OTEL_SDK_DISABLED=true`` does).
+    telemetry: bool = True
+
+
+def _exporting(settings: TelemetrySettings) -> bool:
+    return bool(settings.otlp_endpoint or any(os.environ.get(name) for name in _OTLP_VARIABLES))
+
+
+def configure(settings: TelemetrySettings | None = None) -> Telemetry:
+    """The process's telemetry, configured once (later calls return the same handle)."""
+    settings = settings or TelemetrySettings()
+    prometheus = settings.prometheus if settings.prometheus is not None else not _exporting(settings)
+    try:
+        return configure_telemetry(
+            service_name="llmproxy-gateway",
+            service_version=__version__,
+            environment=settings.environment,
+            otlp_endpoint=settings.otlp_endpoint,
+            protocol=settings.otlp_protocol,
+            prometheus=prometheus,
+            disabled=None if settings.telemetry else True,
+        )
+    except TelemetryAlreadyConfigured:
+        # Several apps built in one process (tests) share the first configuration.
+        existing = get_telemetry()
+        assert existing is not None
+        logger.warning("telemetry already configured for this process: keeping the first configuration")
+        return existing
+
+
+class ExplainRequest:
+    """Puts the auth outcome and the quota decision on the request span, from what the stack answered.
+
+    Auth and quota do not depend on llmproxy-observability; what they decided is visible at the edge — the
+    request context auth bound, the status, quota's ``x-ratelimit-*`` headers — so the gateway reads it here.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def explaining_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                _explain(scope, message)
+            await send(message)
+
+        await self.app(scope, receive, explaining_send)
+
+
+def _explain(scope: Scope, start: Message) -> None:
+    status = int(start["status"])
+    ctx = context_from_scope(scope)
+    if status in (401, 403) and (ctx is None or not ctx.is_authenticated):
+        outcome = "rejected"
+    elif ctx is not None and ctx.is_authenticated:
+        outcome = "authenticated"
+    else:
+        outcome = "anonymous"
+    attributes: dict[str, str | int | bool] = {"llmproxy.auth.outcome": outcome}
+    quota = {
+        name.decode("latin-1")[len("x-ratelimit-") :]: value.decode("latin-1")
+        for name, value in start.get("headers") or ()
+        if name.startswith(b"x-ratelimit-")
+    }
+    if quota or status == 429:
+        attributes["llmproxy.quota.allowed"] = status != 429
+        for unit in ("requests", "tokens"):
+            remaining = quota.get(f"remaining-{unit}")
+            if remaining is not None and remaining.isdigit():
+                attributes[f"llmproxy.quota.remaining_{unit}"] = int(remaining)
+    annotate(attributes)
+
+
+def fastapi_native_telemetry_off() -> dict[str, Any]:
+    """``FastAPI(**...)`` arguments that switch FastAPI's own OpenTelemetry instrumentation off.
+
+    FastAPI 0.16x traces and measures every request itself as soon as a global tracer provider exists —
+    which ``configure_telemetry`` sets. Its SERVER span extracts ``traceparent`` from the headers instead of
+    joining the current span, so each request would show two sibling SERVER spans (and the upstream call
+    would hang under FastAPI's), and ``http.server.request.duration`` would be recorded twice. The gateway's
+    telemetry is llmproxy-observability's, outermost; older FastAPI versions have no such argument.
+    """
+    if "telemetry" not in inspect.signature(FastAPI.__init__).parameters:
+        return {}
+    return {"telemetry": {"tracing": False, "metrics": False, "logs": False}}
+
+
+def with_telemetry(app: ASGIApp, settings: GatewaySettings, telemetry: Telemetry | None = None) -> ASGIApp:
+    """Wrap the whole gateway (outermost): a SERVER span and the standard metrics per request."""
+    options = TelemetrySettings()
+    telemetry = telemetry or configure(options)
+    return TelemetryMiddleware(
+        ExplainRequest(app),
+        telemetry=telemetry,
+        provider_name="openai" if settings.provider == "openai" else "llmproxy.mock",
+        metrics_path=options.metrics_path,
+    )
