@@ -185,3 +185,51 @@ def test_a_deleted_tenant_keeps_its_trail_with_the_deletion(audited: dict[str, A
             break
         time.sleep(0.1)
     assert actions == ["tenant.delete", "tenant.create"]
+
+
+def test_flag_changes_are_in_the_platform_trail_with_old_and_new_values(audited: dict[str, Any]) -> None:
+    import time
+
+    gateway = audited["gateway"]
+    key = f"audit-flag-{secrets.token_hex(3)}"
+    assert gateway.admin("PUT", f"/flags/{key}/simple", json={"globally_enabled": True}).status_code == 200
+    assert gateway.admin("PUT", f"/flags/{key}/simple", json={"globally_enabled": False}).status_code == 200
+    assert gateway.admin("DELETE", f"/flags/{key}").status_code == 204
+    deadline = time.monotonic() + 30
+    events: list[dict[str, Any]] = []
+    while time.monotonic() < deadline:
+        response = gateway.admin("GET", "/audit", params={"entity_type": "flag", "entity_id": key})
+        assert response.status_code == 200, response.text
+        events = response.json()["events"]
+        if len(events) == 3:
+            break
+        time.sleep(0.1)
+    assert [e["action"] for e in events] == ["flag.delete", "flag.update", "flag.create"]
+    update = events[1]
+    assert update["old_values"] is not None
+    assert update["new_values"] is not None
+    assert update["old_values"] != update["new_values"]
+    assert update["tenant_id"] is None
+
+
+def test_a_tenant_admin_cannot_read_the_platform_trail(audited: dict[str, Any]) -> None:
+    gateway = audited["gateway"]
+    response = httpx.get(
+        f"{gateway.base_url}/admin/audit",
+        headers={"authorization": f"Bearer {tenant_admin_token(gateway.tenant_id)}"},
+        timeout=10,
+    )
+    assert response.status_code == 403
+
+
+def test_a_tenant_price_override_is_in_the_tenants_trail(audited: dict[str, Any]) -> None:
+    gateway = audited["gateway"]
+    price = {"input_per_mtok": "1.5", "output_per_mtok": "6"}
+    response = gateway.admin(
+        "PUT", "/price-overrides/gpt-4o-mini", params={"tenant_id": gateway.tenant_id}, json=price
+    )
+    assert response.status_code == 200, response.text
+    (event,) = trail(gateway, 1, action="price.update")
+    assert event["entity_id"] == "gpt-4o-mini"
+    assert event["old_values"] is None
+    assert event["new_values"]["output_per_mtok"] in ("6", "6.000000000", 6, 6.0)
