@@ -37,6 +37,7 @@ EXTRAS = {
     "llmproxy-core": "[redis,postgres,sqlite-async,testing]",
     "llmproxy-observability": "[grpc,prometheus,testing]",
     "llmproxy-metering": "[prices]",
+    "llmproxy-audit": "[amqp]",  # RabbitMQ's tests run (CI starts the broker)
 }
 
 

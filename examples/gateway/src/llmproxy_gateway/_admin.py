@@ -7,7 +7,7 @@ tenant admin (JWT with role ``tenant_admin``) only reads and manages their own t
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -24,6 +24,7 @@ from llmproxy.ratelimit_config import (
     TenantRateLimitConfiguration,
 )
 
+from ._audit import audit_admin_change
 from ._auth import PLATFORM_ADMIN_ROLE, AnyAdmin, PlatformAdmin, TenantScoped
 from ._backends import Backends
 from ._providers import GatewayError
@@ -130,11 +131,15 @@ async def _existing_tenant(backends: Backends, tenant_id: uuid.UUID) -> Tenant:
 
 
 @router.post("/tenants", status_code=201, summary="Create a tenant (platform admin)")
-async def create_tenant(body: TenantCreate, backends: BackendsDep, _: PlatformAdminDep) -> Tenant:
+async def create_tenant(
+    body: TenantCreate, request: Request, backends: BackendsDep, _: PlatformAdminDep
+) -> Tenant:
     try:
-        return await backends.tenants.create(body.name)
+        tenant = await backends.tenants.create(body.name)
     except TenantExists as exc:
         raise GatewayError(409, str(exc), code="tenant_exists", param="name") from exc
+    audit_admin_change(request, "tenant.create", "tenant", tenant.id, None, tenant, tenant_id=tenant.id)
+    return tenant
 
 
 @router.get("/tenants", summary="List tenants (a tenant admin sees their own)")
@@ -158,7 +163,10 @@ async def get_tenant(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScope
 @router.delete(
     "/tenants/{tenant_id}", status_code=204, summary="Delete a tenant and all it owns (platform admin)"
 )
-async def delete_tenant(tenant_id: uuid.UUID, backends: BackendsDep, _: PlatformAdminDep) -> Response:
+async def delete_tenant(
+    tenant_id: uuid.UUID, request: Request, backends: BackendsDep, _: PlatformAdminDep
+) -> Response:
+    old = await _existing_tenant(backends, tenant_id)
     # Revoke its keys first: deleting the tenant cascades their rows away, but copies cached in Redis and in
     # every process would otherwise keep working for minutes. If Redis cannot be told, this raises (503) and
     # the tenant is kept, so the DELETE can be retried while the keys' hashes are still known.
@@ -166,6 +174,7 @@ async def delete_tenant(tenant_id: uuid.UUID, backends: BackendsDep, _: Platform
     if not await backends.tenants.delete(tenant_id):
         raise tenant_not_found(tenant_id)
     await backends.limits.delete(tenant_id)  # drops every cache of its limits
+    audit_admin_change(request, "tenant.delete", "tenant", tenant_id, old, None, tenant_id=tenant_id)
     return Response(status_code=204)
 
 
@@ -174,7 +183,7 @@ async def delete_tenant(tenant_id: uuid.UUID, backends: BackendsDep, _: Platform
 
 @router.post("/tenants/{tenant_id}/api-keys", status_code=201, summary="Issue an API key (secret shown once)")
 async def issue_api_key(
-    tenant_id: uuid.UUID, body: ApiKeyCreate, backends: BackendsDep, _: TenantScopedDep
+    tenant_id: uuid.UUID, body: ApiKeyCreate, request: Request, backends: BackendsDep, _: TenantScopedDep
 ) -> ApiKeyIssued:
     try:
         created = await backends.api_keys.create(
@@ -182,7 +191,9 @@ async def issue_api_key(
         )
     except TenantNotFound:
         raise tenant_not_found(tenant_id) from None
-    return ApiKeyIssued(**ApiKeyInfo.of(created.key).model_dump(), key=created.secret)
+    info = ApiKeyInfo.of(created.key)  # never the secret
+    audit_admin_change(request, "api_key.issue", "api_key", info.id, None, info, tenant_id=tenant_id)
+    return ApiKeyIssued(**info.model_dump(), key=created.secret)
 
 
 @router.get("/tenants/{tenant_id}/api-keys", summary="List a tenant's API keys (never their secrets)")
@@ -197,7 +208,7 @@ async def list_api_keys(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantSc
     summary="Revoke an API key (every gateway process refuses it within a second)",
 )
 async def revoke_api_key(
-    tenant_id: uuid.UUID, key_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep
+    tenant_id: uuid.UUID, key_id: uuid.UUID, request: Request, backends: BackendsDep, _: TenantScopedDep
 ) -> Response:
     try:
         key = await backends.api_keys.get(key_id)
@@ -206,6 +217,9 @@ async def revoke_api_key(
     if key is None or key.tenant_id != tenant_id:
         raise GatewayError(404, f"API key {key_id} does not exist", code="api_key_not_found", param="key_id")
     await backends.api_keys.revoke(key_id)
+    old = ApiKeyInfo.of(key)
+    new = old.model_copy(update={"revoked_at": datetime.now(UTC)})
+    audit_admin_change(request, "api_key.revoke", "api_key", key_id, old, new, tenant_id=tenant_id)
     return Response(status_code=204)
 
 
@@ -226,19 +240,27 @@ async def get_rate_limits(
     summary="Set the tenant's rate limits (platform admin; every process obeys within a second)",
 )
 async def put_rate_limits(
-    tenant_id: uuid.UUID, body: RateLimits, backends: BackendsDep, _: PlatformAdminDep
+    tenant_id: uuid.UUID, body: RateLimits, request: Request, backends: BackendsDep, _: PlatformAdminDep
 ) -> TenantRateLimits:
     await _existing_tenant(backends, tenant_id)
+    old = (await backends.limits.get_with_source(tenant_id)).config
     stored = await backends.limits.upsert(TenantRateLimitConfiguration(tenant_id=tenant_id, **dict(body)))
+    audit_admin_change(
+        request, "rate_limits.update", "rate_limits", tenant_id, old, stored, tenant_id=tenant_id
+    )
     return TenantRateLimits(**stored.model_dump(), source="database")
 
 
 @router.delete(
     "/tenants/{tenant_id}/rate-limits", status_code=204, summary="Reset the tenant to the default limits"
 )
-async def delete_rate_limits(tenant_id: uuid.UUID, backends: BackendsDep, _: PlatformAdminDep) -> Response:
+async def delete_rate_limits(
+    tenant_id: uuid.UUID, request: Request, backends: BackendsDep, _: PlatformAdminDep
+) -> Response:
     await _existing_tenant(backends, tenant_id)
+    old = (await backends.limits.get_with_source(tenant_id)).config
     await backends.limits.delete(tenant_id)
+    audit_admin_change(request, "rate_limits.reset", "rate_limits", tenant_id, old, None, tenant_id=tenant_id)
     return Response(status_code=204)
 
 

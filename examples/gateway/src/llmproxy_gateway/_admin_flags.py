@@ -33,6 +33,7 @@ from llmproxy.flags import (
     VersionConflict,
 )
 
+from ._audit import audit_admin_change
 from ._auth import PlatformAdmin, TenantScoped
 from ._errors import describe_validation_error
 from ._providers import GatewayError
@@ -177,6 +178,7 @@ async def get_flag(key: FlagKey, flags: FlagsDep, _: PlatformAdminDep) -> Stored
 async def put_flag(
     key: FlagKey,
     body: FeatureBody,
+    request: Request,
     flags: FlagsDep,
     ctx: PlatformAdminDep,
     expected_version: ExpectedVersion = None,
@@ -184,7 +186,7 @@ async def put_flag(
     feature = _definition(
         key, lambda: Feature.model_validate({"name": key, **body.model_dump(by_alias=True)})
     )
-    return StoredFlagInfo.of(await _store(flags, feature, ctx, expected_version))
+    return await _store_audited(request, flags, feature, ctx, expected_version)
 
 
 @router.put(
@@ -195,12 +197,23 @@ async def put_flag(
 async def put_simple_flag(
     key: FlagKey,
     body: SimpleFlagBody,
+    request: Request,
     flags: FlagsDep,
     ctx: PlatformAdminDep,
     expected_version: ExpectedVersion = None,
 ) -> StoredFlagInfo:
     feature = _definition(key, lambda: Flag(key=key, **body.model_dump()).to_feature())
-    return StoredFlagInfo.of(await _store(flags, feature, ctx, expected_version))
+    return await _store_audited(request, flags, feature, ctx, expected_version)
+
+
+async def _store_audited(
+    request: Request, flags: AsyncFlagsClient, feature: Feature, ctx: RequestContext, expected: int | None
+) -> StoredFlagInfo:
+    old = await flags.repository.get(feature.name)
+    stored = StoredFlagInfo.of(await _store(flags, feature, ctx, expected))
+    before = None if old is None else StoredFlagInfo.of(old)
+    audit_admin_change(request, "flag.update" if old else "flag.create", "flag", feature.name, before, stored)
+    return stored
 
 
 @router.delete(
@@ -210,8 +223,13 @@ async def put_simple_flag(
     response_class=Response,
 )
 async def delete_flag(
-    key: FlagKey, flags: FlagsDep, ctx: PlatformAdminDep, expected_version: ExpectedVersion = None
+    key: FlagKey,
+    request: Request,
+    flags: FlagsDep,
+    ctx: PlatformAdminDep,
+    expected_version: ExpectedVersion = None,
 ) -> Response:
+    old = await flags.repository.get(key)
     try:
         await flags.delete(key, updated_by=_who(ctx), expected_version=expected_version)
     except FlagNotFound:
@@ -220,6 +238,7 @@ async def delete_flag(
         raise GatewayError(400, str(exc), code="invalid_flag_set", param="key") from None
     except VersionConflict as exc:
         raise GatewayError(409, str(exc), code="version_conflict", param="expected_version") from None
+    audit_admin_change(request, "flag.delete", "flag", key, None if old is None else StoredFlagInfo.of(old))
     return Response(status_code=204)
 
 

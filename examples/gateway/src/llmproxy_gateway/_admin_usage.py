@@ -21,6 +21,7 @@ from llmproxy.core import RequestContext
 from llmproxy.metering import InvalidUsageQuery, PriceOverride, UsageGroup, UsageReport
 
 from ._admin import BackendsDep, _existing_tenant
+from ._audit import audit_admin_change
 from ._auth import PlatformAdmin, TenantScoped
 from ._metering import GatewayMetering
 from ._providers import GatewayError
@@ -201,29 +202,35 @@ async def list_price_overrides(
 async def put_price_override(
     model: str,
     body: PriceBody,
+    request: Request,
     backends: BackendsDep,
     metering: MeteringDep,
     _: PlatformAdminDep,
     tenant_id: uuid.UUID | None = None,
 ) -> PriceOverride:
     await _tenant_or_global(backends, tenant_id)
+    old = await metering.overrides.get(tenant_id, model)
     stored = await metering.overrides.put(_override(tenant_id, model, body))
     await metering.client.refresh_prices()  # this process at once; the others within the refresh interval
+    audit_admin_change(request, "price.update", "price_override", model, old, stored, tenant_id=tenant_id)
     return stored
 
 
 @router.delete("/price-overrides/{model:path}", status_code=204, summary="Remove a price override")
 async def delete_price_override(
     model: str,
+    request: Request,
     backends: BackendsDep,
     metering: MeteringDep,
     _: PlatformAdminDep,
     tenant_id: uuid.UUID | None = None,
 ) -> Response:
     await _tenant_or_global(backends, tenant_id)
+    old = await metering.overrides.get(tenant_id, model)
     if not await metering.overrides.delete(tenant_id, model):
         raise GatewayError(
             404, f"no price override for {model!r}", code="price_override_not_found", param="model"
         )
     await metering.client.refresh_prices()
+    audit_admin_change(request, "price.delete", "price_override", model, old, None, tenant_id=tenant_id)
     return Response(status_code=204)

@@ -7,15 +7,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
+from llmproxy.audit import AuditMiddleware
 from llmproxy.auth import AuthMiddleware, add_exception_handlers
 from llmproxy.core import ASGIApp, Receive, Scope, Send
 from llmproxy.quota import QuotaMiddleware
 
 from ._admin import router as admin_router
+from ._admin_audit import router as admin_audit_router
 from ._admin_flags import router as flags_admin_router
 from ._admin_usage import router as admin_usage_router
 from ._api import ModelCatalog
 from ._api import router as api_router
+from ._audit import GatewayAudit
 from ._auth import ApiCaller
 from ._backends import Backends
 from ._edge import AccessLog, ErrorGuard, RequestBodyLimit
@@ -60,16 +63,19 @@ def create_api(
     """
     backends = backends or Backends.from_settings(settings)
     provider = provider or create_provider(settings)
+    audit = GatewayAudit.from_settings(settings, backends)
     metering = metering or GatewayMetering.from_backends(backends)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
         await backends.start()
+        await audit.start()
         await metering.start()
         try:
             yield
         finally:
             await provider.aclose()
+            await audit.aclose()
             await metering.aclose()
             await backends.aclose()
 
@@ -82,6 +88,7 @@ def create_api(
     )
     api.state.provider = provider
     api.state.backends = backends
+    api.state.audit = audit
     api.state.metering = metering
     api.state.catalog = ModelCatalog(
         chat=tuple(settings.chat_models), embedding=tuple(settings.embedding_models)
@@ -90,6 +97,7 @@ def create_api(
     add_exception_handlers(api)  # 401/403 from policies in OpenAI's shape
     api.include_router(api_router)
     api.include_router(admin_router)
+    api.include_router(admin_audit_router)
     api.include_router(flags_admin_router)
     api.include_router(admin_usage_router)
 
@@ -126,7 +134,7 @@ def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
 
 def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
     """The full gateway. Outermost first: observability → edge → auth → flags → quota (limits from
-    ratelimit-config) → metering → app."""
+    ratelimit-config) → audit → metering → app."""
     settings = settings or GatewaySettings()
     backends = Backends.from_settings(settings)
     metering = GatewayMetering.from_backends(backends)
@@ -135,7 +143,7 @@ def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
     app = OnlyUnder(
         app,
         wrapped=QuotaMiddleware(
-            metering.middleware(app),
+            AuditMiddleware(metering.middleware(app), publisher=api.state.audit.publisher),
             client=backends.quota,
             estimate_tokens=token_estimator(settings.default_max_tokens),
             max_body_bytes=settings.max_body_bytes,

@@ -1,0 +1,164 @@
+"""The per-tenant hash chain and its signed checkpoints (pure: no I/O).
+
+Each stored event's hash is ``SHA-256(canonical JSON of {the event's stored fields, tenant, seq, previous
+hash})``, so editing any field, deleting a row or moving one to another place in the sequence breaks a link.
+The canonical form is ``json.dumps(sort_keys=True, separators=(",", ":"), ensure_ascii=False)`` in UTF-8 with
+the event time as integer Unix milliseconds — a function of the stored columns only, so verification
+recomputes it from the table. A checkpoint is ``(tenant, seq, hash)`` signed with HMAC-SHA256: whoever can
+write the table but lacks the key cannot rebuild a chain that still matches the checkpoints.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from ._models import AuditEvent
+
+GENESIS = bytes(32)
+#: The chain of events that belong to no tenant (platform-level actions).
+NO_TENANT = uuid.UUID(int=0)
+CHAIN_VERSION = 1
+
+
+def canonical_json(value: Any) -> bytes:
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def event_row(event: AuditEvent) -> dict[str, Any]:
+    """The stored columns of an event (before its place in the chain is known)."""
+    return {
+        "event_id": event.event_id,
+        "event_ms": event.unix_ms,
+        "tenant_id": event.tenant_id or NO_TENANT,
+        "schema_version": event.schema_version,
+        "action": event.action,
+        "entity_type": event.entity_type,
+        "entity_id": event.entity_id,
+        "actor_type": event.actor_type.value,
+        "user_id": event.user_id,
+        "api_key_id": event.api_key_id,
+        "outcome": event.outcome.value,
+        "request_id": event.request_id,
+        "ip_address": event.ip_address,
+        "user_agent": event.user_agent,
+        "old_values": event.old_values,
+        "new_values": event.new_values,
+        "metadata": event.metadata,
+    }
+
+
+_DOCUMENT_FIELDS = (
+    "schema_version", "action", "entity_type", "entity_id", "actor_type", "user_id", "api_key_id", "outcome",
+    "request_id", "ip_address", "user_agent", "old_values", "new_values", "metadata",
+)  # fmt: skip
+
+
+def event_hash(row: Mapping[str, Any], seq: int, prev_hash: bytes) -> bytes:
+    """The chain hash of a row (``event_row`` keys; ``event_ms`` the event time) at ``seq`` after
+    ``prev_hash``."""
+    document = {name: row[name] for name in _DOCUMENT_FIELDS}
+    document["v"] = CHAIN_VERSION
+    document["event_id"] = str(row["event_id"])
+    document["time_ms"] = row["event_ms"]
+    document["tenant_id"] = str(row["tenant_id"])
+    document["seq"] = seq
+    document["prev"] = prev_hash.hex()
+    return hashlib.sha256(canonical_json(document)).digest()
+
+
+def link(rows: Iterable[dict[str, Any]], head_seq: int, head_hash: bytes) -> tuple[int, bytes]:
+    """Give each row (of one tenant, in order) its ``seq``, ``prev_hash`` and ``hash``; return the new
+    head."""
+    seq, prev = head_seq, head_hash
+    for row in rows:
+        seq += 1
+        digest = event_hash(row, seq, prev)
+        row["seq"], row["prev_hash"], row["hash"] = seq, prev, digest
+        prev = digest
+    return seq, prev
+
+
+# -- checkpoints ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """A signed statement: tenant ``tenant_id``'s chain had hash ``hash`` at ``seq``.
+
+    ``kind`` is ``periodic`` or ``retention`` (written before old rows are dropped). ``retained`` lists the
+    ``(seq, hash)`` of rows kept although their seq is below ``seq`` (events that arrived late into an older
+    month), so those stay verifiable too.
+    """
+
+    tenant_id: uuid.UUID
+    seq: int
+    hash: bytes
+    created_ms: int
+    kind: str = "periodic"
+    retained: tuple[tuple[int, bytes], ...] = ()
+    key_id: str = ""
+    signature: str = ""
+
+    def payload(self) -> bytes:
+        return canonical_json(
+            {
+                "v": CHAIN_VERSION,
+                "tenant_id": str(self.tenant_id),
+                "seq": self.seq,
+                "hash": self.hash.hex(),
+                "created_ms": self.created_ms,
+                "kind": self.kind,
+                "retained": [[s, h.hex()] for s, h in self.retained],
+            }
+        )
+
+
+def key_id_of(key: bytes) -> str:
+    """A short public name for a key (the first 8 bytes of its SHA-256), so rotation can keep old keys."""
+    return hashlib.sha256(b"llmproxy-audit-checkpoint-key:" + key).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class CheckpointSigner:
+    """Signs with ``key``; verifies with it or any of ``old_keys`` (key rotation)."""
+
+    key: bytes
+    old_keys: tuple[bytes, ...] = ()
+    _keys: dict[str, bytes] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.key) < 16:
+            raise ValueError("the checkpoint key must be at least 16 bytes")
+        object.__setattr__(self, "_keys", {key_id_of(k): k for k in (self.key, *self.old_keys)})
+
+    @property
+    def key_id(self) -> str:
+        return key_id_of(self.key)
+
+    def sign(self, checkpoint: Checkpoint) -> Checkpoint:
+        signature = hmac.new(self.key, checkpoint.payload(), hashlib.sha256).hexdigest()
+        return Checkpoint(
+            checkpoint.tenant_id,
+            checkpoint.seq,
+            checkpoint.hash,
+            checkpoint.created_ms,
+            checkpoint.kind,
+            checkpoint.retained,
+            self.key_id,
+            signature,
+        )
+
+    def verify(self, checkpoint: Checkpoint) -> bool:
+        key = self._keys.get(checkpoint.key_id)
+        if key is None:
+            return False
+        expected = hmac.new(key, checkpoint.payload(), hashlib.sha256).hexdigest()
+        return hmac.compare_digest(expected, checkpoint.signature)

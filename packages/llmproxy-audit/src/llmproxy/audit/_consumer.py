@@ -1,0 +1,387 @@
+"""``AuditConsumer``: transport → PostgreSQL (or SQLite), at least once in, exactly once stored.
+
+A round: receive a batch; decode it (an undecodable delivery has failed); store the rest in one transaction;
+acknowledge only after the commit. A database that is down or refuses the connection: nothing is acknowledged;
+the batch is kept (its lease renewed, so no other consumer takes it) and retried with exponential backoff.
+A batch the database rejects for its data is stored event by event to find the culprit(s). A delivery that
+failed goes back for redelivery, and on its ``max_deliveries``-th failed delivery to the dead-letter stream or
+queue with its reason. Runs in the calling thread (``run``), in a thread of its own (``start``/``stop``),
+or as
+the ``llmproxy-audit consume`` process.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import pydantic
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from llmproxy.core import SYSTEM_CLOCK, Clock
+
+from ._models import AuditEvent, decode_event
+from ._options import AuditOptions
+from ._partitions import Month, add_months, create_partitions, month_of
+from ._store import CheckpointPolicy, store_batch
+from ._transport import ConsumerTransport, Delivery
+from ._verify import apply_retention
+
+logger = logging.getLogger("llmproxy.audit.consumer")
+
+
+@dataclass(slots=True)
+class ConsumerStats:
+    received: int = 0
+    stored: int = 0
+    duplicates: int = 0
+    failed_deliveries: int = 0
+    dead_lettered: int = 0
+    database_errors: int = 0
+    transport_errors: int = 0
+    checkpoints: int = 0
+    batches: int = 0
+
+    def snapshot(self) -> dict[str, int]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+
+def is_transient(exc: BaseException) -> bool:
+    """A database failure that says nothing about the events: connection lost, server gone, lock timeout."""
+    if isinstance(exc, sa.exc.DBAPIError):
+        if exc.connection_invalidated:
+            return True
+        return isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError) or _deadlock(exc)
+    return isinstance(exc, sa.exc.TimeoutError | ConnectionError | OSError)
+
+
+#: What an event that decoded but cannot be hashed raises (e.g. a structure too deep for the canonical form).
+_UNSTORABLE = (ValueError, TypeError, RecursionError)
+
+
+def _no_partition(exc: sa.exc.DBAPIError) -> bool:
+    return "no partition of relation" in str(exc.orig)
+
+
+def _deadlock(exc: sa.exc.DBAPIError) -> bool:
+    code = getattr(exc.orig, "sqlstate", None)
+    return code in ("40001", "40P01", "55P03", "57014")
+
+
+def decode(item: Delivery) -> AuditEvent | str:
+    """The event, or why it is not one."""
+    try:
+        return decode_event(item.body)
+    except (pydantic.ValidationError, ValueError) as exc:
+        return "not a valid audit event: " + str(exc).replace("\n", " ")[:1000]
+    except Exception as exc:  # pragma: no cover - pydantic wraps decoding errors
+        return f"undecodable: {exc}"[:1000]
+
+
+class AuditConsumer:
+    """Moves events from ``transport`` into the database behind ``engine``."""
+
+    def __init__(
+        self,
+        transport: ConsumerTransport,
+        engine: Engine,
+        options: AuditOptions | None = None,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        sleep: Callable[[float], None] | None = None,
+    ) -> None:
+        self.transport = transport
+        self.engine = engine
+        self.options = options or AuditOptions()
+        self.clock = clock
+        self.stats = ConsumerStats()
+        self._policy = CheckpointPolicy(
+            self.options.signer(),
+            self.options.checkpoint_every_events,
+            int(self.options.checkpoint_every_seconds * 1000),
+        )
+        self._stop = threading.Event()
+        self._sleep = sleep or self._stop.wait
+        self._thread: threading.Thread | None = None
+        self._months: set[Month] = set()
+        self._next_maintenance = 0.0
+        self._set_up = False
+
+    # -- one round -------------------------------------------------------------------------------------------
+
+    def run_once(self, wait: float | None = None) -> int:
+        """Receive and settle one batch; returns how many deliveries it settled (0 when none came)."""
+        if not self._set_up:
+            self.transport.setup()
+            self._set_up = True
+        self._maintain()
+        items = self.transport.receive(self.options.batch_size, self.options.poll if wait is None else wait)
+        if not items:
+            return 0
+        self.stats.received += len(items)
+        good: list[tuple[Delivery, AuditEvent]] = []
+        for item in items:
+            decoded = decode(item)
+            if isinstance(decoded, str):
+                self._failed(item, decoded)
+            else:
+                good.append((item, decoded))
+        if good and not self._store_with_retry(good):
+            return 0  # stopping while the database is down: nothing acknowledged
+        self.stats.batches += 1
+        return len(items)
+
+    def _store_with_retry(self, good: list[tuple[Delivery, AuditEvent]]) -> bool:
+        delay = self.options.backoff_min
+        held_at = self.clock.monotonic()
+        while True:
+            try:
+                self._store(good)
+                return True
+            except Exception as exc:
+                if not is_transient(exc):
+                    raise
+                self.stats.database_errors += 1
+                logger.warning("database unavailable, %d events kept unacknowledged: %s", len(good), exc)
+            if self._stop.is_set():
+                return False
+            self._sleep(delay)
+            delay = min(delay * 2, self.options.backoff_max)
+            if self.clock.monotonic() - held_at >= self.options.claim_idle / 3:
+                held_at = self.clock.monotonic()
+                try:
+                    self.transport.hold([item for item, _ in good])
+                except Exception as exc:
+                    self.stats.transport_errors += 1
+                    logger.warning("could not renew the lease of held events: %s", exc)
+
+    def _store(self, good: list[tuple[Delivery, AuditEvent]]) -> None:
+        self._ensure_months({month_of(event.timestamp) for _, event in good})
+        try:
+            with self.engine.begin() as conn:
+                result = store_batch(
+                    conn,
+                    [e for _, e in good],
+                    now_ms=self._now_ms(),
+                    policy=self._policy,
+                    bodies=[item.body for item, _ in good],
+                )
+        except sa.exc.DBAPIError as exc:
+            if is_transient(exc):
+                raise
+            if _no_partition(exc) and self._months:
+                self._months.clear()  # another worker's retention dropped one: look again, then retry
+                self._store(good)
+                return
+            self._store_one_by_one(good)
+            return
+        except _UNSTORABLE:
+            self._store_one_by_one(good)
+            return
+        self.transport.ack([item for item, _ in good])
+        self.stats.stored += result.inserted
+        self.stats.duplicates += result.duplicates
+        self.stats.checkpoints += result.checkpoints
+
+    def _store_one_by_one(self, good: list[tuple[Delivery, AuditEvent]]) -> None:
+        for item, event in good:
+            try:
+                with self.engine.begin() as conn:
+                    result = store_batch(
+                        conn, [event], now_ms=self._now_ms(), policy=self._policy, bodies=[item.body]
+                    )
+            except sa.exc.DBAPIError as exc:
+                if is_transient(exc):
+                    raise
+                self._failed(item, "the database refused it: " + str(exc.orig).replace("\n", " ")[:1000])
+                continue
+            except _UNSTORABLE as exc:
+                self._failed(item, f"cannot be stored: {type(exc).__name__}: {exc}"[:1000])
+                continue
+            self.transport.ack([item])
+            self.stats.stored += result.inserted
+            self.stats.duplicates += result.duplicates
+
+    def _failed(self, item: Delivery, reason: str) -> None:
+        self.stats.failed_deliveries += 1
+        if item.deliveries >= self.options.max_deliveries:
+            self.transport.dead_letter(item, reason)
+            self.stats.dead_lettered += 1
+            logger.error("event dead-lettered after %d deliveries: %s", item.deliveries, reason)
+        else:
+            self.transport.release([item])
+            logger.warning("delivery %d of an event failed (will be retried): %s", item.deliveries, reason)
+
+    # -- partitions and retention ----------------------------------------------------------------------------
+
+    def _now_ms(self) -> int:
+        return int(self.clock.now() * 1000)
+
+    def _ensure_months(self, months: set[Month]) -> None:
+        missing = months - self._months
+        if missing:
+            with self.engine.begin() as conn:
+                create_partitions(conn, missing)
+            self._months |= missing
+
+    def _maintain(self) -> None:
+        now = self.clock.monotonic()
+        if now < self._next_maintenance:
+            return
+        self._next_maintenance = now + self.options.maintenance_interval
+        try:
+            self.maintain()
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            self._next_maintenance = now + self.options.backoff_max
+            logger.warning("partition maintenance postponed: %s", exc)
+
+    def maintain(self) -> tuple[list[Month], list[Month]]:
+        """Create the partitions of this month and ``partitions_ahead`` more; apply retention. (created,
+        dropped)"""
+        created, dropped, wanted = maintain_database(self.engine, self.options, self.clock)
+        self._months = (self._months | wanted) - set(dropped)
+        return created, dropped
+
+    # -- running ---------------------------------------------------------------------------------------------
+
+    def run(self, *, max_idle_rounds: int | None = None) -> None:
+        """Consume until :meth:`stop` (or SIGTERM in the CLI); with ``max_idle_rounds``, until that many
+        empty rounds."""
+        idle = 0
+        delay = self.options.backoff_min
+        while not self._stop.is_set():
+            try:
+                settled = self.run_once()
+                delay = self.options.backoff_min
+            except Exception as exc:
+                if not (is_transient(exc) or _is_redis_error(exc)):
+                    raise
+                self.stats.transport_errors += 1
+                logger.warning("consumer round failed, retrying in %.1fs: %s", delay, exc)
+                self._sleep(delay)
+                delay = min(delay * 2, self.options.backoff_max)
+                continue
+            idle = 0 if settled else idle + 1
+            if max_idle_rounds is not None and idle >= max_idle_rounds:
+                return
+
+    def drain(self, *, wait: float = 0.05, max_rounds: int = 10_000) -> int:
+        """Settle everything available now (tests, tools): rounds until one comes back empty."""
+        total = 0
+        for _ in range(max_rounds):
+            settled = self.run_once(wait)
+            if not settled:
+                return total
+            total += settled
+        return total
+
+    def start(self) -> None:
+        """Run in a daemon thread of its own (embedded use, e.g. an app's lifespan)."""
+        if self._thread is not None:
+            return
+        self._stop.clear()
+        self._thread = threading.Thread(target=self.run, name="llmproxy-audit-consumer", daemon=True)
+        self._thread.start()
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to return after the batch in hand (signal handlers call this)."""
+        self._stop.set()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """Finish the current batch and stop; closes the transport."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+            self._thread = None
+        self.transport.close()
+
+
+def maintain_database(
+    engine: Engine, options: AuditOptions, clock: Clock = SYSTEM_CLOCK
+) -> tuple[list[Month], list[Month], set[Month]]:
+    """Partitions for this month and ``partitions_ahead`` more; retention. (created, dropped, wanted)"""
+    from datetime import UTC, datetime
+
+    from ._partitions import existing_partitions
+
+    current = month_of(datetime.fromtimestamp(clock.now(), UTC))
+    wanted = {add_months(current, i) for i in range(options.partitions_ahead + 1)}
+    with engine.begin() as conn:
+        created = create_partitions(conn, wanted)
+    dropped: list[Month] = []
+    if options.retention_months is not None:
+        signer = options.signer()
+        if signer is None:
+            raise ValueError("retention needs a checkpoint key (LLMPROXY_AUDIT_CHECKPOINT_KEY)")
+        cutoff = add_months(current, -options.retention_months)
+        with engine.begin() as conn:
+            dropped = sorted(m for m in existing_partitions(conn) if m < cutoff)
+            apply_retention(conn, cutoff, signer, int(clock.now() * 1000))
+    return created, dropped, wanted
+
+
+def _is_redis_error(exc: BaseException) -> bool:
+    try:
+        import redis
+    except ImportError:  # pragma: no cover
+        return False
+    if isinstance(exc, redis.ConnectionError | redis.TimeoutError):
+        return True
+    try:
+        import pika.exceptions
+    except ImportError:
+        return False
+    return isinstance(exc, pika.exceptions.AMQPError)
+
+
+def consumer_from_url(
+    transport_url: str, database_url: str | Engine, options: AuditOptions | None = None, **kwargs: object
+) -> AuditConsumer:
+    """A consumer over Redis Streams or RabbitMQ (by URL) into the database at ``database_url``."""
+    from llmproxy.core import create_engine
+
+    options = options or AuditOptions()
+    engine = database_url if isinstance(database_url, Engine) else create_engine(database_url)
+    return AuditConsumer(transport_from_url(transport_url, options), engine, options, **kwargs)  # type: ignore[arg-type]
+
+
+def transport_from_url(url: str, options: AuditOptions) -> ConsumerTransport:
+    from ._transport import is_amqp_url
+
+    if is_amqp_url(url):
+        from ._amqp import AmqpConsumerTransport
+
+        return AmqpConsumerTransport(url, options)
+    from llmproxy.core import fail_fast_redis_options, redis_from_url
+
+    from ._redis_streams import StreamConsumerTransport
+
+    options_kw = fail_fast_redis_options(url)
+    if options_kw:
+        # XREADGROUP BLOCK waits up to `poll` seconds: the socket timeout must outlast it.
+        options_kw["socket_timeout"] = options.poll + 5
+    return StreamConsumerTransport(redis_from_url(url, **options_kw), options)
+
+
+def dead_letters(transport_url: str, options: AuditOptions, count: int = 100) -> list[dict[str, object]]:
+    """What reached the dead-letter stream or queue: ``id``, ``deliveries``, ``reason``, ``body`` (peeked)."""
+    from ._transport import is_amqp_url
+
+    if is_amqp_url(transport_url):
+        from ._amqp import read_amqp_dead_letters
+
+        return read_amqp_dead_letters(transport_url, options, count)
+    from llmproxy.core import redis_from_url
+
+    from ._redis_streams import read_dead_letters
+
+    client = redis_from_url(transport_url)
+    try:
+        return read_dead_letters(client, options, count)
+    finally:
+        client.close()

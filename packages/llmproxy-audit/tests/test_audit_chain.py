@@ -1,0 +1,217 @@
+"""The per-tenant hash chain: stored once, in order, and any later edit, deletion or reordering is found."""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from llmproxy.audit import AuditEvent, CheckpointSigner, events_table, store_batch, verify_chain
+from llmproxy.audit._chain import GENESIS, event_hash, link
+from llmproxy.audit._partitions import create_partitions, month_of
+from llmproxy.audit._store import CheckpointPolicy
+from llmproxy.core import create_engine
+
+from .conftest import CHECKPOINT_KEY
+
+SIGNER = CheckpointSigner(CHECKPOINT_KEY.encode())
+POLICY = CheckpointPolicy(SIGNER, every_events=10, every_ms=10**12)
+
+
+@pytest.fixture
+def engine(database_url: str) -> Iterator[Engine]:
+    engine = create_engine(database_url)
+    yield engine
+    engine.dispose()
+
+
+def events(tenant: uuid.UUID, count: int, **fields: object) -> list[AuditEvent]:
+    return [
+        AuditEvent(action="thing.update", entity_type="thing", entity_id=str(i), tenant_id=tenant,
+                   new_values={"i": i, "f": 0.1 * i, "s": "é"}, **fields)  # type: ignore[arg-type]
+        for i in range(count)
+    ]  # fmt: skip
+
+
+def store(engine: Engine, batch: list[AuditEvent]) -> None:
+    with engine.begin() as conn:
+        create_partitions(conn, {month_of(e.timestamp) for e in batch})
+    with engine.begin() as conn:
+        store_batch(conn, batch, now_ms=1_700_000_000_000, policy=POLICY)
+
+
+def verify(engine: Engine, tenant: uuid.UUID, **kwargs: object):  # type: ignore[no-untyped-def]
+    with engine.connect() as conn:
+        return verify_chain(conn, tenant, signer=SIGNER, **kwargs)  # type: ignore[arg-type]
+
+
+def execute(engine: Engine, statement: sa.Executable) -> None:
+    with engine.begin() as conn:
+        conn.execute(statement)
+
+
+def seqs(engine: Engine, tenant: uuid.UUID) -> list[int]:
+    with engine.connect() as conn:
+        stmt = (
+            sa.select(events_table.c.seq)
+            .where(events_table.c.tenant_id == tenant)
+            .order_by(events_table.c.seq)
+        )
+        return list(conn.execute(stmt).scalars())
+
+
+def test_link_gives_each_row_the_previous_hash() -> None:
+    rows = [{"event_id": uuid.uuid4(), "event_ms": 1, "tenant_id": uuid.uuid4(), **dict.fromkeys(
+        ("schema_version", "action", "entity_type", "entity_id", "actor_type", "user_id", "api_key_id",
+         "outcome", "request_id", "ip_address", "user_agent", "old_values", "new_values", "metadata"))}
+        for _ in range(3)]  # fmt: skip
+    head = link(rows, 0, GENESIS)
+    assert [r["seq"] for r in rows] == [1, 2, 3]
+    assert rows[0]["prev_hash"] == GENESIS
+    assert rows[1]["prev_hash"] == rows[0]["hash"]
+    assert head == (3, rows[2]["hash"])
+    assert event_hash(rows[1], 2, rows[0]["hash"]) == rows[1]["hash"]
+
+
+def test_a_stored_chain_verifies(engine: Engine, tenant: uuid.UUID) -> None:
+    store(engine, events(tenant, 30))
+    report = verify(engine, tenant)
+    assert report.ok, report.describe()
+    assert report.checked == 30
+    assert report.last_seq == 30
+
+
+def test_sequence_numbers_are_per_tenant(engine: Engine) -> None:
+    a, b = uuid.uuid4(), uuid.uuid4()
+    store(engine, [*events(a, 3), *events(b, 2), *events(a, 2)])
+    assert seqs(engine, a) == [1, 2, 3, 4, 5]
+    assert seqs(engine, b) == [1, 2]
+
+
+def test_a_redelivered_batch_is_stored_once_and_takes_no_sequence_number(
+    engine: Engine, tenant: uuid.UUID
+) -> None:
+    batch = events(tenant, 10)
+    store(engine, batch[:6])
+    with engine.begin() as conn:
+        result = store_batch(conn, [*batch[3:], batch[9]], now_ms=1_700_000_000_000, policy=POLICY)
+    assert (result.inserted, result.duplicates) == (4, 4)
+    assert seqs(engine, tenant) == list(range(1, 11))
+    assert verify(engine, tenant).ok
+
+
+def test_an_edited_row_is_found(engine: Engine, tenant: uuid.UUID) -> None:
+    store(engine, events(tenant, 20))
+    execute(engine, events_table.update().where(events_table.c.seq == 7).values(new_values={"i": 999}))
+    report = verify(engine, tenant)
+    assert not report.ok
+    assert report.seq == 7
+    assert "edited" in (report.problem or "")
+
+
+def test_a_deleted_row_is_found(engine: Engine, tenant: uuid.UUID) -> None:
+    store(engine, events(tenant, 20))
+    execute(engine, events_table.delete().where(events_table.c.seq == 12))
+    report = verify(engine, tenant)
+    assert not report.ok
+    assert report.seq == 12
+    assert "deleted" in (report.problem or "")
+
+
+def test_rows_deleted_at_the_end_are_found(engine: Engine, tenant: uuid.UUID) -> None:
+    store(engine, events(tenant, 20))
+    execute(engine, events_table.delete().where(events_table.c.seq > 17))
+    report = verify(engine, tenant)
+    assert not report.ok
+    assert report.seq == 18
+    assert "end deleted" in (report.problem or "")
+
+
+def test_reordered_rows_are_found(engine: Engine, tenant: uuid.UUID) -> None:
+    store(engine, events(tenant, 20))
+    swap = sa.case((events_table.c.seq == 5, 6), (events_table.c.seq == 6, 5), else_=events_table.c.seq)
+    execute(engine, events_table.update().where(events_table.c.seq.in_([5, 6])).values(seq=swap))
+    report = verify(engine, tenant)
+    assert not report.ok
+    assert report.seq == 5
+
+
+def test_a_row_moved_with_its_links_recomputed_is_found_by_a_signed_checkpoint(
+    engine: Engine, tenant: uuid.UUID
+) -> None:
+    """Someone who can write the table but lacks the key rewrites one row and recomputes every later hash."""
+    batch = events(tenant, 25)
+    for i in range(0, 25, 5):
+        store(engine, batch[i : i + 5])  # checkpoints at seq 10 and 20
+    with engine.begin() as conn:
+        query = sa.select(events_table).where(events_table.c.tenant_id == tenant).order_by(events_table.c.seq)
+        rows = [dict(r._mapping) for r in conn.execute(query)]
+        from llmproxy.audit._verify import row_document
+
+        rows[4]["action"] = "thing.forged"
+        prev = rows[3]["hash"]
+        for row in rows[4:]:
+            doc = row_document(type("R", (), {"_mapping": row, "event_time": row["event_time"]})())
+            row["prev_hash"], row["hash"] = prev, event_hash(doc, row["seq"], prev)
+            prev = row["hash"]
+            conn.execute(
+                events_table.update()
+                .where(events_table.c.event_id == row["event_id"])
+                .values(action=row["action"], prev_hash=row["prev_hash"], hash=row["hash"])
+            )
+        from llmproxy.audit import chain_heads_table
+
+        conn.execute(
+            chain_heads_table.update().where(chain_heads_table.c.tenant_id == tenant).values(hash=prev)
+        )
+    report = verify(engine, tenant)
+    assert not report.ok
+    assert report.seq == 10
+    assert "checkpoint" in (report.problem or "")
+
+
+def test_a_checkpoint_with_a_forged_signature_is_found(engine: Engine, tenant: uuid.UUID) -> None:
+    from llmproxy.audit import checkpoints_table
+
+    store(engine, events(tenant, 12))
+    execute(engine, checkpoints_table.update().values(signature="0" * 64))
+    report = verify(engine, tenant)
+    assert not report.ok
+    assert "signature" in (report.problem or "")
+
+
+def test_verification_can_start_at_the_latest_checkpoint(engine: Engine, tenant: uuid.UUID) -> None:
+    batch = events(tenant, 25)
+    for i in range(0, 25, 5):
+        store(engine, batch[i : i + 5])  # checkpoints at seq 10 and 20
+    execute(engine, events_table.update().where(events_table.c.seq == 3).values(action="edited.before"))
+    assert not verify(engine, tenant).ok
+    report = verify(engine, tenant, from_latest_checkpoint=True)
+    assert report.ok
+    assert report.started_at_seq == 20
+    assert report.checked == 5
+
+
+def test_concurrent_writers_of_one_tenant_leave_one_unbroken_chain(engine: Engine, tenant: uuid.UUID) -> None:
+    batches = [events(tenant, 20) for _ in range(6)]
+    errors: list[BaseException] = []
+
+    def write(batch: list[AuditEvent]) -> None:
+        try:
+            for i in range(0, 20, 5):
+                store(engine, batch[i : i + 5])
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(b,)) for b in batches]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    assert seqs(engine, tenant) == list(range(1, 121))
+    assert verify(engine, tenant).ok

@@ -1,0 +1,177 @@
+"""The same suite on every transport: embedded Redis Streams, a real Redis, a real RabbitMQ."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from llmproxy.audit import AuditStore, dead_letters
+from llmproxy.core import RequestContext, use_context
+from llmproxy.core.testing import TcpProxy, free_port, url_through
+
+from .conftest import Stack
+from .helpers import consumer, publisher, stored_ids, wait_until
+
+
+def drain_until(c, predicate, timeout: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        c.drain(wait=0.05)
+        if predicate():
+            return True
+    return predicate()
+
+
+def test_published_events_are_stored_once_with_the_request_context(stack: Stack, tenant: uuid.UUID) -> None:
+    pub = publisher(stack)
+    ctx = RequestContext(tenant_id=str(tenant), user_id="alice", client_ip="10.1.2.3", user_agent="curl/8")
+    with use_context(ctx):
+        for i in range(40):
+            assert pub.publish("flag.update", "flag", f"f{i}", {"on": False}, {"on": True})
+    pub.close()
+    c = consumer(stack)
+    assert drain_until(c, lambda: c.stats.stored == 40)
+    stored = AuditStore(c.engine).all(tenant)
+    assert sorted(e.entity_id or "" for e in stored) == sorted(f"f{i}" for i in range(40))
+    first = stored[0]
+    assert (first.user_id, first.actor_type, first.ip_address, first.user_agent) == (
+        "alice", "user", "10.1.2.3", "curl/8",
+    )  # fmt: skip
+    assert first.request_id == ctx.request_id
+    assert c.stats.duplicates == 0
+    c.stop()
+
+
+def test_a_poison_event_is_dead_lettered_after_exactly_n_deliveries_while_the_rest_flow(
+    stack: Stack, tenant: uuid.UUID
+) -> None:
+    stack = stack.with_options(max_deliveries=3, claim_idle=0.2)
+    pub = publisher(stack)
+    pub.publish("before", "thing", tenant_id=tenant)
+    pub.publish_event_bytes(b'{"not": "an audit event"}')
+    for i in range(20):
+        pub.publish("after", "thing", str(i), tenant_id=tenant)
+    pub.close()
+    c = consumer(stack)
+    assert drain_until(c, lambda: c.stats.dead_lettered == 1)
+    assert c.stats.failed_deliveries == 3
+    assert c.stats.stored == 21
+    dead = dead_letters(stack.transport_url, stack.options)
+    assert len(dead) == 1
+    assert dead[0]["deliveries"] == 3
+    assert "not a valid audit event" in str(dead[0]["reason"])
+    assert dead[0]["body"] == b'{"not": "an audit event"}'
+    c.stop()
+
+
+def test_events_a_stopped_consumer_held_are_stored_by_another(stack: Stack, tenant: uuid.UUID) -> None:
+    stack = stack.with_options(claim_idle=0.2)
+    pub = publisher(stack)
+    for i in range(10):
+        pub.publish("x.y", "thing", str(i), tenant_id=tenant)
+    pub.close()
+    first = consumer(stack)
+    first.transport.setup()
+    taken = first.transport.receive(10, 2.0)
+    assert len(taken) == 10
+    first.transport.close()  # gone without acknowledging
+    second = consumer(stack)
+    assert drain_until(second, lambda: second.stats.stored == 10)
+    assert len(stored_ids(stack.database_url, tenant)) == 10
+    second.stop()
+
+
+def test_an_event_whose_last_delivery_crashed_its_consumer_is_dead_lettered(
+    stack: Stack, tenant: uuid.UUID
+) -> None:
+    stack = stack.with_options(max_deliveries=2, claim_idle=0.2)
+    pub = publisher(stack)
+    pub.publish("x.y", "thing", tenant_id=tenant)
+    pub.close()
+    for _ in range(2):  # two deliveries, each to a consumer that dies holding it
+        crashed = consumer(stack)
+        crashed.transport.setup()
+        assert wait_until(lambda c=crashed: len(c.transport.receive(1, 0.3)) == 1, timeout=10)  # type: ignore[misc]
+        crashed.transport.close()
+    survivor = consumer(stack)
+    assert wait_until(
+        lambda: (survivor.drain(wait=0.05), len(dead_letters(stack.transport_url, stack.options)))[1] == 1
+    )
+    assert stored_ids(stack.database_url, tenant) == []
+    survivor.stop()
+
+
+@pytest.mark.parametrize("kind", ["redis", "rabbitmq"])
+def test_a_publisher_whose_transport_is_down_never_blocks_and_counts_what_it_loses(
+    kind: str, request: pytest.FixtureRequest
+) -> None:
+    from llmproxy.audit import AuditPublisher
+
+    from .conftest import unique_options
+
+    port = free_port()  # nothing listens there
+    url = f"redis://127.0.0.1:{port}/0" if kind == "redis" else f"amqp://guest:guest@127.0.0.1:{port}/%2F"
+    pub = AuditPublisher.from_url(url, unique_options(buffer_size=500))
+    pub.publish("warm", "up")  # first-call costs (imports) are not the network
+    took = []
+    for i in range(5000):
+        started = time.perf_counter()
+        pub.publish("x.y", "thing", str(i))
+        took.append(time.perf_counter() - started)
+    pub.close(timeout=0.5)
+    stats = pub.sink.stats
+    took.sort()
+    # A publish that waited on the network would take the connect timeout (0.5 s and more) every time.
+    assert took[int(len(took) * 0.99)] < 0.002, f"p99 {took[int(len(took) * 0.99)] * 1000:.2f} ms"
+    assert took[-1] < 0.25, f"a publish took {took[-1] * 1000:.1f} ms"
+    assert stats.delivered == 0
+    assert stats.dropped + stats.lost == 5001
+    assert pub.stats.dropped == stats.dropped
+    assert pub.stats.dropped > 0 or stats.lost > 0
+
+
+@pytest.fixture(params=["redis", "rabbitmq"])
+def real_stack(request: pytest.FixtureRequest) -> Iterator[Stack]:
+    """The stacks with a real PostgreSQL (the database can be cut)."""
+    from .conftest import delete_amqp_topology, unique_options
+
+    options = unique_options(claim_idle=1.0, backoff_max=0.2)
+    database = request.getfixturevalue("real_database_url")
+    if request.param == "redis":
+        yield Stack("redis", request.getfixturevalue("real_redis_url"), database, options)
+        return
+    url = request.getfixturevalue("amqp_url")
+    yield Stack("rabbitmq", url, database, options)
+    delete_amqp_topology(url, options)
+
+
+def test_with_the_database_down_nothing_is_acknowledged_and_all_is_stored_once_it_returns(
+    real_stack: Stack, tenant: uuid.UUID
+) -> None:
+    import sqlalchemy as sa
+
+    port = sa.make_url(real_stack.database_url).port or 5432
+    proxy = TcpProxy(port)
+    try:
+        c = consumer(real_stack, url_through(real_stack.database_url, proxy.host, proxy.port))
+        c.start()
+        proxy.cut()
+        pub = publisher(real_stack)
+        for i in range(30):
+            pub.publish("x.y", "thing", str(i), tenant_id=tenant)
+        pub.flush()
+        assert wait_until(lambda: c.stats.database_errors >= 3)
+        assert c.stats.stored == 0
+        assert stored_ids(real_stack.database_url, tenant) == []
+        proxy.restore()
+        assert wait_until(lambda: len(stored_ids(real_stack.database_url, tenant)) == 30)
+        c.stop()
+        pub.close()
+        assert c.stats.dead_lettered == 0
+        assert len(set(stored_ids(real_stack.database_url, tenant))) == 30
+        assert dead_letters(real_stack.transport_url, real_stack.options) == []
+    finally:
+        proxy.close()
