@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -13,23 +12,13 @@ from llmproxy.core import (
     AsyncTenantRegistry,
     async_redis_from_url,
     create_async_engine,
-    is_memory_url,
+    fail_fast_redis_options,
 )
 from llmproxy.quota import AsyncQuotaClient
 from llmproxy.ratelimit_config import AsyncRateLimitConfigService
 
 from ._auth import GatewayAuthenticator, build_authenticator
 from ._settings import GatewaySettings
-
-
-def _redis_options(url: str) -> dict[str, Any]:
-    """Fail fast on a real server: every concern has a policy for Redis being down; waiting is not one."""
-    if is_memory_url(url):
-        return {}
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "retry": Retry(NoBackoff(), 1)}
 
 
 @dataclass
@@ -46,7 +35,7 @@ class Backends:
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Backends:
-        redis = async_redis_from_url(settings.redis_url, **_redis_options(settings.redis_url))
+        redis = async_redis_from_url(settings.redis_url, **fail_fast_redis_options(settings.redis_url))
         engine = create_async_engine(settings.database_url)
         limits = AsyncRateLimitConfigService(redis, engine)
         api_keys = AsyncApiKeyService(engine, redis)

@@ -11,9 +11,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from llmproxy.core import openai_error_body
+from llmproxy.core import EdgeError
 
-from ._providers import GatewayError
+from ._edge import INTERNAL_ERROR
 
 logger = logging.getLogger("llmproxy_gateway")
 
@@ -30,20 +30,10 @@ _STATUS_CODES = {
 }
 
 
-def error_response(
-    status_code: int,
-    message: str,
-    *,
-    type: str = "invalid_request_error",
-    code: str | None = None,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
+def error_response(error: EdgeError) -> Response:
+    """``error`` as a Starlette response (the body and headers :func:`llmproxy.core.send_error` sends)."""
     return Response(
-        openai_error_body(message, type, code or _STATUS_CODES.get(status_code), param),
-        status_code=status_code,
-        media_type="application/json",
-        headers=headers,
+        error.body(), status_code=error.status, media_type="application/json", headers=dict(error.headers)
     )
 
 
@@ -73,7 +63,7 @@ def describe_validation_error(errors: Sequence[Any]) -> tuple[str, str | None, s
 async def _validation_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     message, param, code = describe_validation_error(exc.errors())
-    return error_response(400, message, code=code, param=param)
+    return error_response(EdgeError(400, message, code=code, param=param))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -85,23 +75,23 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         message = str(exc.detail)
     kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
-    return error_response(exc.status_code, message, type=kind, headers=dict(exc.headers or {}))
+    code = _STATUS_CODES.get(exc.status_code)
+    headers = tuple((exc.headers or {}).items())
+    return error_response(EdgeError(exc.status_code, message, type=kind, code=code, headers=headers))
 
 
-async def _gateway_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, GatewayError)
-    return error_response(
-        exc.status_code, exc.message, type=exc.type, code=exc.code, param=exc.param, headers=exc.headers
-    )
+async def _edge_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EdgeError)
+    return error_response(exc)
 
 
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal server error", type="server_error", code="internal_error")
+    return error_response(INTERNAL_ERROR)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(EdgeError, _edge_error)  # GatewayError and ProviderError among them
     app.add_exception_handler(Exception, _unexpected_error)
