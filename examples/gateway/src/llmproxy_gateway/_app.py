@@ -103,8 +103,9 @@ class OnlyUnder:
 
 
 def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
-    """What every HTTP service wants at its edge: request id + access log, error guard, body limit."""
-    guarded = ErrorGuard(RequestBodyLimit(app, max_bytes=settings.max_body_bytes))
+    """What every HTTP service wants at its edge: request id + access log, error guard, body limits."""
+    limited = RequestBodyLimit(app, max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
+    guarded = ErrorGuard(limited)
     return AccessLog(guarded, log=settings.access_log)
 
 

@@ -28,6 +28,8 @@ from llmproxy.core import (
     use_usage,
 )
 
+from ._json_depth import check_json_depth
+
 logger = logging.getLogger("llmproxy_gateway.access")
 
 INTERNAL_ERROR = EdgeError(
@@ -40,18 +42,22 @@ INTERNAL_ERROR = EdgeError(
 
 
 class RequestBodyLimit:
-    """Reads the whole request body up front (at most ``max_bytes``) and replays it to the app.
+    """Reads the whole request body up front and replays it to the app, refusing what no layer should hold.
 
     A body over ``max_bytes`` — announced by ``content-length`` or discovered while reading a chunked body —
-    gets 413, a malformed ``content-length`` 400, before any inner middleware or handler runs, so nothing
-    downstream ever holds an oversized body.
+    gets 413, a malformed ``content-length`` 400, and a body nesting arrays and objects deeper than
+    ``max_json_depth`` 400 (``json_too_deep``), before any inner middleware or handler runs: nothing
+    downstream holds an oversized body or walks one deep enough to exhaust Python's recursion limit.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, max_json_depth: int = 128) -> None:
         if max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
+        if max_json_depth < 1:
+            raise ValueError("max_json_depth must be >= 1")
         self.app = app
         self.max_bytes = max_bytes
+        self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -59,6 +65,7 @@ class RequestBodyLimit:
             return
         try:
             body = await read_body(scope, receive, self.max_bytes)
+            check_json_depth(body, self.max_json_depth)
         except EdgeError as exc:
             await send_error(send, exc)
             return

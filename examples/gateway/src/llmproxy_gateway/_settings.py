@@ -41,6 +41,9 @@ class GatewaySettings(LLMProxySettings):
 
     #: Largest accepted request body, in bytes; larger bodies get 413.
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    #: Deepest nesting of arrays and objects accepted in a JSON body; deeper bodies get 400. At most 400:
+    #: deeper, parsing and serialising come near Python's recursion limit (about 1,000 levels).
+    max_json_depth: int = Field(default=128, ge=1, le=400)
     #: Output tokens assumed for a chat request without ``max_tokens`` when reserving quota.
     default_max_tokens: int = Field(default=256, ge=1)
 
