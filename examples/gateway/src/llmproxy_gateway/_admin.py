@@ -6,12 +6,13 @@ tenant admin (JWT with role ``tenant_admin``) only reads and manages their own t
 
 from __future__ import annotations
 
+import re
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from llmproxy.auth import ApiKey, ApiKeyNotFound, require
 from llmproxy.core import RequestContext, Tenant, TenantExists, TenantNotFound
@@ -28,21 +29,62 @@ from ._auth import PLATFORM_ADMIN_ROLE, AnyAdmin, PlatformAdmin, TenantScoped
 from ._backends import Backends
 from ._providers import GatewayError
 
-TenantName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+#: A name as people write it: some visible character, no control character (PostgreSQL refuses NUL in text).
+_VISIBLE_NAME = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+#: llmproxy-auth's rule for a scope (its ``normalize_scopes`` raises on anything else).
+_SCOPE = r"^[A-Za-z0-9_.:*/-]{1,100}$"
+#: ``offset`` is passed to the database as a 64-bit integer.
+MAX_OFFSET = 2**63 - 1
+
+
+def _visible_name(value: str) -> str:
+    if re.fullmatch(_VISIBLE_NAME, value) is None:
+        raise ValueError("must contain a visible character and no control characters (such as NUL)")
+    return value.strip()
+
+
+def _scope(value: str) -> str:
+    if re.fullmatch(_SCOPE, value) is None:
+        raise ValueError("a scope is 1-100 letters, digits or any of _.:*/-")
+    return value
+
+
+def _in_the_future(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+    if utc <= datetime.now(UTC):
+        raise ValueError("must be in the future")
+    return utc
+
+
+# The rules are checked in Python for a message that says what is wrong; the same patterns go into the
+# OpenAPI document, so that generated clients and schemathesis know them. Lengths apply to what was sent
+# (surrounding whitespace is stripped afterwards).
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra={"pattern": _VISIBLE_NAME}),
+    AfterValidator(_visible_name),
+]
+Scope = Annotated[str, Field(json_schema_extra={"pattern": _SCOPE}), AfterValidator(_scope)]
+FutureTime = Annotated[AwareDatetime, AfterValidator(_in_the_future)]
 
 
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: TenantName
+    name: Name
 
 
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    scopes: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = ["api:access"]
-    expires_at: datetime | None = None
+    name: Name
+    scopes: list[Scope] = ["api:access"]
+    expires_at: FutureTime | None = Field(
+        default=None, description="When the key stops working: a time in the future, with its UTC offset."
+    )
 
 
 class ApiKeyInfo(BaseModel):
@@ -142,7 +184,7 @@ async def list_tenants(
     backends: BackendsDep,
     ctx: AnyAdminDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[Tenant]:
     if PLATFORM_ADMIN_ROLE in ctx.roles:
         return await backends.tenants.list(limit=limit, offset=offset)
