@@ -201,3 +201,41 @@ def test_an_admin_body_nested_too_deeply_is_400(gateway: GatewayProcess) -> None
     response = gateway.admin("POST", "/tenants", content=f'{{"name": {nested_array(5000)}}}')
     assert response.status_code == 400
     assert error_of(response)["code"] == "json_too_deep"
+
+
+# -- numbers as JSON Schema reads them (found by schemathesis) -----
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (CHAT, {"model": "gpt-4o-mini", "messages": HI, "top_p": False}, "top_p"),
+        (CHAT, {"model": "gpt-4o-mini", "messages": HI, "max_tokens": True}, "max_tokens"),
+        ("/v1/embeddings", {"model": "text-embedding-3-small", "input": [[False]]}, "input"),
+        (
+            "/v1/embeddings",
+            {"model": "text-embedding-3-small", "input": "x", "dimensions": True},
+            "dimensions",
+        ),
+    ],
+)
+def test_true_or_false_is_not_a_number(
+    gateway: GatewayProcess, path: str, body: dict[str, Any], param: str
+) -> None:
+    response = post(gateway, path, json.dumps(body).encode())
+    assert response.status_code == 400
+    assert error_of(response)["param"].startswith(param)
+
+
+def test_an_integer_written_with_a_fraction_of_zero_is_an_integer(gateway: GatewayProcess) -> None:
+    body = {"model": "gpt-4o-mini", "messages": HI, "max_tokens": 3.0}
+    response = post(gateway, CHAT, json.dumps(body).encode())
+    assert response.status_code == 200
+    assert response.json()["usage"]["completion_tokens"] <= 3
+
+
+def test_stream_options_are_documented_as_needing_stream(gateway: GatewayProcess) -> None:
+    schema = httpx.get(f"{gateway.base_url}/openapi.json").json()["components"]["schemas"][
+        "ChatCompletionRequest"
+    ]
+    assert schema["then"] == {"properties": {"stream": {"const": True}}, "required": ["stream"]}

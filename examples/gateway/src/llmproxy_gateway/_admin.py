@@ -27,6 +27,7 @@ from llmproxy.ratelimit_config import (
 
 from ._auth import PLATFORM_ADMIN_ROLE, AnyAdmin, PlatformAdmin, TenantScoped
 from ._backends import Backends
+from ._openapi import errors
 from ._providers import GatewayError
 
 #: A name as people write it: some visible character, no control character (PostgreSQL refuses NUL in text).
@@ -69,6 +70,10 @@ Name = Annotated[
 ]
 Scope = Annotated[str, Field(json_schema_extra={"pattern": _SCOPE}), AfterValidator(_scope)]
 FutureTime = Annotated[AwareDatetime, AfterValidator(_in_the_future)]
+#: llmproxy-ratelimit-config's rule for an endpoint path, written down for the OpenAPI document.
+LimitedPath = Annotated[
+    EndpointPath, Field(json_schema_extra={"pattern": r"^/[^\s\x00-\x1f\x7f]*$", "maxLength": 500})
+]
 
 
 class TenantCreate(BaseModel):
@@ -124,7 +129,11 @@ class RateLimits(BaseModel):
 
     global_limit: GlobalLimit
     api_key_limit: ApiKeyLimit
-    endpoint_limits: dict[EndpointPath, EndpointLimit] = Field(default_factory=dict)
+    # additionalProperties false: pydantic writes the key pattern as patternProperties, which alone would
+    # let any other key through.
+    endpoint_limits: dict[LimitedPath, EndpointLimit] = Field(
+        default_factory=dict, json_schema_extra={"additionalProperties": False}
+    )
 
 
 class TenantRateLimits(RateLimits):
@@ -156,6 +165,10 @@ AnyAdminDep = Annotated[RequestContext, Depends(require(AnyAdmin))]
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
+#: A route of one tenant (``{tenant_id}`` in its path), and one that also takes a body.
+_READ_ERRORS = errors(400, 401, 403, 404, 503)
+_WRITE_ERRORS = errors(400, 401, 403, 404, 413, 503)
+
 
 def tenant_not_found(tenant_id: uuid.UUID) -> GatewayError:
     return GatewayError(404, f"tenant {tenant_id} does not exist", code="tenant_not_found", param="tenant_id")
@@ -171,7 +184,12 @@ async def _existing_tenant(backends: Backends, tenant_id: uuid.UUID) -> Tenant:
 # -- tenants ------------------------------------------------------------------------------------------------
 
 
-@router.post("/tenants", status_code=201, summary="Create a tenant (platform admin)")
+@router.post(
+    "/tenants",
+    status_code=201,
+    summary="Create a tenant (platform admin)",
+    responses=errors(400, 401, 403, 409, 413, 503),
+)
 async def create_tenant(body: TenantCreate, backends: BackendsDep, _: PlatformAdminDep) -> Tenant:
     try:
         return await backends.tenants.create(body.name)
@@ -179,7 +197,11 @@ async def create_tenant(body: TenantCreate, backends: BackendsDep, _: PlatformAd
         raise GatewayError(409, str(exc), code="tenant_exists", param="name") from exc
 
 
-@router.get("/tenants", summary="List tenants (a tenant admin sees their own)")
+@router.get(
+    "/tenants",
+    summary="List tenants (a tenant admin sees their own)",
+    responses=errors(400, 401, 403, 404, 503),
+)
 async def list_tenants(
     backends: BackendsDep,
     ctx: AnyAdminDep,
@@ -192,13 +214,16 @@ async def list_tenants(
     return [own] if offset == 0 else []
 
 
-@router.get("/tenants/{tenant_id}", summary="Get a tenant")
+@router.get("/tenants/{tenant_id}", summary="Get a tenant", responses=_READ_ERRORS)
 async def get_tenant(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep) -> Tenant:
     return await _existing_tenant(backends, tenant_id)
 
 
 @router.delete(
-    "/tenants/{tenant_id}", status_code=204, summary="Delete a tenant and all it owns (platform admin)"
+    "/tenants/{tenant_id}",
+    status_code=204,
+    summary="Delete a tenant and all it owns (platform admin)",
+    responses=_READ_ERRORS,
 )
 async def delete_tenant(tenant_id: uuid.UUID, backends: BackendsDep, _: PlatformAdminDep) -> Response:
     # Revoke its keys first: deleting the tenant cascades their rows away, but copies cached in Redis and in
@@ -214,7 +239,12 @@ async def delete_tenant(tenant_id: uuid.UUID, backends: BackendsDep, _: Platform
 # -- API keys -----------------------------------------------------------------------------------------------
 
 
-@router.post("/tenants/{tenant_id}/api-keys", status_code=201, summary="Issue an API key (secret shown once)")
+@router.post(
+    "/tenants/{tenant_id}/api-keys",
+    status_code=201,
+    summary="Issue an API key (secret shown once)",
+    responses=_WRITE_ERRORS,
+)
 async def issue_api_key(
     tenant_id: uuid.UUID, body: ApiKeyCreate, backends: BackendsDep, _: TenantScopedDep
 ) -> ApiKeyIssued:
@@ -227,7 +257,11 @@ async def issue_api_key(
     return ApiKeyIssued(**ApiKeyInfo.of(created.key).model_dump(), key=created.secret)
 
 
-@router.get("/tenants/{tenant_id}/api-keys", summary="List a tenant's API keys (never their secrets)")
+@router.get(
+    "/tenants/{tenant_id}/api-keys",
+    summary="List a tenant's API keys (never their secrets)",
+    responses=_READ_ERRORS,
+)
 async def list_api_keys(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep) -> list[ApiKeyInfo]:
     await _existing_tenant(backends, tenant_id)
     return [ApiKeyInfo.of(key) for key in await backends.api_keys.list(tenant_id)]
@@ -237,6 +271,7 @@ async def list_api_keys(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantSc
     "/tenants/{tenant_id}/api-keys/{key_id}",
     status_code=204,
     summary="Revoke an API key (every gateway process refuses it within a second)",
+    responses=_READ_ERRORS,
 )
 async def revoke_api_key(
     tenant_id: uuid.UUID, key_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep
@@ -254,7 +289,11 @@ async def revoke_api_key(
 # -- rate limits and usage ----------------------------------------------------------------------------------
 
 
-@router.get("/tenants/{tenant_id}/rate-limits", summary="The tenant's rate limits (its own or the defaults)")
+@router.get(
+    "/tenants/{tenant_id}/rate-limits",
+    summary="The tenant's rate limits (its own or the defaults)",
+    responses=_READ_ERRORS,
+)
 async def get_rate_limits(
     tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep
 ) -> TenantRateLimits:
@@ -266,6 +305,7 @@ async def get_rate_limits(
 @router.put(
     "/tenants/{tenant_id}/rate-limits",
     summary="Set the tenant's rate limits (platform admin; every process obeys within a second)",
+    responses=_WRITE_ERRORS,
 )
 async def put_rate_limits(
     tenant_id: uuid.UUID, body: RateLimits, backends: BackendsDep, _: PlatformAdminDep
@@ -276,7 +316,10 @@ async def put_rate_limits(
 
 
 @router.delete(
-    "/tenants/{tenant_id}/rate-limits", status_code=204, summary="Reset the tenant to the default limits"
+    "/tenants/{tenant_id}/rate-limits",
+    status_code=204,
+    summary="Reset the tenant to the default limits",
+    responses=_READ_ERRORS,
 )
 async def delete_rate_limits(tenant_id: uuid.UUID, backends: BackendsDep, _: PlatformAdminDep) -> Response:
     await _existing_tenant(backends, tenant_id)
@@ -284,7 +327,11 @@ async def delete_rate_limits(tenant_id: uuid.UUID, backends: BackendsDep, _: Pla
     return Response(status_code=204)
 
 
-@router.get("/tenants/{tenant_id}/usage", summary="Current usage of the tenant-wide limits")
+@router.get(
+    "/tenants/{tenant_id}/usage",
+    summary="Current usage of the tenant-wide limits",
+    responses=_READ_ERRORS,
+)
 async def get_usage(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep) -> TenantUsage:
     await _existing_tenant(backends, tenant_id)
     quotas: dict[str, QuotaUsage] = {}

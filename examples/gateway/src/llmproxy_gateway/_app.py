@@ -20,6 +20,7 @@ from ._edge import AccessLog, ErrorGuard, RequestBodyLimit
 from ._errors import install_error_handlers
 from ._estimate import token_estimator
 from ._mock import MockProvider
+from ._openapi import document_errors_and_auth
 from ._providers import Provider
 from ._settings import GatewaySettings
 from ._upstream import UpstreamProvider
@@ -76,6 +77,7 @@ def create_api(
     add_exception_handlers(api)  # 401/403 from policies in OpenAI's shape
     api.include_router(api_router)
     api.include_router(admin_router)
+    document_errors_and_auth(api)
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:

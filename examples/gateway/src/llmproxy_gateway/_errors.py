@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -76,8 +77,25 @@ async def _http_error(request: Request, exc: Exception) -> Response:
         message = str(exc.detail)
     kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
     code = _STATUS_CODES.get(exc.status_code)
-    headers = tuple((exc.headers or {}).items())
-    return error_response(EdgeError(exc.status_code, message, type=kind, code=code, headers=headers))
+    headers = {name.lower(): value for name, value in (exc.headers or {}).items()}
+    if exc.status_code == 405:
+        headers["allow"] = _allowed_methods(request) or headers.get("allow", "")
+    return error_response(
+        EdgeError(exc.status_code, message, type=kind, code=code, headers=tuple(headers.items()))
+    )
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the OpenAPI document lists for this path (Starlette's 405 names one route's only)."""
+    path = request.url.path
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(_template_regex(template), path):
+            return ", ".join(sorted(method.upper() for method in operations))
+    return None
+
+
+def _template_regex(template: str) -> str:
+    return "/".join("[^/]+" if part.startswith("{") else re.escape(part) for part in template.split("/"))
 
 
 async def _edge_error(_request: Request, exc: Exception) -> Response:
