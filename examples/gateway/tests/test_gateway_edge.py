@@ -178,3 +178,17 @@ def test_a_500_from_a_real_server_says_connection_close_and_closes_it(exploding_
         assert failed.status_code == 500
         assert failed.headers["connection"] == "close"
         assert client.get("/healthz").status_code == 200
+
+
+async def test_a_database_error_escaping_a_middleware_is_503_database_unavailable() -> None:
+    import sqlalchemy as sa
+
+    async def needs_the_database(scope: Scope, receive: Receive, send: Send) -> None:
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("connection refused"))
+
+    app: ASGIApp = ErrorGuard(needs_the_database)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as http:
+        response = await http.get("/anything")
+    assert response.status_code == 503
+    assert response.headers["retry-after"] == "1"
+    assert response.json()["error"]["code"] == "database_unavailable"

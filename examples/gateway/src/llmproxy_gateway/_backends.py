@@ -36,7 +36,7 @@ class Backends:
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Backends:
         redis = async_redis_from_url(settings.redis_url, **fail_fast_redis_options(settings.redis_url))
-        engine = create_async_engine(settings.database_url)
+        engine = create_async_engine(settings.database_url, **settings.database_timeouts())
         limits = AsyncRateLimitConfigService(redis, engine)
         api_keys = AsyncApiKeyService(engine, redis)
         admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None

@@ -28,17 +28,10 @@ from llmproxy.core import (
     use_usage,
 )
 
+from ._failures import answer_for, database_unavailable
 from ._json_depth import check_json_depth
 
 logger = logging.getLogger("llmproxy_gateway.access")
-
-INTERNAL_ERROR = EdgeError(
-    500,
-    "internal server error",
-    type="server_error",
-    code="internal_error",
-    headers=[("connection", "close")],
-)
 
 
 class RequestBodyLimit:
@@ -77,8 +70,9 @@ class RequestBodyLimit:
 class ErrorGuard:
     """The last line: an exception escaping any layer below becomes an OpenAI error, never a traceback.
 
-    It is 500 ``internal_error`` with ``connection: close``, so a client's pool drops the connection instead
-    of finding it closed under its next request. An exception raised after a complete answer (Starlette
+    An unreachable database is 503 ``database_unavailable`` with ``Retry-After``; anything else is 500
+    ``internal_error`` with ``connection: close``, so a client's pool drops the connection instead of
+    finding it closed under its next request. An exception raised after a complete answer (Starlette
     re-raises what its error handler already answered) is not passed on to the server either: the server
     would drop the kept-alive connection without telling the client.
     """
@@ -96,10 +90,14 @@ class ErrorGuard:
         except Exception as exc:
             if watch.ended:  # answered (and logged) by the app's own handler
                 return
-            logger.error("unhandled error on %s %s", scope.get("method"), scope.get("path"), exc_info=exc)
+            where = (scope.get("method"), scope.get("path"))
+            if database_unavailable(exc):
+                logger.error("database unavailable on %s %s: %s", *where, exc)
+            else:
+                logger.error("unhandled error on %s %s", *where, exc_info=exc)
             if watch.started:  # a response cut half-way: only closing the connection can tell the client
                 raise
-            await send_error(send, INTERNAL_ERROR)
+            await send_error(send, answer_for(exc))
 
 
 class AccessLog:

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from llmproxy.core import EdgeError
 
-from ._edge import INTERNAL_ERROR
+from ._failures import DATABASE_DOWN_ERRORS, DATABASE_UNAVAILABLE, INTERNAL_ERROR, database_unavailable
 
 logger = logging.getLogger("llmproxy_gateway")
 
@@ -103,7 +103,14 @@ async def _edge_error(_request: Request, exc: Exception) -> Response:
     return error_response(exc)
 
 
+async def _database_error(request: Request, exc: Exception) -> Response:
+    logger.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(DATABASE_UNAVAILABLE)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    if database_unavailable(exc):  # a DBAPIError whose connection was invalidated
+        return await _database_error(request, exc)
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
     return error_response(INTERNAL_ERROR)
 
@@ -112,4 +119,6 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(EdgeError, _edge_error)  # GatewayError and ProviderError among them
+    for database_error in DATABASE_DOWN_ERRORS:
+        app.add_exception_handler(database_error, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)
