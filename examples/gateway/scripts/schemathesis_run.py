@@ -11,8 +11,9 @@ and runs it over ``/v1`` with the key. The exit status is schemathesis' (non-zer
 Failures the gateway expects, and why they are not bugs (README, "The OpenAPI document"):
 - ST202 on ``POST /admin/tenants/{tenant_id}/api-keys``: an ``expires_at`` schemathesis generates as "now" is
   in the past once the request arrives (no schema can say "in the future");
-- ST202 on ``PUT /admin/tenants/{tenant_id}/rate-limits``: a limit sent as ``561.0`` (JSON Schema calls it an
-  integer; llmproxy-ratelimit-config's limits are strict integers);
+- ST202 on ``PUT /admin/tenants/{tenant_id}/rate-limits``: a limit of ``9223372036854775999``, which
+  schemathesis, comparing through floating point, takes for at most the maximum 2^63-1; or one sent as
+  ``561.0`` (JSON Schema calls it an integer; llmproxy-ratelimit-config's limits are strict integers);
 - ST301 on ``/admin/tenants/{tenant_id}/rate-limits``: after ``DELETE`` (back to the defaults) ``GET`` still
   answers 200 with the default limits: a tenant always has limits.
 """
@@ -118,6 +119,7 @@ def main() -> int:
     parser.add_argument("extra", nargs="*", help="more schemathesis options (after --)")
     args = parser.parse_args()
     st = shutil.which(args.schemathesis)
+    st = os.path.abspath(st) if st else None  # schemathesis runs in a temporary directory
     if st is None:
         raise SystemExit(
             f"{args.schemathesis!r} not found: pip install schemathesis (or pass --schemathesis PATH)"

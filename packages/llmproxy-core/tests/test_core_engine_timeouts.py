@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from llmproxy.core import create_async_engine, create_engine
 from llmproxy.core.testing import Backend
 
+
 @pytest.mark.real
 def test_postgres_sessions_carry_the_statement_timeout(real_backend: Backend) -> None:
     engine = create_engine(real_backend.database_url, connect_timeout=2, statement_timeout=1.5)
