@@ -60,11 +60,11 @@ class GatewayProcess:
 
     def admin(self, method: str, path: str, **kwargs: object) -> httpx.Response:
         """Call the admin API as the platform admin."""
+        kwargs.setdefault("timeout", 10)
         return httpx.request(
             method,
             f"{self.base_url}/admin{path}",
             headers=self.admin_headers,
-            timeout=10,
             **kwargs,  # type: ignore[arg-type]
         )
 

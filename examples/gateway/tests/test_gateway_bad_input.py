@@ -134,3 +134,108 @@ def test_wrong_method_is_405_in_openai_shape(gateway: GatewayProcess) -> None:
 def test_every_response_carries_a_request_id(gateway: GatewayProcess) -> None:
     response = httpx.get(f"{gateway.base_url}/healthz", headers={"x-request-id": "abc123"})
     assert response.headers["x-request-id"] == "abc123"
+
+
+# -- JSON nested too deeply -----
+
+CHAT_START = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]'
+EMBED_START = '{"model": "text-embedding-3-small", "input": "hi"'
+
+
+def nested_array(depth: int) -> str:
+    return "[" * depth + "]" * depth
+
+
+def nested_object(depth: int) -> str:
+    return '{"a":' * depth + "1" + "}" * depth
+
+
+DEEP_BODIES = {
+    "chat, the whole body": (CHAT, nested_array),
+    "chat, an extra field": (CHAT, lambda d: f'{CHAT_START}, "x": {nested_array(d - 1)}}}'),
+    "chat, nested objects": (CHAT, lambda d: f'{CHAT_START}, "x": {nested_object(d - 1)}}}'),
+    "chat, a message's extra field": (
+        CHAT,
+        lambda d: (
+            '{"model": "gpt-4o-mini", "messages": [{"role": "user", "x": ' + nested_array(d - 3) + "}]}"
+        ),
+    ),
+    "embeddings, the input": (
+        "/v1/embeddings",
+        lambda d: '{"model": "text-embedding-3-small", "input": ' + nested_array(d - 1) + "}",
+    ),
+    "embeddings, an extra field": (
+        "/v1/embeddings",
+        lambda d: f'{EMBED_START}, "x": {nested_array(d - 1)}}}',
+    ),
+}
+
+
+@pytest.mark.parametrize("depth", [129, 1000, 5000, 10_000])
+@pytest.mark.parametrize("where", list(DEEP_BODIES))
+def test_json_nested_deeper_than_the_limit_is_400(gateway: GatewayProcess, where: str, depth: int) -> None:
+    path, body = DEEP_BODIES[where]
+    response = post(gateway, path, body(depth).encode())
+    assert response.status_code == 400, response.text[:300]
+    error = error_of(response)
+    assert error["code"] == "json_too_deep"
+    assert "128 levels" in error["message"]
+
+
+@pytest.mark.parametrize(
+    "where", ["chat, an extra field", "chat, nested objects", "embeddings, an extra field"]
+)
+def test_json_nested_as_deep_as_the_limit_is_served(gateway: GatewayProcess, where: str) -> None:
+    path, body = DEEP_BODIES[where]
+    assert post(gateway, path, body(128).encode()).status_code == 200
+
+
+def test_brackets_inside_strings_are_not_nesting(gateway: GatewayProcess) -> None:
+    content = '[{\\"' * 200  # 400 brackets, none of them nesting
+    body = '{"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "' + content + '"}]}'
+    response = post(gateway, CHAT, body.encode())
+    assert response.status_code == 200, response.text[:300]
+
+
+def test_an_admin_body_nested_too_deeply_is_400(gateway: GatewayProcess) -> None:
+    response = gateway.admin("POST", "/tenants", content=f'{{"name": {nested_array(5000)}}}')
+    assert response.status_code == 400
+    assert error_of(response)["code"] == "json_too_deep"
+
+
+# -- numbers as JSON Schema reads them (found by schemathesis) -----
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        (CHAT, {"model": "gpt-4o-mini", "messages": HI, "top_p": False}, "top_p"),
+        (CHAT, {"model": "gpt-4o-mini", "messages": HI, "max_tokens": True}, "max_tokens"),
+        ("/v1/embeddings", {"model": "text-embedding-3-small", "input": [[False]]}, "input"),
+        (
+            "/v1/embeddings",
+            {"model": "text-embedding-3-small", "input": "x", "dimensions": True},
+            "dimensions",
+        ),
+    ],
+)
+def test_true_or_false_is_not_a_number(
+    gateway: GatewayProcess, path: str, body: dict[str, Any], param: str
+) -> None:
+    response = post(gateway, path, json.dumps(body).encode())
+    assert response.status_code == 400
+    assert error_of(response)["param"].startswith(param)
+
+
+def test_an_integer_written_with_a_fraction_of_zero_is_an_integer(gateway: GatewayProcess) -> None:
+    body = {"model": "gpt-4o-mini", "messages": HI, "max_tokens": 3.0}
+    response = post(gateway, CHAT, json.dumps(body).encode())
+    assert response.status_code == 200
+    assert response.json()["usage"]["completion_tokens"] <= 3
+
+
+def test_stream_options_are_documented_as_needing_stream(gateway: GatewayProcess) -> None:
+    schema = httpx.get(f"{gateway.base_url}/openapi.json").json()["components"]["schemas"][
+        "ChatCompletionRequest"
+    ]
+    assert schema["then"] == {"properties": {"stream": {"const": True}}, "required": ["stream"]}

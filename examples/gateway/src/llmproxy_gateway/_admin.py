@@ -6,12 +6,13 @@ tenant admin (JWT with role ``tenant_admin``) only reads and manages their own t
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from llmproxy.auth import ApiKey, ApiKeyNotFound, require
 from llmproxy.core import RequestContext, Tenant, TenantExists, TenantNotFound
@@ -27,23 +28,69 @@ from llmproxy.ratelimit_config import (
 from ._audit import audit_admin_change
 from ._auth import PLATFORM_ADMIN_ROLE, AnyAdmin, PlatformAdmin, TenantScoped
 from ._backends import Backends
+from ._openapi import errors
 from ._providers import GatewayError
 
-TenantName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+#: A name as people write it: some visible character, no control character (PostgreSQL refuses NUL in text).
+_VISIBLE_NAME = r"^[^\x00-\x1f\x7f-\x9f]*[^\s\x00-\x1f\x7f-\x9f][^\x00-\x1f\x7f-\x9f]*$"
+#: llmproxy-auth's rule for a scope (its ``normalize_scopes`` raises on anything else).
+_SCOPE = r"^[A-Za-z0-9_.:*/-]{1,100}$"
+#: ``offset`` is passed to the database as a 64-bit integer.
+MAX_OFFSET = 2**63 - 1
+
+
+def _visible_name(value: str) -> str:
+    if re.fullmatch(_VISIBLE_NAME, value) is None:
+        raise ValueError("must contain a visible character and no control characters (such as NUL)")
+    return value.strip()
+
+
+def _scope(value: str) -> str:
+    if re.fullmatch(_SCOPE, value) is None:
+        raise ValueError("a scope is 1-100 letters, digits or any of _.:*/-")
+    return value
+
+
+def _in_the_future(value: datetime) -> datetime:
+    try:
+        utc = value.astimezone(UTC)
+    except OverflowError:
+        raise ValueError("is out of range once converted to UTC") from None
+    if utc <= datetime.now(UTC):
+        raise ValueError("must be in the future")
+    return utc
+
+
+# The rules are checked in Python for a message that says what is wrong; the same patterns go into the
+# OpenAPI document, so that generated clients and schemathesis know them. Lengths apply to what was sent
+# (surrounding whitespace is stripped afterwards).
+Name = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra={"pattern": _VISIBLE_NAME}),
+    AfterValidator(_visible_name),
+]
+Scope = Annotated[str, Field(json_schema_extra={"pattern": _SCOPE}), AfterValidator(_scope)]
+FutureTime = Annotated[AwareDatetime, AfterValidator(_in_the_future)]
+#: llmproxy-ratelimit-config's rule for an endpoint path, written down for the OpenAPI document.
+LimitedPath = Annotated[
+    EndpointPath, Field(json_schema_extra={"pattern": r"^/[^\s\x00-\x1f\x7f]*$", "maxLength": 500})
+]
 
 
 class TenantCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: TenantName
+    name: Name
 
 
 class ApiKeyCreate(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-    scopes: list[Annotated[str, StringConstraints(min_length=1, max_length=100)]] = ["api:access"]
-    expires_at: datetime | None = None
+    name: Name
+    scopes: list[Scope] = ["api:access"]
+    expires_at: FutureTime | None = Field(
+        default=None, description="When the key stops working: a time in the future, with its UTC offset."
+    )
 
 
 class ApiKeyInfo(BaseModel):
@@ -83,7 +130,11 @@ class RateLimits(BaseModel):
 
     global_limit: GlobalLimit
     api_key_limit: ApiKeyLimit
-    endpoint_limits: dict[EndpointPath, EndpointLimit] = Field(default_factory=dict)
+    # additionalProperties false: pydantic writes the key pattern as patternProperties, which alone would
+    # let any other key through.
+    endpoint_limits: dict[LimitedPath, EndpointLimit] = Field(
+        default_factory=dict, json_schema_extra={"additionalProperties": False}
+    )
 
 
 class TenantRateLimits(RateLimits):
@@ -115,6 +166,10 @@ AnyAdminDep = Annotated[RequestContext, Depends(require(AnyAdmin))]
 
 router = APIRouter(prefix="/admin", tags=["admin"])
 
+#: A route of one tenant (``{tenant_id}`` in its path), and one that also takes a body.
+_READ_ERRORS = errors(400, 401, 403, 404, 503)
+_WRITE_ERRORS = errors(400, 401, 403, 404, 413, 503)
+
 
 def tenant_not_found(tenant_id: uuid.UUID) -> GatewayError:
     return GatewayError(404, f"tenant {tenant_id} does not exist", code="tenant_not_found", param="tenant_id")
@@ -130,7 +185,12 @@ async def _existing_tenant(backends: Backends, tenant_id: uuid.UUID) -> Tenant:
 # -- tenants ------------------------------------------------------------------------------------------------
 
 
-@router.post("/tenants", status_code=201, summary="Create a tenant (platform admin)")
+@router.post(
+    "/tenants",
+    status_code=201,
+    summary="Create a tenant (platform admin)",
+    responses=errors(400, 401, 403, 409, 413, 503),
+)
 async def create_tenant(
     body: TenantCreate, request: Request, backends: BackendsDep, _: PlatformAdminDep
 ) -> Tenant:
@@ -142,12 +202,16 @@ async def create_tenant(
     return tenant
 
 
-@router.get("/tenants", summary="List tenants (a tenant admin sees their own)")
+@router.get(
+    "/tenants",
+    summary="List tenants (a tenant admin sees their own)",
+    responses=errors(400, 401, 403, 404, 503),
+)
 async def list_tenants(
     backends: BackendsDep,
     ctx: AnyAdminDep,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> list[Tenant]:
     if PLATFORM_ADMIN_ROLE in ctx.roles:
         return await backends.tenants.list(limit=limit, offset=offset)
@@ -155,13 +219,16 @@ async def list_tenants(
     return [own] if offset == 0 else []
 
 
-@router.get("/tenants/{tenant_id}", summary="Get a tenant")
+@router.get("/tenants/{tenant_id}", summary="Get a tenant", responses=_READ_ERRORS)
 async def get_tenant(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep) -> Tenant:
     return await _existing_tenant(backends, tenant_id)
 
 
 @router.delete(
-    "/tenants/{tenant_id}", status_code=204, summary="Delete a tenant and all it owns (platform admin)"
+    "/tenants/{tenant_id}",
+    status_code=204,
+    summary="Delete a tenant and all it owns (platform admin)",
+    responses=_READ_ERRORS,
 )
 async def delete_tenant(
     tenant_id: uuid.UUID, request: Request, backends: BackendsDep, _: PlatformAdminDep
@@ -181,7 +248,12 @@ async def delete_tenant(
 # -- API keys -----------------------------------------------------------------------------------------------
 
 
-@router.post("/tenants/{tenant_id}/api-keys", status_code=201, summary="Issue an API key (secret shown once)")
+@router.post(
+    "/tenants/{tenant_id}/api-keys",
+    status_code=201,
+    summary="Issue an API key (secret shown once)",
+    responses=_WRITE_ERRORS,
+)
 async def issue_api_key(
     tenant_id: uuid.UUID, body: ApiKeyCreate, request: Request, backends: BackendsDep, _: TenantScopedDep
 ) -> ApiKeyIssued:
@@ -196,7 +268,11 @@ async def issue_api_key(
     return ApiKeyIssued(**info.model_dump(), key=created.secret)
 
 
-@router.get("/tenants/{tenant_id}/api-keys", summary="List a tenant's API keys (never their secrets)")
+@router.get(
+    "/tenants/{tenant_id}/api-keys",
+    summary="List a tenant's API keys (never their secrets)",
+    responses=_READ_ERRORS,
+)
 async def list_api_keys(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep) -> list[ApiKeyInfo]:
     await _existing_tenant(backends, tenant_id)
     return [ApiKeyInfo.of(key) for key in await backends.api_keys.list(tenant_id)]
@@ -206,6 +282,7 @@ async def list_api_keys(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantSc
     "/tenants/{tenant_id}/api-keys/{key_id}",
     status_code=204,
     summary="Revoke an API key (every gateway process refuses it within a second)",
+    responses=_READ_ERRORS,
 )
 async def revoke_api_key(
     tenant_id: uuid.UUID, key_id: uuid.UUID, request: Request, backends: BackendsDep, _: TenantScopedDep
@@ -226,7 +303,11 @@ async def revoke_api_key(
 # -- rate limits and usage ----------------------------------------------------------------------------------
 
 
-@router.get("/tenants/{tenant_id}/rate-limits", summary="The tenant's rate limits (its own or the defaults)")
+@router.get(
+    "/tenants/{tenant_id}/rate-limits",
+    summary="The tenant's rate limits (its own or the defaults)",
+    responses=_READ_ERRORS,
+)
 async def get_rate_limits(
     tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep
 ) -> TenantRateLimits:
@@ -238,6 +319,7 @@ async def get_rate_limits(
 @router.put(
     "/tenants/{tenant_id}/rate-limits",
     summary="Set the tenant's rate limits (platform admin; every process obeys within a second)",
+    responses=_WRITE_ERRORS,
 )
 async def put_rate_limits(
     tenant_id: uuid.UUID, body: RateLimits, request: Request, backends: BackendsDep, _: PlatformAdminDep
@@ -252,7 +334,10 @@ async def put_rate_limits(
 
 
 @router.delete(
-    "/tenants/{tenant_id}/rate-limits", status_code=204, summary="Reset the tenant to the default limits"
+    "/tenants/{tenant_id}/rate-limits",
+    status_code=204,
+    summary="Reset the tenant to the default limits",
+    responses=_READ_ERRORS,
 )
 async def delete_rate_limits(
     tenant_id: uuid.UUID, request: Request, backends: BackendsDep, _: PlatformAdminDep
@@ -264,7 +349,11 @@ async def delete_rate_limits(
     return Response(status_code=204)
 
 
-@router.get("/tenants/{tenant_id}/quota", summary="Current usage of the tenant-wide limits (quota)")
+@router.get(
+    "/tenants/{tenant_id}/quota",
+    summary="Current usage of the tenant-wide limits (quota)",
+    responses=_READ_ERRORS,
+)
 async def get_quota_usage(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep) -> TenantUsage:
     await _existing_tenant(backends, tenant_id)
     quotas: dict[str, QuotaUsage] = {}

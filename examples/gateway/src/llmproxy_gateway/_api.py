@@ -17,6 +17,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from llmproxy.core import current_context, report_usage
 
 from ._flags import streaming_allowed
+from ._openapi import errors
 from ._providers import GatewayError, JSONObject, Provider, ProviderError
 from ._schemas import ChatCompletionRequest, EmbeddingRequest
 from ._tokens import count_chat_prompt_tokens, count_tokens
@@ -56,7 +57,7 @@ CatalogDep = Annotated[ModelCatalog, Depends(get_catalog)]
 router = APIRouter(prefix="/v1", tags=["OpenAI-compatible API"])
 
 
-@router.get("/models", summary="List the models this gateway serves")
+@router.get("/models", summary="List the models this gateway serves", responses=errors(401, 403, 429, 503))
 async def list_models(catalog: CatalogDep) -> JSONObject:
     data = [
         {"id": name, "object": "model", "created": catalog.created, "owned_by": catalog.owned_by}
@@ -75,8 +76,22 @@ def _report(model: str, usage: Any, *, final: bool = True) -> None:
         )
 
 
+#: What a completion or embedding request can be answered with besides its result.
+_MODEL_CALL_ERRORS = errors(400, 401, 403, 404, 413, 429, 502, 503, 504)
+_SSE: dict[str, Any] = {"text/event-stream": {}}  # each event's data: a chat.completion.chunk
+
+
 @router.post(
-    "/chat/completions", summary="Create a chat completion (plain or SSE stream)", response_model=None
+    "/chat/completions",
+    summary="Create a chat completion (plain or SSE stream)",
+    response_model=None,
+    responses={
+        200: {
+            "description": "A completion (JSON), or with `stream: true` its chunks as SSE.",
+            "content": _SSE,
+        },
+        **_MODEL_CALL_ERRORS,
+    },
 )
 async def create_chat_completion(
     body: ChatCompletionRequest, provider: ProviderDep, catalog: CatalogDep
@@ -142,7 +157,7 @@ async def _sse(
     yield "data: [DONE]\n\n"
 
 
-@router.post("/embeddings", summary="Create embeddings")
+@router.post("/embeddings", summary="Create embeddings", responses=_MODEL_CALL_ERRORS)
 async def create_embeddings(
     body: EmbeddingRequest, provider: ProviderDep, catalog: CatalogDep
 ) -> JSONResponse:

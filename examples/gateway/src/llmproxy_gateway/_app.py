@@ -27,6 +27,7 @@ from ._estimate import token_estimator
 from ._flags import flags_middleware
 from ._metering import GatewayMetering
 from ._mock import MockProvider
+from ._openapi import document_errors_and_auth
 from ._providers import Provider
 from ._settings import GatewaySettings
 from ._telemetry import fastapi_native_telemetry_off, with_telemetry
@@ -100,6 +101,7 @@ def create_api(
     api.include_router(admin_audit_router)
     api.include_router(flags_admin_router)
     api.include_router(admin_usage_router)
+    document_errors_and_auth(api)
 
     @api.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -127,8 +129,9 @@ class OnlyUnder:
 
 
 def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
-    """What every HTTP service wants at its edge: request id + access log, error guard, body limit."""
-    guarded = ErrorGuard(RequestBodyLimit(app, max_bytes=settings.max_body_bytes))
+    """What every HTTP service wants at its edge: request id + access log, error guard, body limits."""
+    limited = RequestBodyLimit(app, max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
+    guarded = ErrorGuard(limited)
     return AccessLog(guarded, log=settings.access_log)
 
 

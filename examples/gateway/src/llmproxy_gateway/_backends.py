@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -13,7 +12,7 @@ from llmproxy.core import (
     AsyncTenantRegistry,
     async_redis_from_url,
     create_async_engine,
-    is_memory_url,
+    fail_fast_redis_options,
 )
 from llmproxy.flags import AsyncFlagsClient
 from llmproxy.quota import AsyncQuotaClient
@@ -22,16 +21,6 @@ from llmproxy.ratelimit_config import AsyncRateLimitConfigService
 from ._auth import GatewayAuthenticator, build_authenticator
 from ._flags import build_flags
 from ._settings import GatewaySettings
-
-
-def _redis_options(url: str) -> dict[str, Any]:
-    """Fail fast on a real server: every concern has a policy for Redis being down; waiting is not one."""
-    if is_memory_url(url):
-        return {}
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "retry": Retry(NoBackoff(), 1)}
 
 
 @dataclass
@@ -49,8 +38,8 @@ class Backends:
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Backends:
-        redis = async_redis_from_url(settings.redis_url, **_redis_options(settings.redis_url))
-        engine = create_async_engine(settings.database_url)
+        redis = async_redis_from_url(settings.redis_url, **fail_fast_redis_options(settings.redis_url))
+        engine = create_async_engine(settings.database_url, **settings.database_timeouts())
         limits = AsyncRateLimitConfigService(redis, engine)
         api_keys = AsyncApiKeyService(engine, redis)
         admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None

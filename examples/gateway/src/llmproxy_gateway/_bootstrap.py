@@ -28,7 +28,7 @@ def prepare_data_dir(settings: GatewaySettings) -> None:
 
 
 async def create_tenant(settings: GatewaySettings, name: str) -> Tenant:
-    engine = create_async_engine(settings.database_url)
+    engine = create_async_engine(settings.database_url, **settings.database_timeouts())
     try:
         return await AsyncTenantRegistry(engine).create(name)
     finally:
@@ -51,7 +51,7 @@ async def find_tenant(registry: AsyncTenantRegistry, id_or_name: str) -> Tenant:
 
 async def create_key(settings: GatewaySettings, tenant: str, name: str) -> str:
     """Issue an API key for the tenant (by id or name) and return its secret."""
-    engine = create_async_engine(settings.database_url)
+    engine = create_async_engine(settings.database_url, **settings.database_timeouts())
     redis = async_redis_from_url(settings.redis_url)
     try:
         found = await find_tenant(AsyncTenantRegistry(engine), tenant)
@@ -80,7 +80,7 @@ async def ensure_demo(settings: GatewaySettings) -> Demo:
     On the embedded (SQLite) deployment the demo key is kept next to the database (mode 0600) so that the
     banner can show it on every start; elsewhere it is printed once.
     """
-    engine = create_async_engine(settings.database_url)
+    engine = create_async_engine(settings.database_url, **settings.database_timeouts())
     try:
         registry = AsyncTenantRegistry(engine)
         try:

@@ -1,4 +1,8 @@
-"""Edge middlewares of the app itself (pure ASGI): access log + request id, error guard, body-size limit."""
+"""Edge middlewares of the app itself (pure ASGI): access log + request id, error guard, body limits.
+
+They are built from llmproxy-core's edge helpers: :class:`~llmproxy.core.EdgeError` answers sent with
+:func:`~llmproxy.core.send_error`, the bounded body reader, and :class:`~llmproxy.core.ResponseWatch`.
+"""
 
 from __future__ import annotations
 
@@ -7,83 +11,71 @@ import time
 
 from llmproxy.core import (
     ASGIApp,
-    Message,
+    ClientDisconnected,
+    EdgeError,
     Receive,
+    ResponseWatch,
     Scope,
     Send,
+    bind_context_to_scope,
     context_from_scope,
     ensure_context,
-    openai_error_body,
+    read_body,
+    replay_body,
+    reset_current_context,
+    reset_usage,
+    send_error,
+    use_usage,
 )
+
+from ._failures import answer_for, database_unavailable
+from ._json_depth import check_json_depth
 
 logger = logging.getLogger("llmproxy_gateway.access")
 
 
-async def _send_error(send: Send, status: int, message: str, type: str, code: str) -> None:
-    body = openai_error_body(message, type, code)
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 class RequestBodyLimit:
-    """Reads the whole request body up front (at most ``max_bytes``) and replays it to the app.
+    """Reads the whole request body up front and replays it to the app, refusing what no layer should hold.
 
-    A larger body — announced by ``content-length`` or discovered while reading a chunked body — gets 413
-    before any inner middleware or handler runs, so nothing downstream ever holds an oversized body.
+    A body over ``max_bytes`` — announced by ``content-length`` or discovered while reading a chunked body —
+    gets 413, a malformed ``content-length`` 400, and a body nesting arrays and objects deeper than
+    ``max_json_depth`` 400 (``json_too_deep``), before any inner middleware or handler runs: nothing
+    downstream holds an oversized body or walks one deep enough to exhaust Python's recursion limit.
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: int, max_json_depth: int = 128) -> None:
         if max_bytes < 1:
             raise ValueError("max_bytes must be >= 1")
+        if max_json_depth < 1:
+            raise ValueError("max_json_depth must be >= 1")
         self.app = app
         self.max_bytes = max_bytes
+        self.max_json_depth = max_json_depth
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        for name, value in scope.get("headers") or ():
-            if name == b"content-length" and value.isdigit() and int(value) > self.max_bytes:
-                await self._too_large(send)
-                return
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_bytes:
-                await self._too_large(send)
-                return
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        replayed = False
-
-        async def replay() -> Message:
-            nonlocal replayed
-            if not replayed:
-                replayed = True
-                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
-            return await receive()
-
-        await self.app(scope, replay, send)
-
-    async def _too_large(self, send: Send) -> None:
-        await _send_error(
-            send,
-            413,
-            f"request body is larger than {self.max_bytes} bytes",
-            "invalid_request_error",
-            "request_too_large",
-        )
+        try:
+            body = await read_body(scope, receive, self.max_bytes)
+            check_json_depth(body, self.max_json_depth)
+        except EdgeError as exc:
+            await send_error(send, exc)
+            return
+        except ClientDisconnected:
+            return
+        await self.app(scope, replay_body(body, receive), send)
 
 
 class ErrorGuard:
-    """The last line: an exception escaping any middleware becomes a 500 OpenAI error, never a traceback."""
+    """The last line: an exception escaping any layer below becomes an OpenAI error, never a traceback.
+
+    An unreachable database is 503 ``database_unavailable`` with ``Retry-After``; anything else is 500
+    ``internal_error`` with ``connection: close``, so a client's pool drops the connection instead of
+    finding it closed under its next request. An exception raised after a complete answer (Starlette
+    re-raises what its error handler already answered) is not passed on to the server either: the server
+    would drop the kept-alive connection without telling the client.
+    """
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -92,25 +84,29 @@ class ErrorGuard:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        started = False
-
-        async def send_tracking(message: Message) -> None:
-            nonlocal started
-            if message["type"] == "http.response.start":
-                started = True
-            await send(message)
-
+        watch = ResponseWatch(send)
         try:
-            await self.app(scope, receive, send_tracking)
-        except Exception:
-            logger.exception("unhandled error on %s %s", scope.get("method"), scope.get("path"))
-            if started:
+            await self.app(scope, receive, watch.send)
+        except Exception as exc:
+            if watch.ended:  # answered (and logged) by the app's own handler
+                return
+            where = (scope.get("method"), scope.get("path"))
+            if database_unavailable(exc):
+                logger.error("database unavailable on %s %s: %s", *where, exc)
+            else:
+                logger.error("unhandled error on %s %s", *where, exc_info=exc)
+            if watch.started:  # a response cut half-way: only closing the connection can tell the client
                 raise
-            await _send_error(send, 500, "internal server error", "server_error", "internal_error")
+            await send_error(send, answer_for(exc))
 
 
 class AccessLog:
-    """Gives every request a context (request id) first, echoes ``x-request-id``, logs one line at the end."""
+    """Gives every request its context (request id) first, echoes ``x-request-id``, logs one line at the end.
+
+    The context is made current for the whole request and the usage channel starts empty; both context
+    variables are reset when the request ends, undoing whatever the layers below bound in this task, so
+    nothing run after it (in this task or thread) sees this request's context or usage.
+    """
 
     def __init__(self, app: ASGIApp, *, log: bool = True) -> None:
         self.app = app
@@ -121,30 +117,26 @@ class AccessLog:
             await self.app(scope, receive, send)
             return
         started_at = time.perf_counter()
-        request_id = ensure_context(scope).request_id
-        status = 0
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
-            await send(message)
-
+        ctx = ensure_context(scope)
+        context_token = bind_context_to_scope(scope, ctx)
+        usage_token = use_usage(None)
+        watch = ResponseWatch(send, headers=[(b"x-request-id", ctx.request_id.encode("latin-1"))])
         try:
-            await self.app(scope, receive, send_with_id)
+            await self.app(scope, receive, watch.send)
         finally:
+            reset_usage(usage_token)
+            reset_current_context(context_token)
             if self.log:
-                ctx = context_from_scope(scope)
+                final = context_from_scope(scope) or ctx
                 logger.info(
                     "request",
                     extra={
-                        "request_id": request_id,
+                        "request_id": ctx.request_id,
                         "method": scope.get("method"),
                         "path": scope.get("path"),
-                        "status": status or 500,
+                        "status": watch.status or 500,
                         "duration_ms": round((time.perf_counter() - started_at) * 1000, 3),
-                        "tenant_id": str(ctx.tenant_id) if ctx and ctx.tenant_id else None,
-                        "api_key_id": ctx.api_key_id if ctx else None,
+                        "tenant_id": str(final.tenant_id) if final.tenant_id else None,
+                        "api_key_id": final.api_key_id,
                     },
                 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -11,9 +12,9 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from llmproxy.core import openai_error_body
+from llmproxy.core import EdgeError
 
-from ._providers import GatewayError
+from ._failures import DATABASE_DOWN_ERRORS, DATABASE_UNAVAILABLE, INTERNAL_ERROR, database_unavailable
 
 logger = logging.getLogger("llmproxy_gateway")
 
@@ -30,20 +31,10 @@ _STATUS_CODES = {
 }
 
 
-def error_response(
-    status_code: int,
-    message: str,
-    *,
-    type: str = "invalid_request_error",
-    code: str | None = None,
-    param: str | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
+def error_response(error: EdgeError) -> Response:
+    """``error`` as a Starlette response (the body and headers :func:`llmproxy.core.send_error` sends)."""
     return Response(
-        openai_error_body(message, type, code or _STATUS_CODES.get(status_code), param),
-        status_code=status_code,
-        media_type="application/json",
-        headers=headers,
+        error.body(), status_code=error.status, media_type="application/json", headers=dict(error.headers)
     )
 
 
@@ -73,7 +64,7 @@ def describe_validation_error(errors: Sequence[Any]) -> tuple[str, str | None, s
 async def _validation_error(_request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     message, param, code = describe_validation_error(exc.errors())
-    return error_response(400, message, code=code, param=param)
+    return error_response(EdgeError(400, message, code=code, param=param))
 
 
 async def _http_error(request: Request, exc: Exception) -> Response:
@@ -85,23 +76,49 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     else:
         message = str(exc.detail)
     kind = "server_error" if exc.status_code >= 500 else "invalid_request_error"
-    return error_response(exc.status_code, message, type=kind, headers=dict(exc.headers or {}))
-
-
-async def _gateway_error(_request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, GatewayError)
+    code = _STATUS_CODES.get(exc.status_code)
+    headers = {name.lower(): value for name, value in (exc.headers or {}).items()}
+    if exc.status_code == 405:
+        headers["allow"] = _allowed_methods(request) or headers.get("allow", "")
     return error_response(
-        exc.status_code, exc.message, type=exc.type, code=exc.code, param=exc.param, headers=exc.headers
+        EdgeError(exc.status_code, message, type=kind, code=code, headers=tuple(headers.items()))
     )
 
 
+def _allowed_methods(request: Request) -> str | None:
+    """Every method the OpenAPI document lists for this path (Starlette's 405 names one route's only)."""
+    path = request.url.path
+    for template, operations in request.app.openapi().get("paths", {}).items():
+        if re.fullmatch(_template_regex(template), path):
+            return ", ".join(sorted(method.upper() for method in operations))
+    return None
+
+
+def _template_regex(template: str) -> str:
+    return "/".join("[^/]+" if part.startswith("{") else re.escape(part) for part in template.split("/"))
+
+
+async def _edge_error(_request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, EdgeError)
+    return error_response(exc)
+
+
+async def _database_error(request: Request, exc: Exception) -> Response:
+    logger.error("database unavailable on %s %s: %s", request.method, request.url.path, exc)
+    return error_response(DATABASE_UNAVAILABLE)
+
+
 async def _unexpected_error(request: Request, exc: Exception) -> Response:
+    if database_unavailable(exc):  # a DBAPIError whose connection was invalidated
+        return await _database_error(request, exc)
     logger.error("unhandled error on %s %s", request.method, request.url.path, exc_info=exc)
-    return error_response(500, "internal server error", type="server_error", code="internal_error")
+    return error_response(INTERNAL_ERROR)
 
 
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(HTTPException, _http_error)
-    app.add_exception_handler(GatewayError, _gateway_error)
+    app.add_exception_handler(EdgeError, _edge_error)  # GatewayError and ProviderError among them
+    for database_error in DATABASE_DOWN_ERRORS:
+        app.add_exception_handler(database_error, _database_error)
     app.add_exception_handler(Exception, _unexpected_error)

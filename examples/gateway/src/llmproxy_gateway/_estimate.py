@@ -49,7 +49,8 @@ def embedding_estimate(body: Any) -> int:
 def token_estimator(default_max_tokens: int) -> Callable[[Scope, bytes], int]:
     """``estimate_tokens(scope, body)`` for :class:`llmproxy.quota.QuotaMiddleware`.
 
-    Prompt tokens plus the requested output limit (or ``default_max_tokens``). A body that is not valid JSON
+    Prompt tokens plus the requested output limit (or ``default_max_tokens``). A body that is not valid JSON,
+    or nests too deeply for ``json.loads`` (the gateway's edge refuses those before they get here),
     estimates 0: the app answers it with a 400 and nothing is charged.
     """
 
@@ -59,7 +60,7 @@ def token_estimator(default_max_tokens: int) -> Callable[[Scope, bytes], int]:
             return 0
         try:
             parsed = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):
             return 0
         if not isinstance(parsed, dict):
             return 0

@@ -2,16 +2,22 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
+
+from llmproxy.core import EdgeError
 
 from ._schemas import ChatCompletionRequest, EmbeddingRequest
 
 JSONObject = dict[str, Any]
+Headers = Sequence[tuple[str, str]]
 
 
-class GatewayError(Exception):
-    """An error the gateway answers with an OpenAI-style JSON body."""
+class GatewayError(EdgeError):
+    """An error the gateway answers with an OpenAI-style JSON body (llmproxy-core's :class:`EdgeError`).
+
+    ``status_code`` is ``status`` under Starlette's name; ``headers`` may be given as a mapping.
+    """
 
     def __init__(
         self,
@@ -21,15 +27,14 @@ class GatewayError(Exception):
         type: str = "invalid_request_error",
         code: str | None = None,
         param: str | None = None,
-        headers: dict[str, str] | None = None,
+        headers: Mapping[str, str] | Headers = (),
     ) -> None:
-        super().__init__(message)
-        self.status_code = status_code
-        self.message = message
-        self.type = type
-        self.code = code
-        self.param = param
-        self.headers = headers or {}
+        pairs = tuple(headers.items()) if isinstance(headers, Mapping) else tuple(headers)
+        super().__init__(status_code, message, type=type, code=code, param=param, headers=pairs)
+
+    @property
+    def status_code(self) -> int:
+        return self.status
 
 
 class ProviderError(GatewayError):

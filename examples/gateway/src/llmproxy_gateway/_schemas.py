@@ -4,9 +4,20 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
 
 ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+
+
+def _not_a_bool(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+# JSON's numbers as JSON Schema reads them: 2.0 is an integer, true is not a number (pydantic's lax mode takes
+# true for 1, its strict mode refuses 2.0). Placed after a field's bounds, so that they reach its JSON schema.
+NotABool = BeforeValidator(_not_a_bool)
 
 
 class TextPart(BaseModel):
@@ -42,15 +53,22 @@ class StreamOptions(BaseModel):
 class ChatCompletionRequest(BaseModel):
     """``POST /v1/chat/completions``. Unknown fields are kept and passed to an upstream provider."""
 
-    model_config = ConfigDict(extra="allow")
+    model_config = ConfigDict(
+        extra="allow",
+        # The rule of _stream_options_need_stream, for the OpenAPI document.
+        json_schema_extra={
+            "if": {"properties": {"stream_options": {"type": "object"}}, "required": ["stream_options"]},
+            "then": {"properties": {"stream": {"const": True}}, "required": ["stream"]},
+        },
+    )
 
-    model: ModelName
+    model: Annotated[ModelName, Field(examples=["gpt-4o-mini"])]
     messages: list[ChatMessage] = Field(min_length=1)
-    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    max_completion_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    temperature: float | None = Field(default=None, ge=0, le=2)
-    top_p: float | None = Field(default=None, ge=0, le=1)
-    n: int = Field(default=1, ge=1, le=1)
+    max_tokens: Annotated[int, Field(ge=1, le=1_000_000), NotABool] | None = None
+    max_completion_tokens: Annotated[int, Field(ge=1, le=1_000_000), NotABool] | None = None
+    temperature: Annotated[float, Field(ge=0, le=2), NotABool] | None = None
+    top_p: Annotated[float, Field(ge=0, le=1), NotABool] | None = None
+    n: Annotated[int, Field(ge=1, le=1), NotABool] = 1
     stream: StrictBool = False
     stream_options: StreamOptions | None = None
     stop: str | list[str] | None = None
@@ -79,15 +97,15 @@ class EmbeddingRequest(BaseModel):
 
     model_config = ConfigDict(extra="allow")
 
-    model: ModelName
+    model: Annotated[ModelName, Field(examples=["text-embedding-3-small"])]
     input: (
         Annotated[str, Field(max_length=1_000_000)]
         | Annotated[list[str], Field(min_length=1, max_length=2048)]
-        | Annotated[list[int], Field(min_length=1)]
-        | Annotated[list[list[int]], Field(min_length=1, max_length=2048)]
+        | Annotated[list[Annotated[int, NotABool]], Field(min_length=1)]
+        | Annotated[list[list[Annotated[int, NotABool]]], Field(min_length=1, max_length=2048)]
     )
     encoding_format: Literal["float", "base64"] = "float"
-    dimensions: int | None = Field(default=None, ge=1, le=4096)
+    dimensions: Annotated[int, Field(ge=1, le=4096), NotABool] | None = None
     user: str | None = None
 
     def texts(self) -> list[str] | None:

@@ -22,6 +22,11 @@ class GatewaySettings(LLMProxySettings):
     """
 
     database_url: str = DEFAULT_DATABASE_URL
+    #: Seconds to open a database connection or get one from the pool (PostgreSQL: whole seconds, >= 2).
+    database_connect_timeout: float = Field(default=2.0, gt=0, le=300)
+    #: Seconds a statement may take (PostgreSQL's statement_timeout, and the client gives up on a server
+    #: that does not answer a second later; SQLite: how long to wait for a lock). Then the answer is 503.
+    database_statement_timeout: float = Field(default=5.0, gt=0, le=3600)
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
@@ -41,6 +46,9 @@ class GatewaySettings(LLMProxySettings):
 
     #: Largest accepted request body, in bytes; larger bodies get 413.
     max_body_bytes: int = Field(default=1_048_576, ge=1)
+    #: Deepest nesting of arrays and objects accepted in a JSON body; deeper bodies get 400. At most 400:
+    #: deeper, parsing and serialising come near Python's recursion limit (about 1,000 levels).
+    max_json_depth: int = Field(default=128, ge=1, le=400)
     #: Output tokens assumed for a chat request without ``max_tokens`` when reserving quota.
     default_max_tokens: int = Field(default=256, ge=1)
 
@@ -66,6 +74,13 @@ class GatewaySettings(LLMProxySettings):
         if any(not name.strip() for name in value):
             raise ValueError("model names must not be blank")
         return value
+
+    def database_timeouts(self) -> dict[str, float]:
+        """The timeouts for llmproxy-core's ``create_engine`` / ``create_async_engine``."""
+        return {
+            "connect_timeout": self.database_connect_timeout,
+            "statement_timeout": self.database_statement_timeout,
+        }
 
     def sqlite_path(self) -> Path | None:
         """The SQLite database file, or None for PostgreSQL or an in-memory SQLite database."""

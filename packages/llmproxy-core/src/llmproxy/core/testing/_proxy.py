@@ -9,7 +9,9 @@ import threading
 
 class TcpProxy:
     """Forwards ``127.0.0.1:<port>`` to a target. :meth:`cut` drops every live connection and answers new ones
-    by closing them at once (clients see a reset/EOF, not a hang); :meth:`restore` forwards again."""
+    by closing them at once (clients see a reset/EOF, not a hang); :meth:`pause` keeps every connection, and
+    accepts new ones, but forwards nothing (a server that is stopped or unreachable behind open connections:
+    clients see a hang); :meth:`restore` forwards again."""
 
     def __init__(self, target_port: int, target_host: str = "127.0.0.1") -> None:
         self.target = (target_host, target_port)
@@ -20,6 +22,8 @@ class TcpProxy:
         self.host = "127.0.0.1"
         self.port: int = self._listener.getsockname()[1]
         self._cut = threading.Event()
+        self._flowing = threading.Event()
+        self._flowing.set()
         self._closed = threading.Event()
         self._lock = threading.Lock()
         self._sockets: set[socket.socket] = set()
@@ -37,11 +41,20 @@ class TcpProxy:
         for sock in live:
             _kill(sock)
 
+    @property
+    def is_paused(self) -> bool:
+        return not self._flowing.is_set()
+
+    def pause(self) -> None:
+        self._flowing.clear()
+
     def restore(self) -> None:
         self._cut.clear()
+        self._flowing.set()
 
     def close(self) -> None:
         self._closed.set()
+        self._flowing.set()
         self.cut()
         _kill(self._listener)
         self._thread.join(timeout=2)
@@ -79,6 +92,9 @@ class TcpProxy:
             while True:
                 data = src.recv(65536)
                 if not data:
+                    break
+                self._flowing.wait()
+                if self._cut.is_set():
                     break
                 dst.sendall(data)
         except OSError:
