@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Generator
 from types import GeneratorType
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, TypeAlias, TypeVar, cast, overload
 
 Op = TypeVar("Op")
 R = TypeVar("R")
@@ -35,6 +35,12 @@ R = TypeVar("R")
 Flow: TypeAlias = Generator[Op, Any, R]
 
 
+# The first overload of each runner is for mypy: given only ``Generator[Op, Any, R] | R``, it cannot tell
+# which side a plain generator matches and infers ``R`` as ``Never``.
+@overload
+def run_flow(flow: Generator[Op, Any, R], perform: Callable[[Op], Any]) -> R: ...
+@overload
+def run_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Any]) -> R: ...
 def run_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Any]) -> R:
     """Run ``flow`` to its end, performing each operation with ``perform``; the flow's return value.
 
@@ -60,6 +66,10 @@ def run_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Any]) -> R
         flow.close()
 
 
+@overload
+async def arun_flow(flow: Generator[Op, Any, R], perform: Callable[[Op], Awaitable[Any]]) -> R: ...
+@overload
+async def arun_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Awaitable[Any]]) -> R: ...
 async def arun_flow(flow: Generator[Op, Any, R] | R, perform: Callable[[Op], Awaitable[Any]]) -> R:
     """The asyncio twin of :func:`run_flow`: ``perform`` is awaited for each operation.
 
