@@ -8,7 +8,8 @@ from __future__ import annotations
 import asyncio
 import builtins
 import uuid
-from typing import Any, Self
+from collections.abc import Callable
+from typing import Any, ClassVar, Self
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -49,10 +50,14 @@ from ._subscriber_sync import Subscriber
 
 
 class _ServiceBase:
-    """What both services hold: the options, the cache policy and the two scripts."""
+    """What both services hold: the options, the cache policy and the two scripts; ``from_urls``."""
+
+    # the client factories of from_urls: redis_from_url / create_engine, or their asyncio twins
+    _redis_from_url: ClassVar[Callable[..., SyncRedis | AsyncRedis]]
+    _create_engine: ClassVar[Callable[..., Engine | AsyncEngine]]
 
     def __init__(
-        self, redis: SyncRedis | AsyncRedis, options: RateLimitConfigOptions | None, overrides: dict[str, Any]
+        self, redis: Any, engine: Any, *, options: RateLimitConfigOptions | None, **overrides: Any
     ) -> None:
         self.options = RateLimitConfigOptions.build(options, overrides)
         self._policy = CachePolicy(self.options)
@@ -60,6 +65,31 @@ class _ServiceBase:
         self._fill = scripts.register_script(FILL_SCRIPT)
         self._invalidate = scripts.register_script(INVALIDATE_SCRIPT)
         self._owned = False
+
+    @classmethod
+    def from_urls(
+        cls,
+        redis_url: str,
+        database_url: str,
+        *,
+        redis_options: dict[str, Any] | None = None,
+        engine_options: dict[str, Any] | None = None,
+        options: RateLimitConfigOptions | None = None,
+        **overrides: Any,
+    ) -> Self:
+        """A service owning its clients (``close()`` / ``aclose()`` closes them).
+
+        The Redis client gets core's ``fail_fast_redis_options`` (a cache that waits seconds for a dead Redis
+        is worse than no cache); ``redis_options`` override them. ``options`` / ``overrides``: as for the
+        constructor, validated before any client is made.
+        """
+        options = RateLimitConfigOptions.build(options, overrides)
+        redis = cls._redis_from_url(
+            redis_url, **{**fail_fast_redis_options(redis_url), **(redis_options or {})}
+        )
+        service = cls(redis, cls._create_engine(database_url, **(engine_options or {})), options=options)
+        service._owned = True
+        return service
 
     @property
     def stats(self) -> CacheStats:
@@ -83,6 +113,9 @@ class RateLimitConfigService(_ServiceBase):
     ``options=RateLimitConfigOptions(...)``, or as its field names (``l1_ttl=600``), or both (names win).
     """
 
+    _redis_from_url = staticmethod(redis_from_url)
+    _create_engine = staticmethod(create_engine)
+
     def __init__(
         self,
         redis: SyncRedis,
@@ -91,36 +124,12 @@ class RateLimitConfigService(_ServiceBase):
         options: RateLimitConfigOptions | None = None,
         **overrides: Any,
     ) -> None:
-        super().__init__(redis, options, overrides)
+        super().__init__(redis, engine, options=options, **overrides)
         self.redis = redis
         self.repository = RateLimitConfigRepository(engine)
         self._subscriber = Subscriber(
             redis, self.options.channel, self._policy.on_invalidation, self._policy.on_subscribed
         )
-
-    @classmethod
-    def from_urls(
-        cls,
-        redis_url: str,
-        database_url: str,
-        *,
-        redis_options: dict[str, Any] | None = None,
-        engine_options: dict[str, Any] | None = None,
-        options: RateLimitConfigOptions | None = None,
-        **overrides: Any,
-    ) -> Self:
-        """A service owning its clients (``close()`` closes them).
-
-        The Redis client gets core's ``fail_fast_redis_options`` (a cache that waits seconds for a dead Redis
-        is worse than no cache); ``redis_options`` override them. ``options`` / ``overrides``: as for the
-        constructor (validated before any client is made).
-        """
-        options = RateLimitConfigOptions.build(options, overrides)
-        fail_fast = fail_fast_redis_options(redis_url)
-        redis = redis_from_url(redis_url, **{**fail_fast, **(redis_options or {})})
-        service = cls(redis, create_engine(database_url, **(engine_options or {})), options=options)
-        service._owned = True
-        return service
 
     # -- lifecycle
 
@@ -196,6 +205,9 @@ class RateLimitConfigService(_ServiceBase):
 class AsyncRateLimitConfigService(_ServiceBase):
     """The asyncio twin of :class:`RateLimitConfigService` (its subscriber is an asyncio task)."""
 
+    _redis_from_url = staticmethod(async_redis_from_url)
+    _create_engine = staticmethod(create_async_engine)
+
     def __init__(
         self,
         redis: AsyncRedis,
@@ -204,32 +216,12 @@ class AsyncRateLimitConfigService(_ServiceBase):
         options: RateLimitConfigOptions | None = None,
         **overrides: Any,
     ) -> None:
-        super().__init__(redis, options, overrides)
+        super().__init__(redis, engine, options=options, **overrides)
         self.redis = redis
         self.repository = AsyncRateLimitConfigRepository(engine)
         self._subscriber = AsyncSubscriber(
             redis, self.options.channel, self._policy.on_invalidation, self._policy.on_subscribed
         )
-
-    @classmethod
-    def from_urls(
-        cls,
-        redis_url: str,
-        database_url: str,
-        *,
-        redis_options: dict[str, Any] | None = None,
-        engine_options: dict[str, Any] | None = None,
-        options: RateLimitConfigOptions | None = None,
-        **overrides: Any,
-    ) -> Self:
-        """A service owning its clients (``aclose()`` closes them), like the sync ``from_urls``."""
-        options = RateLimitConfigOptions.build(options, overrides)
-        fail_fast = fail_fast_redis_options(redis_url)
-        redis = async_redis_from_url(redis_url, **{**fail_fast, **(redis_options or {})})
-        engine = create_async_engine(database_url, **(engine_options or {}))
-        service = cls(redis, engine, options=options)
-        service._owned = True
-        return service
 
     async def start(self, *, wait: float | None = None) -> bool:
         """Start the invalidation subscriber (``get`` starts it lazily); ``wait``: until subscribed."""
