@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def unasync() -> ModuleType:
     spec = importlib.util.spec_from_file_location("unasync_script", ROOT / "scripts" / "unasync.py")
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module  # dataclasses look their module up while the class is built
     spec.loader.exec_module(module)
@@ -26,7 +27,7 @@ def pair(unasync: ModuleType, replace: dict[str, str] | None = None) -> object:
     return unasync.Pair(ROOT / "pkg" / "_thing.py", ROOT / "pkg" / "_thing_sync.py", replace or {})
 
 
-ASYNC_SOURCE = '''import asyncio
+ASYNC_SOURCE = """import asyncio
 
 from ._workers import AsyncWorker
 
@@ -45,9 +46,9 @@ class AsyncThing:
                 await self._handle(await item.read())
         await self._client.aclose()
         return await arun_flow(self._flow(), self._perform)
-'''
+"""
 
-SYNC_OUTPUT = '''import threading
+SYNC_OUTPUT = """import threading
 
 from ._workers import Worker
 
@@ -66,7 +67,7 @@ class Thing:
                 self._handle(item.read())
         self._client.close()
         return run_flow(self._flow(), self._perform)
-'''
+"""
 
 
 def test_the_rules_turn_async_code_into_its_sync_twin_under_a_generated_header(unasync: ModuleType) -> None:
