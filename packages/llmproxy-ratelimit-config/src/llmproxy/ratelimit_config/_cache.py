@@ -220,6 +220,8 @@ class CachePolicy:
 
     def __init__(self, options: RateLimitConfigOptions) -> None:
         self.options = options
+        # Read on every L1 hit: a plain attribute (a pydantic model's field costs ~20 ns more to read).
+        self._on_load = options.on_load
         self.stats = CacheStats()
         self._lock = threading.Lock()
         self._generation = 0  # bumped by every invalidation; see _remember(since=...)
@@ -291,9 +293,9 @@ class CachePolicy:
     def _report(self, config: TenantRateLimitConfiguration, source: Source) -> Loaded:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("rate-limit configuration of tenant %s loaded from %s", config.tenant_id, source)
-        if self.options.on_load is not None:
+        if self._on_load is not None:
             try:
-                self.options.on_load(config.tenant_id, source)
+                self._on_load(config.tenant_id, source)
             except Exception:
                 logger.exception("on_load hook failed")
         return Loaded(config, source)
