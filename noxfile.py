@@ -23,6 +23,9 @@ nox.options.reuse_existing_virtualenvs = True
 nox.options.sessions = ["lint", "typecheck", "imports", "tests"]
 
 RUFF = "ruff>=0.6"
+#: The test harness: the root conftest loads its pytest plugin for every suite (pytest, pytest-asyncio,
+#: hypothesis, httpx come with it). Anything else a package's tests need is in that package's extras.
+HARNESS = "llmproxy-core[testing]"
 
 
 @dataclass(frozen=True)
@@ -87,7 +90,8 @@ def local_packages() -> dict[str, LocalPackage]:
 def closure(name: str, *, with_extras: bool) -> list[LocalPackage]:
     """``name`` and the local packages it needs (with its extras': those of their extras too), in order."""
     packages = local_packages()
-    wanted, todo = set(), [name]
+    wanted: set[str] = set()
+    todo = [name]
     while todo:
         current = packages[todo.pop()]
         if current.name not in wanted:
@@ -124,9 +128,9 @@ def isolated(session: nox.Session, package: str) -> None:
     session.install(*[arg for p in runtime for arg in p.editable(with_extras=False)])
     for module in target.modules:
         session.run("python", "-c", f"import {module}", silent=True)
-    # Then with its extras (its `testing` extra names what its tests need), and its tests.
+    # Then with its extras (its `testing` extra names what its tests need) and the harness, and its tests.
     everything = closure(package, with_extras=True)
-    session.install(*[arg for p in everything for arg in p.editable(with_extras=p is target)])
+    session.install(*[arg for p in everything for arg in p.editable(with_extras=p is target)], HARNESS)
     session.run("pytest", f"{target.path}/tests", *(session.posargs or ["-q"]))
 
 
