@@ -71,3 +71,22 @@ async def test_async_registry_round_trip(database_url: str) -> None:
             await registry.get(tenant.id)
     finally:
         await engine.dispose()
+
+
+def test_exists_tells_a_created_tenant_from_a_missing_one(registry: TenantRegistry) -> None:
+    tenant = registry.create("acme")
+
+    assert registry.exists(tenant.id) is True
+    assert registry.exists(uuid.uuid4()) is False
+
+
+async def test_async_registry_tells_whether_a_tenant_exists(database_url: str) -> None:
+    engine = create_async_engine(database_url)
+    try:
+        registry = AsyncTenantRegistry(engine)
+        tenant = await registry.create("acme")
+
+        assert await registry.exists(tenant.id) is True
+        assert await registry.exists(uuid.uuid4()) is False
+    finally:
+        await engine.dispose()

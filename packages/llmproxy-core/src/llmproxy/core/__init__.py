@@ -84,15 +84,10 @@ if TYPE_CHECKING:
         run_alembic_env,
         upgrade,
     )
+    from ._registry import AsyncTenantRegistry
+    from ._registry_sync import TenantRegistry
     from ._sql import SCHEMAS, Base, create_async_engine, create_engine, is_sqlite, metadata, tenant_id_column
-    from ._tenants import (
-        AsyncTenantRegistry,
-        Tenant,
-        TenantExists,
-        TenantNotFound,
-        TenantRegistry,
-        tenants_table,
-    )
+    from ._tenants import Tenant, TenantExists, TenantNotFound, tenants_table
     from ._writebehind import AsyncWriteBehind, Script, WriteBehind, WriteBehindFull, WriteBehindStats
 
 #: names imported on first use, by module: SQL needs the [sql] extra, the write-behind redis-py ([redis])
@@ -101,9 +96,9 @@ _LAZY = {
         "SCHEMAS", "Base", "create_async_engine", "create_engine", "is_sqlite", "metadata",
         "tenant_id_column",
     ),
-    "._tenants": (
-        "AsyncTenantRegistry", "Tenant", "TenantExists", "TenantNotFound", "TenantRegistry", "tenants_table",
-    ),
+    "._tenants": ("Tenant", "TenantExists", "TenantNotFound", "tenants_table"),
+    "._registry": ("AsyncTenantRegistry",),
+    "._registry_sync": ("TenantRegistry",),
     "._migrations": (
         "MigrationError", "MigrationPackage", "create_schema", "current_revisions", "discover_migrations",
         "downgrade", "drop_schema", "run_alembic_env", "upgrade",
@@ -111,7 +106,14 @@ _LAZY = {
     "._writebehind": ("AsyncWriteBehind", "Script", "WriteBehind", "WriteBehindFull", "WriteBehindStats"),
 }  # fmt: skip
 _LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
-_EXTRA = {"._sql": "sql", "._tenants": "sql", "._migrations": "sql", "._writebehind": "redis"}
+_EXTRA = {
+    "._sql": "sql",
+    "._tenants": "sql",
+    "._registry": "sql",
+    "._registry_sync": "sql",
+    "._migrations": "sql",
+    "._writebehind": "redis",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -11,6 +11,7 @@ from ._models import (
     Limit,
     TenantRateLimitConfiguration,
 )
+from ._options import RateLimitConfigOptions
 from ._repository import AsyncRateLimitConfigRepository, RateLimitConfigRepository
 from ._service import AsyncRateLimitConfigService, RateLimitConfigService
 from ._tables import configurations_table, endpoint_limits_table
@@ -30,6 +31,7 @@ __all__ = [
     "GlobalLimit",
     "Limit",
     "Loaded",
+    "RateLimitConfigOptions",
     "RateLimitConfigRepository",
     "RateLimitConfigService",
     "RateLimitDefaults",

@@ -1,94 +1,95 @@
-"""``RateLimitConfigService`` / ``AsyncRateLimitConfigService``: thin shells that perform a flow's I/O."""
+"""``RateLimitConfigService`` / ``AsyncRateLimitConfigService``: thin shells that perform a flow's I/O.
+
+The policy is in ``_cache.py``; core's ``run_flow`` / ``arun_flow`` drive its flows with ``_perform`` below.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import builtins
 import uuid
-from typing import Any, Self, TypeVar
+from collections.abc import Callable
+from typing import Any, ClassVar, Self
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from llmproxy.core import (
-    SYSTEM_CLOCK,
     AsyncRedis,
-    Clock,
     SyncRedis,
+    arun_flow,
     async_redis_from_url,
     create_async_engine,
     create_engine,
-    is_memory_url,
+    fail_fast_redis_options,
     redis_from_url,
+    run_flow,
 )
 
 from ._cache import (
     FILL_SCRIPT,
     INVALIDATE_SCRIPT,
-    INVALIDATION_CHANNEL,
     CachePolicy,
     CacheStats,
     DbDelete,
     DbGet,
     DbUpsert,
-    Flow,
     Loaded,
-    LoadHook,
     Operation,
     RedisFill,
     RedisInvalidate,
     RedisPublish,
     RedisRead,
 )
-from ._defaults import DEFAULTS, RateLimitDefaults
+from ._defaults import RateLimitDefaults
 from ._models import TenantRateLimitConfiguration
+from ._options import RateLimitConfigOptions
 from ._repository import AsyncRateLimitConfigRepository, RateLimitConfigRepository
-from ._subscriber import TaskSubscriber, ThreadSubscriber
-
-R = TypeVar("R")
-
-
-def _redis_options(url: str, options: dict[str, Any] | None) -> dict[str, Any]:
-    """Fail fast on a real server: a cache that waits seconds for a dead Redis is worse than no cache."""
-    if is_memory_url(url):
-        return dict(options or {})
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return {
-        "socket_timeout": 0.5,
-        "socket_connect_timeout": 0.5,
-        "retry": Retry(NoBackoff(), 1),
-        **(options or {}),
-    }
+from ._subscriber import AsyncSubscriber
+from ._subscriber_sync import Subscriber
 
 
 class _ServiceBase:
+    """What both services hold: the options, the cache policy and the two scripts; ``from_urls``."""
+
+    # the client factories of from_urls: redis_from_url / create_engine, or their asyncio twins
+    _redis_from_url: ClassVar[Callable[..., SyncRedis | AsyncRedis]]
+    _create_engine: ClassVar[Callable[..., Engine | AsyncEngine]]
+
     def __init__(
-        self,
-        *,
-        defaults: RateLimitDefaults,
-        l1_ttl: float,
-        l1_maxsize: int,
-        clock: Clock,
-        redis_ttl: int,
-        failure_ttl: float,
-        retry_interval: float,
-        channel: str,
-        on_load: LoadHook | None,
+        self, redis: Any, engine: Any, *, options: RateLimitConfigOptions | None, **overrides: Any
     ) -> None:
-        self._policy = CachePolicy(
-            defaults=defaults,
-            clock=clock,
-            l1_ttl=l1_ttl,
-            l1_maxsize=l1_maxsize,
-            redis_ttl=redis_ttl,
-            failure_ttl=failure_ttl,
-            retry_interval=retry_interval,
-            channel=channel,
-            on_load=on_load,
-        )
+        self.options = RateLimitConfigOptions.build(options, overrides)
+        self._policy = CachePolicy(self.options)
+        scripts: Any = redis  # Redis or RedisCluster: both register scripts (the stubs name only Redis)
+        self._fill = scripts.register_script(FILL_SCRIPT)
+        self._invalidate = scripts.register_script(INVALIDATE_SCRIPT)
         self._owned = False
+
+    @classmethod
+    def from_urls(
+        cls,
+        redis_url: str,
+        database_url: str,
+        *,
+        redis_options: dict[str, Any] | None = None,
+        engine_options: dict[str, Any] | None = None,
+        options: RateLimitConfigOptions | None = None,
+        **overrides: Any,
+    ) -> Self:
+        """A service owning its clients (``close()`` / ``aclose()`` closes them).
+
+        The Redis client gets core's ``fail_fast_redis_options`` (a cache that waits seconds for a dead Redis
+        is worse than no cache); ``redis_options`` override them. ``options`` / ``overrides``: as for the
+        constructor, validated before any client is made.
+        """
+        options = RateLimitConfigOptions.build(options, overrides)
+        redis = cls._redis_from_url(
+            redis_url, **{**fail_fast_redis_options(redis_url), **(redis_options or {})}
+        )
+        service = cls(redis, cls._create_engine(database_url, **(engine_options or {})), options=options)
+        service._owned = True
+        return service
 
     @property
     def stats(self) -> CacheStats:
@@ -97,7 +98,7 @@ class _ServiceBase:
 
     @property
     def defaults(self) -> RateLimitDefaults:
-        return self._policy.defaults
+        return self.options.defaults
 
     def invalidate_local(self, tenant_id: uuid.UUID | None = None) -> None:
         """Drop this process's L1 entry of one tenant (or of all). Other processes are not told."""
@@ -108,61 +109,27 @@ class RateLimitConfigService(_ServiceBase):
     """Per-tenant rate-limit configuration with an in-process L1, a Redis cache, the database and defaults.
 
     ``get`` never raises for backend failures. Writes go to the database, then delete the Redis entry and
-    publish an invalidation that every instance's subscriber thread turns into an L1 drop.
+    publish an invalidation that every instance's subscriber thread turns into an L1 drop. Settings come as
+    ``options=RateLimitConfigOptions(...)``, or as its field names (``l1_ttl=600``), or both (names win).
     """
+
+    _redis_from_url = staticmethod(redis_from_url)
+    _create_engine = staticmethod(create_engine)
 
     def __init__(
         self,
         redis: SyncRedis,
         engine: Engine,
         *,
-        defaults: RateLimitDefaults = DEFAULTS,
-        l1_ttl: float = 5.0,
-        l1_maxsize: int = 10_000,
-        clock: Clock = SYSTEM_CLOCK,
-        redis_ttl: int = 60,
-        failure_ttl: float = 1.0,
-        retry_interval: float = 1.0,
-        channel: str = INVALIDATION_CHANNEL,
-        on_load: LoadHook | None = None,
-        subscribe: bool = True,
+        options: RateLimitConfigOptions | None = None,
+        **overrides: Any,
     ) -> None:
-        super().__init__(
-            defaults=defaults,
-            l1_ttl=l1_ttl,
-            l1_maxsize=l1_maxsize,
-            clock=clock,
-            redis_ttl=redis_ttl,
-            failure_ttl=failure_ttl,
-            retry_interval=retry_interval,
-            channel=channel,
-            on_load=on_load,
-        )
+        super().__init__(redis, engine, options=options, **overrides)
         self.redis = redis
-        scripts: Any = redis  # Redis or RedisCluster: both register scripts (the stubs name only Redis)
-        self._fill = scripts.register_script(FILL_SCRIPT)
-        self._invalidate = scripts.register_script(INVALIDATE_SCRIPT)
         self.repository = RateLimitConfigRepository(engine)
-        self._subscribe = subscribe
-        self._subscriber = ThreadSubscriber(
-            redis, channel, self._policy.on_invalidation, self._policy.on_subscribed
+        self._subscriber = Subscriber(
+            redis, self.options.channel, self._policy.on_invalidation, self._policy.on_subscribed
         )
-
-    @classmethod
-    def from_urls(
-        cls,
-        redis_url: str,
-        database_url: str,
-        *,
-        redis_options: dict[str, Any] | None = None,
-        engine_options: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> Self:
-        """A service owning its clients (``close()`` closes them)."""
-        redis = redis_from_url(redis_url, **_redis_options(redis_url, redis_options))
-        service = cls(redis, create_engine(database_url, **(engine_options or {})), **options)
-        service._owned = True
-        return service
 
     # -- lifecycle
 
@@ -198,17 +165,17 @@ class RateLimitConfigService(_ServiceBase):
         hit = self._policy.l1_lookup(tenant_id)
         if hit is not None:
             return hit
-        if self._subscribe and not self._subscriber.running:
+        if self.options.subscribe and not self._subscriber.running:
             self._subscriber.start()
-        return self._run(self._policy.get_flow(tenant_id))
+        return run_flow(self._policy.get_flow(tenant_id), self._perform)
 
     def upsert(self, config: TenantRateLimitConfiguration) -> TenantRateLimitConfiguration:
         """Store the configuration and invalidate every cache of it. Database errors propagate."""
-        return self._run(self._policy.upsert_flow(config))
+        return run_flow(self._policy.upsert_flow(config), self._perform)
 
     def delete(self, tenant_id: uuid.UUID) -> bool:
         """Remove the tenant's configuration (it gets the defaults again); True if there was one."""
-        return self._run(self._policy.delete_flow(tenant_id))
+        return run_flow(self._policy.delete_flow(tenant_id), self._perform)
 
     def list(self, *, limit: int = 100, offset: int = 0) -> builtins.list[TenantRateLimitConfiguration]:
         """Stored configurations, paginated, straight from the database."""
@@ -234,75 +201,27 @@ class RateLimitConfigService(_ServiceBase):
                 return self.repository.delete(tenant_id)
         raise AssertionError(f"unknown operation {op!r}")
 
-    def _run(self, flow: Flow[R]) -> R:
-        try:
-            op = next(flow)
-            while True:
-                try:
-                    result = self._perform(op)
-                except Exception as exc:
-                    op = flow.throw(exc)
-                else:
-                    op = flow.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]
-
 
 class AsyncRateLimitConfigService(_ServiceBase):
     """The asyncio twin of :class:`RateLimitConfigService` (its subscriber is an asyncio task)."""
+
+    _redis_from_url = staticmethod(async_redis_from_url)
+    _create_engine = staticmethod(create_async_engine)
 
     def __init__(
         self,
         redis: AsyncRedis,
         engine: AsyncEngine,
         *,
-        defaults: RateLimitDefaults = DEFAULTS,
-        l1_ttl: float = 5.0,
-        l1_maxsize: int = 10_000,
-        clock: Clock = SYSTEM_CLOCK,
-        redis_ttl: int = 60,
-        failure_ttl: float = 1.0,
-        retry_interval: float = 1.0,
-        channel: str = INVALIDATION_CHANNEL,
-        on_load: LoadHook | None = None,
-        subscribe: bool = True,
+        options: RateLimitConfigOptions | None = None,
+        **overrides: Any,
     ) -> None:
-        super().__init__(
-            defaults=defaults,
-            l1_ttl=l1_ttl,
-            l1_maxsize=l1_maxsize,
-            clock=clock,
-            redis_ttl=redis_ttl,
-            failure_ttl=failure_ttl,
-            retry_interval=retry_interval,
-            channel=channel,
-            on_load=on_load,
-        )
+        super().__init__(redis, engine, options=options, **overrides)
         self.redis = redis
-        scripts: Any = redis  # Redis or RedisCluster: both register scripts (the stubs name only Redis)
-        self._fill = scripts.register_script(FILL_SCRIPT)
-        self._invalidate = scripts.register_script(INVALIDATE_SCRIPT)
         self.repository = AsyncRateLimitConfigRepository(engine)
-        self._subscribe = subscribe
-        self._subscriber = TaskSubscriber(
-            redis, channel, self._policy.on_invalidation, self._policy.on_subscribed
+        self._subscriber = AsyncSubscriber(
+            redis, self.options.channel, self._policy.on_invalidation, self._policy.on_subscribed
         )
-
-    @classmethod
-    def from_urls(
-        cls,
-        redis_url: str,
-        database_url: str,
-        *,
-        redis_options: dict[str, Any] | None = None,
-        engine_options: dict[str, Any] | None = None,
-        **options: Any,
-    ) -> Self:
-        """A service owning its clients (``aclose()`` closes them)."""
-        redis = async_redis_from_url(redis_url, **_redis_options(redis_url, redis_options))
-        service = cls(redis, create_async_engine(database_url, **(engine_options or {})), **options)
-        service._owned = True
-        return service
 
     async def start(self, *, wait: float | None = None) -> bool:
         """Start the invalidation subscriber (``get`` starts it lazily); ``wait``: until subscribed."""
@@ -340,17 +259,17 @@ class AsyncRateLimitConfigService(_ServiceBase):
         hit = self._policy.l1_lookup(tenant_id)
         if hit is not None:
             return hit
-        if self._subscribe and not self._subscriber.running:
+        if self.options.subscribe and not self._subscriber.running:
             self._subscriber.start()
-        return await self._run(self._policy.get_flow(tenant_id))
+        return await arun_flow(self._policy.get_flow(tenant_id), self._perform)
 
     async def upsert(self, config: TenantRateLimitConfiguration) -> TenantRateLimitConfiguration:
         """Store the configuration and invalidate every cache of it. Database errors propagate."""
-        return await self._run(self._policy.upsert_flow(config))
+        return await arun_flow(self._policy.upsert_flow(config), self._perform)
 
     async def delete(self, tenant_id: uuid.UUID) -> bool:
         """Remove the tenant's configuration (it gets the defaults again); True if there was one."""
-        return await self._run(self._policy.delete_flow(tenant_id))
+        return await arun_flow(self._policy.delete_flow(tenant_id), self._perform)
 
     async def list(self, *, limit: int = 100, offset: int = 0) -> builtins.list[TenantRateLimitConfiguration]:
         """Stored configurations, paginated, straight from the database."""
@@ -374,16 +293,3 @@ class AsyncRateLimitConfigService(_ServiceBase):
             case DbDelete(tenant_id):
                 return await self.repository.delete(tenant_id)
         raise AssertionError(f"unknown operation {op!r}")
-
-    async def _run(self, flow: Flow[R]) -> R:
-        try:
-            op = next(flow)
-            while True:
-                try:
-                    result = await self._perform(op)
-                except Exception as exc:
-                    op = flow.throw(exc)
-                else:
-                    op = flow.send(result)
-        except StopIteration as stop:
-            return stop.value  # type: ignore[no-any-return]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from llmproxy.core import metadata
+from llmproxy.core import metadata, tenant_id_column
 
 SCHEMA = "configuration"
 
@@ -12,12 +12,7 @@ configurations_table = sa.Table(
     "tenant_ratelimit_configurations",
     metadata,
     sa.Column("id", sa.Uuid, primary_key=True),
-    sa.Column(
-        "tenant_id",
-        sa.Uuid,
-        sa.ForeignKey("tenants.tenants.id", ondelete="CASCADE"),
-        nullable=False,
-    ),
+    tenant_id_column(),
     sa.Column("global_requests_per_minute", sa.BigInteger, nullable=False),
     sa.Column("global_requests_per_day", sa.BigInteger, nullable=False),
     sa.Column("global_tokens_per_minute", sa.BigInteger, nullable=False),
