@@ -149,7 +149,7 @@ class QuotaCore:
             return Settlement(settled=False)
         plan = _plan.settle_plan(reservation, actual)
         if reservation.local:  # held by the local limiter: settled there
-            return self.settlement(plan, self.run_local(plan))
+            return self.settlement(plan, self.run_local(plan), degraded=True)
         return self._execute(plan, self.settlement, self.settle_failure)
 
     def check(self, tenant: uuid.UUID | str, qt: QuotaType | str, requested: int) -> Call[QuotaCheckResult]:
@@ -312,11 +312,11 @@ class QuotaCore:
         return Admission(allowed=True, results=(), degraded=True, failure_policy=policy)
 
     def settle_failure(self, plan: Plan, exc: BaseException | None) -> Settlement:
+        """Not settled, and ``degraded``: the reservation is Redis's (under every policy; the local limiter
+        never saw it), and stays held until its lease ends."""
         self._failed(exc)
         self._count("settle_failures")
         logger.warning("quota: cannot settle reservation %s (%r)", plan.reservation_id, exc)
-        if self.failure_policy is FailurePolicy.LOCAL:
-            return self.settlement(plan, self.run_local(plan))
         return Settlement(settled=False, degraded=True)
 
     def check_failure(self, plan: Plan, exc: BaseException | None) -> QuotaCheckResult:
