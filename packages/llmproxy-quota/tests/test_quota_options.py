@@ -45,6 +45,13 @@ def test_an_unknown_option_is_refused_by_name(redis_url: str, limits: Any) -> No
     assert err.value.field == "retry_after_redis"
 
 
+@pytest.mark.parametrize("value", [float("nan"), -1, -0.001, float("inf"), "1", True, 10**6])
+def test_a_bad_retry_redis_after_is_a_clear_error(value: Any) -> None:
+    with pytest.raises(InvalidQuotaRequest) as err:
+        QuotaOptions(retry_redis_after=value)
+    assert err.value.field == "retry_redis_after"
+
+
 @pytest.mark.parametrize(
     ("field", "value"),
     [("expected_processes", 0), ("expected_processes", True), ("expected_processes", 1.5),

@@ -43,7 +43,7 @@ from ._results import (
     UnknownTenant,
 )
 from ._source import LimitsSource
-from ._validate import amount, quota_type, tenant_id
+from ._validate import amount, clock_time, quota_type, tenant_id
 
 logger = logging.getLogger("llmproxy.quota")
 
@@ -353,11 +353,11 @@ class QuotaCore:
 
     def now_ms(self) -> int | None:
         """The script's time: the injected clock's, or None to let Redis use its own ``TIME``."""
-        return None if self.clock is None else int(self.clock.now() * 1000)
+        return None if self.clock is None else int(clock_time(self.clock.now()) * 1000)
 
     def wall(self) -> float:
         """Wall-clock seconds (the injected clock's, else the system's)."""
-        return self.clock.now() if self.clock is not None else time.time()
+        return clock_time(self.clock.now()) if self.clock is not None else time.time()
 
     def _monotonic(self) -> float:
         return self.clock.monotonic() if self.clock is not None else time.monotonic()

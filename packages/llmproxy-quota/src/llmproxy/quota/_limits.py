@@ -12,7 +12,7 @@ from llmproxy.core import RequestContext
 from llmproxy.ratelimit_config import TenantRateLimitConfiguration
 
 from ._results import InvalidQuotaRequest, QuotaType
-from ._validate import check_id
+from ._validate import check_endpoint, check_id
 
 MINUTE_MS = 60_000
 #: limits above this are sent as this (the script's doubles are exact below 2^53; no cost can come near it)
@@ -169,6 +169,7 @@ def request_limits(
     path = ctx.endpoint
     endpoint = config.endpoint_limit(path) if path else None
     if endpoint is not None and path:
+        check_endpoint(path)
         scope = f"endpoint:{path}"
         rpm, tpm = endpoint.requests_per_minute, endpoint.tokens_per_minute
         if rpm is not None:

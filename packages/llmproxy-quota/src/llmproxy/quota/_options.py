@@ -44,7 +44,7 @@ class QuotaOptions(Options):
     deny_cache_max_ttl: Annotated[Seconds, Field(ge=0)] = 1.0
     reservation_ttl: Annotated[Seconds, Field(gt=0, le=MAX_RESERVATION_TTL)] = 3600.0
     monthly_limits: Mapping[QuotaType, int] = Field(default_factory=dict)
-    retry_redis_after: float = 1.0
+    retry_redis_after: Annotated[Seconds, Field(ge=0, le=86400)] = 1.0
 
     def __init__(self, **values: Any) -> None:
         try:

@@ -11,6 +11,11 @@ from ._results import InvalidQuotaRequest, QuotaType
 
 #: costs and amounts: far below what the script's doubles hold exactly (2^53)
 MAX_AMOUNT = 2**47
+#: the clock's latest acceptable time: 9999-12-31 (ms since the epoch stay exact in the script's doubles and
+#: in the 64-bit integers of its state long after that)
+MAX_TIME = 253_402_300_799.0
+#: an endpoint path as a limit's field in the tenant's hash (the script's field length is 16 bits)
+MAX_ENDPOINT_BYTES = 2048
 
 
 def tenant_id(value: object) -> uuid.UUID:
@@ -36,6 +41,21 @@ def check_id(field: str, value: object) -> None:
         raise InvalidQuotaRequest(field, "must be a non-empty string of at most 200 characters")
     if any(ch.isspace() or not ch.isprintable() for ch in value):
         raise InvalidQuotaRequest(field, f"must not contain whitespace or control characters: {value!r}")
+
+
+def check_endpoint(value: str) -> None:
+    """An endpoint path that has a limit (a custom limits source may hold any string)."""
+    if len(value.encode()) > MAX_ENDPOINT_BYTES:
+        raise InvalidQuotaRequest("endpoint", f"must be at most {MAX_ENDPOINT_BYTES} bytes long")
+
+
+def clock_time(value: float) -> float:
+    """What an injected clock says, if it is a time the engine can compute with."""
+    if not 0 <= value <= MAX_TIME:  # (NaN fails too)
+        raise InvalidQuotaRequest(
+            "clock", f"now() must return seconds since the epoch between 0 and {MAX_TIME:.0f}, got {value!r}"
+        )
+    return value
 
 
 def quota_type(value: object) -> QuotaType:
