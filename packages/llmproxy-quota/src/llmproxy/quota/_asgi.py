@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
 
 from llmproxy.core import (
     ASGIApp,
@@ -23,15 +22,21 @@ from llmproxy.core import (
 )
 
 from ._client import AsyncQuotaClient
-from ._http import MISSING_TENANT, check_estimate, rate_limit_headers, refusal, rejection, tokens_to_settle
+from ._http import (
+    MISSING_TENANT,
+    Edge,
+    check_estimate,
+    rate_limit_headers,
+    refusal,
+    rejection,
+    tokens_to_settle,
+)
 from ._results import InvalidQuotaRequest, Reservation, UnknownTenant
 
 logger = logging.getLogger("llmproxy.quota")
 
-EstimateTokens = Callable[[Scope, bytes], int]
 
-
-class QuotaMiddleware:
+class QuotaMiddleware(Edge[ASGIApp, AsyncQuotaClient, Scope]):
     """Enforce quotas on every HTTP request whose RequestContext names a tenant.
 
     - ``estimate_tokens(scope, body) -> int``: the tokens to reserve (the body is buffered up to
@@ -45,23 +50,6 @@ class QuotaMiddleware:
     - Admitted responses carry ``x-ratelimit-*`` headers; tokens are settled from the usage channel
       (``llmproxy.core.report_usage``) when the app returns: after a stream's last chunk, or on disconnect.
     """
-
-    def __init__(
-        self,
-        app: ASGIApp,
-        *,
-        client: AsyncQuotaClient,
-        estimate_tokens: EstimateTokens | None = None,
-        max_body_bytes: int = 8 * 1024 * 1024,
-        require_tenant: bool = False,
-    ) -> None:
-        if max_body_bytes <= 0:
-            raise ValueError("max_body_bytes must be positive")
-        self.app = app
-        self.client = client
-        self.estimate_tokens = estimate_tokens
-        self.max_body_bytes = max_body_bytes
-        self.require_tenant = require_tenant
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

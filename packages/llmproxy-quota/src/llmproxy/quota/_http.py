@@ -3,12 +3,38 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
 from llmproxy.core import EdgeError
 
 from ._results import Admission, InvalidQuotaRequest, LimitResult, QuotaError
 
 Headers = list[tuple[str, str]]
+App = TypeVar("App")
+Client = TypeVar("Client")
+Request = TypeVar("Request")  # what ``estimate_tokens`` is given with the body: the ASGI scope, the environ
+
+
+class Edge(Generic[App, Client, Request]):
+    """What both middlewares are configured with (validated here once)."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        client: Client,
+        estimate_tokens: Callable[[Request, bytes], int] | None = None,
+        max_body_bytes: int = 8 * 1024 * 1024,
+        require_tenant: bool = False,
+    ) -> None:
+        if max_body_bytes <= 0:
+            raise ValueError("max_body_bytes must be positive")
+        self.app = app
+        self.client = client
+        self.estimate_tokens = estimate_tokens
+        self.max_body_bytes = max_body_bytes
+        self.require_tenant = require_tenant
 
 
 def duration(seconds: float) -> str:

