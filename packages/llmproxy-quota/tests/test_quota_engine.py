@@ -521,3 +521,25 @@ def test_an_endpoint_path_too_long_for_a_field_of_the_tenants_hash_is_a_clear_er
         client.admit(ctx_for(tenant, endpoint=path), 1)
     assert err.value.field == "endpoint"
     assert client.admit(ctx_for(tenant, endpoint="/v1/other"), 1).allowed  # other paths are unaffected
+
+
+def test_a_configuration_shared_by_every_tenant_still_counts_each_tenant_apart(
+    redis_url: str, clock: ManualClock
+) -> None:
+    """A custom limits source may hand out one configuration object (with any tenant_id) for every tenant."""
+    from .conftest import make_config
+
+    shared = make_config(uuid.uuid4())
+
+    class OneForAll:
+        def get(self, tenant_id: uuid.UUID) -> Any:
+            return shared
+
+    client = QuotaClient(redis_from_url(redis_url), OneForAll(), clock=clock)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    assert client.admit(ctx_for(first), 10).allowed
+    assert client.increment(first, "tokens_per_day", 5) == 15
+    assert client.check(second, "tokens_per_day", 0).current_usage == 0
+    assert client.increment(second, "tokens_per_day", 1) == 1
+    assert client.check(shared.tenant_id, "requests_per_day", 0).current_usage == 0
+    client.close()

@@ -22,22 +22,22 @@ class DenyCache:
         self.max_ttl = max_ttl
         self._monotonic = monotonic
         self._wall = wall
-        # key -> (until, the limit and burst it was denied under)
-        self._denied: dict[str, tuple[float, int, int]] = {}
+        #: key -> (until, the limit and burst it was denied under); empty: nothing is denied
+        self.entries: dict[str, tuple[float, int, int]] = {}
         self._lock = threading.Lock()
 
     def lookup(self, plan: Plan) -> Admission | None:
         """The rejection of ``plan`` known here, or None (ask Redis)."""
-        if not self._denied:
+        if not self.entries:
             return None
         now = self._monotonic()
         for spec in plan.specs:
-            denied = self._denied.get(spec.key)
+            denied = self.entries.get(spec.key)
             if denied is None or plan.cost(spec) <= 0:
                 continue
             until, limit, burst = denied
             if until <= now or limit != spec.limit or burst != spec.burst:
-                self._denied.pop(spec.key, None)
+                self.entries.pop(spec.key, None)
                 continue
             wait = until - now
             result = LimitResult(
@@ -68,4 +68,4 @@ class DenyCache:
                 continue
             if ttl > 0:
                 with self._lock:
-                    self._denied[spec.key] = (now + ttl, spec.limit, spec.burst)
+                    self.entries[spec.key] = (now + ttl, spec.limit, spec.burst)
