@@ -243,7 +243,8 @@ class AsyncWriteBehind(_Shared):
     async def call(self, command: Command, *, script: Script | None = None) -> Any:
         """Send ``command`` now (with what is queued, in one pipeline) and return its reply."""
         loop = asyncio.get_running_loop()
-        self._adopt(loop)
+        if loop is not self._loop:  # (checked here: a call of _adopt costs every admit ~700 instructions)
+            self._adopt(loop)
         if (self._in_flight >= self.max_in_flight or self._queue) and len(self._queue) < self.max_queue:
             # Redis is busy, or writes wait already (they are sent first): leave with them, in one pipeline
             future: asyncio.Future[Any] = loop.create_future()
