@@ -253,8 +253,10 @@ class AsyncWriteBehind(_Shared):
             self._start_flusher()
             return await future
         self._in_flight += 1
-        try:
-            return await self._one(command, script)
+        try:  # (_one's work inline: a coroutine less on every admit)
+            return await self.line.call(command)
+        except NoScriptError as exc:
+            return await self._reloaded(command, script, exc)
         finally:
             self._in_flight -= 1
 
@@ -312,11 +314,15 @@ class AsyncWriteBehind(_Shared):
     async def _one(self, command: Command, script: Script | None) -> Any:
         try:
             return await self.line.call(command)
-        except NoScriptError:
-            if script is None:
-                raise
-            await self.redis.script_load(script.source)  # a restarted or new server
-            return await self.line.call(command)
+        except NoScriptError as exc:
+            return await self._reloaded(command, script, exc)
+
+    async def _reloaded(self, command: Command, script: Script | None, exc: NoScriptError) -> Any:
+        """``command`` again, once the server (restarted, new) has its script; without one, its NOSCRIPT."""
+        if script is None:
+            raise exc
+        await self.redis.script_load(script.source)
+        return await self.line.call(command)
 
     async def _flush(self) -> None:
         try:
@@ -435,7 +441,10 @@ class WriteBehind(_Shared):
     def call(self, command: Command, *, script: Script | None = None) -> Any:
         """Send ``command`` now, with what is queued in one pipeline (queued writes first); its reply."""
         if not self._queue:  # (read without the lock: a write queued meanwhile goes with the flusher)
-            return self._one(command, script)
+            try:  # (_one's work inline: a call less on every admit)
+                return self.line.call(command)
+            except NoScriptError as exc:
+                return self._reloaded(command, script, exc)
         with self._lock:
             batch = self._queue[: self.max_batch - 1]
             del self._queue[: self.max_batch - 1]
@@ -478,11 +487,15 @@ class WriteBehind(_Shared):
     def _one(self, command: Command, script: Script | None) -> Any:
         try:
             return self.line.call(command)
-        except NoScriptError:
-            if script is None:
-                raise
-            self.redis.script_load(script.source)
-            return self.line.call(command)
+        except NoScriptError as exc:
+            return self._reloaded(command, script, exc)
+
+    def _reloaded(self, command: Command, script: Script | None, exc: NoScriptError) -> Any:
+        """``command`` again, once the server (restarted, new) has its script; without one, its NOSCRIPT."""
+        if script is None:
+            raise exc
+        self.redis.script_load(script.source)
+        return self.line.call(command)
 
     def _send(self, batch: list[_SyncEntry], *, own: bool) -> list[Any]:
         """Send ``batch``; with ``own``, its last entry is the caller's (its failure raises, not counted)."""
