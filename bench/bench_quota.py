@@ -5,9 +5,10 @@ server in the same run, the variants taking turns in 20 rounds (a noisy moment o
 alike); figures are p50/p99 latency and checks per second (1 / mean latency), sync and async, plus Redis
 commands per check (INFO commandstats, commands run inside scripts included) and client round trips per check.
 
-The quota client sends its script calls on a connection it holds (llmproxy.quota._direct), not through
-``execute_command``. The issue's baseline is redis-py's own ``PING``; a ``PING`` sent the way admit is
-sent is shown beside it, so that what the script itself costs can be read off too.
+The quota client sends its script calls through its Redis client's write-behind (llmproxy.core), on a
+connection the write-behind holds (llmproxy.core._line), not through ``execute_command``. The issue's baseline
+is redis-py's own ``PING``; a ``PING`` sent the way admit is sent is shown beside it, so that what the script
+itself costs can be read off too.
 
 ``--spin`` keeps one core busy with a spinning process during the run. On a small VM whose cores halt when
 idle, a loopback round trip is then ~2.5x faster (no wake-up of an idle core): the same code, the other
@@ -38,9 +39,9 @@ from limits.aio import strategies as aio_strategies
 from limits.storage import RedisStorage
 
 from llmproxy.core import RequestContext
+from llmproxy.core._line import AsyncDirectLine, DirectLine
 from llmproxy.core.testing import RedisServer
 from llmproxy.quota import AsyncQuotaClient, QuotaClient, StaticLimits
-from llmproxy.quota._direct import AsyncDirectLine, DirectLine
 from llmproxy.ratelimit_config import ApiKeyLimit, EndpointLimit, GlobalLimit, TenantRateLimitConfiguration
 
 BIG = 10**9

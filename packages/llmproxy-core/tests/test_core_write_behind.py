@@ -286,3 +286,26 @@ def test_a_forked_child_sends_its_own_writes_not_the_parents(real_redis_url: str
     assert client.get("child") == b"2"
     assert client.get("parent") == b"1"  # sent once, by the parent
     client.close()
+
+
+async def test_a_closed_shared_write_behind_is_replaced_for_the_next_user(async_client: Any) -> None:
+    first = AsyncWriteBehind.for_client(async_client)
+    await first.aclose()
+    second = AsyncWriteBehind.for_client(async_client)
+    assert second is not first
+    assert await second.submit(["SET", "after-close", "1"])  # the closed one would refuse it
+    assert await async_client.get("after-close") == b"1"
+    await second.aclose()
+
+
+def test_a_sync_call_with_nothing_queued_goes_alone_on_the_held_line(real_redis_url: str) -> None:
+    client = redis_from_url(real_redis_url)
+    counting = count_writes(client)
+    wb = WriteBehind(client, delay=0.5)
+    wb.call(["PING"])  # the held connection is taken and connected
+    before = counting.writes
+    assert wb.call(["SET", "alone", "1"]) == b"OK"
+    assert counting.writes - before == 1
+    assert wb.stats.pipelines == 0  # not counted as a pipeline of queued writes
+    wb.close()
+    client.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import pytest
@@ -35,4 +36,18 @@ async def test_the_async_client_runs_on_a_cluster(redis_cluster_url: str) -> Non
     assert admission.allowed
     assert (await client.settle(admission.reservation, 0)).settled
     assert (await client.check(tenant, "tokens_per_day", 0)).current_usage == 0
+    await client.aclose()
+
+
+async def test_a_settle_on_a_cluster_survives_its_callers_cancellation(redis_cluster_url: str) -> None:
+    """A cluster client's settles go through the write-behind too: queued, then sent even if nobody waits."""
+    client = AsyncQuotaClient(async_redis_from_url(redis_cluster_url), StaticLimits())
+    tenant = uuid.uuid4()
+    admission = await client.admit(RequestContext(tenant_id=str(tenant)), 100)
+    settling = asyncio.ensure_future(client.settle(admission.reservation, 10))
+    await asyncio.sleep(0)  # queued
+    settling.cancel()
+    await asyncio.gather(settling, return_exceptions=True)
+    await client._wb.flush()
+    assert (await client.check(tenant, "tokens_per_day", 0)).current_usage == 10
     await client.aclose()

@@ -475,3 +475,71 @@ async def test_the_async_client_loads_the_script_again_after_a_script_flush(
     await aclient.redis.script_flush()
     assert (await aclient.admit(ctx_for(tenant), 10)).allowed
     assert (await aclient.check(tenant, "requests_per_day", 0)).current_usage == 2
+
+
+class StuckClock:
+    """A clock that always says ``value`` (a broken or misconfigured one)."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+
+    def now(self) -> float:
+        return self.value
+
+    def monotonic(self) -> float:
+        return 0.0
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), float("-inf"), 1e18, -1.0, -0.0005])
+def test_a_clock_outside_any_sensible_time_is_a_clear_error(
+    redis_url: str, limits: Any, tenant: uuid.UUID, value: float
+) -> None:
+    """Not Python's ValueError / OverflowError / struct.error; and a negative time is not replaced by Redis
+    TIME (the script's "no clock" marker)."""
+    client = QuotaClient(redis_from_url(redis_url), limits, clock=StuckClock(value))
+    for call in (
+        lambda: client.admit(ctx_for(tenant), 1),
+        lambda: client.check(tenant, "requests_per_day", 1),
+        lambda: client.increment(tenant, "requests_per_day", 1),
+    ):
+        with pytest.raises(InvalidQuotaRequest) as err:
+            call()
+        assert err.value.field == "clock"
+    assert client.redis.keys("llmproxy:*") == []  # nothing was written
+    client.close()
+
+
+def test_an_endpoint_path_too_long_for_a_field_of_the_tenants_hash_is_a_clear_error(
+    make_client: Any, limits: Any, tenant: uuid.UUID
+) -> None:
+    path = "/v1/" + "a" * 70_000  # a custom limits source may hold any path (the validated model: 500 chars)
+    config = limits.get(tenant)
+    endpoint = EndpointLimit(requests_per_minute=5, tokens_per_minute=10, burst_capacity=5)
+    limits.set(type(config).model_construct(**{**dict(config), "endpoint_limits": {path: endpoint}}))
+    client = make_client()
+    with pytest.raises(InvalidQuotaRequest) as err:
+        client.admit(ctx_for(tenant, endpoint=path), 1)
+    assert err.value.field == "endpoint"
+    assert client.admit(ctx_for(tenant, endpoint="/v1/other"), 1).allowed  # other paths are unaffected
+
+
+def test_a_configuration_shared_by_every_tenant_still_counts_each_tenant_apart(
+    redis_url: str, clock: ManualClock
+) -> None:
+    """A custom limits source may hand out one configuration object (with any tenant_id) for every tenant."""
+    from .conftest import make_config
+
+    shared = make_config(uuid.uuid4())
+
+    class OneForAll:
+        def get(self, tenant_id: uuid.UUID) -> Any:
+            return shared
+
+    client = QuotaClient(redis_from_url(redis_url), OneForAll(), clock=clock)
+    first, second = uuid.uuid4(), uuid.uuid4()
+    assert client.admit(ctx_for(first), 10).allowed
+    assert client.increment(first, "tokens_per_day", 5) == 15
+    assert client.check(second, "tokens_per_day", 0).current_usage == 0
+    assert client.increment(second, "tokens_per_day", 1) == 1
+    assert client.check(shared.tenant_id, "requests_per_day", 0).current_usage == 0
+    client.close()

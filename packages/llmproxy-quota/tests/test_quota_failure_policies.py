@@ -87,7 +87,27 @@ def test_local_policy_enforces_the_limit_divided_among_processes(
     outcomes = [client.admit(ctx, 10) for _ in range(8)]
     assert [a.allowed for a in outcomes] == [True] * 5 + [False] * 3  # 10 rpm / 2 processes
     assert all(a.degraded for a in outcomes)
-    assert client.settle(outcomes[0].reservation, 3).settled
+    settlement = client.settle(outcomes[0].reservation, 3)
+    assert (settlement.settled, settlement.degraded) == (True, True)  # settled by the local limiter
+    client.close()
+
+
+def test_a_settle_redis_cannot_take_under_the_local_policy_says_degraded_not_already_settled(
+    proxied_backend: Backend, tenant_limits: Any, manual_clock: ManualClock
+) -> None:
+    """The local limiter never saw a reservation Redis made: such a settle is not "already settled"."""
+    tenant, limits = tenant_limits
+    client = sync_client(proxied_backend, limits, manual_clock, failure_policy="local")
+    ctx = RequestContext(tenant_id=str(tenant))
+    settled_once, held = client.admit(ctx, 10), client.admit(ctx, 10)  # both made by Redis
+    assert client.settle(settled_once.reservation, 5).settled
+    already = client.settle(settled_once.reservation, 5)
+    assert (already.settled, already.degraded) == (False, False)
+    assert proxied_backend.redis_proxy is not None
+    proxied_backend.redis_proxy.cut()
+    unreachable = client.settle(held.reservation, 5)
+    assert (unreachable.settled, unreachable.degraded) == (False, True)
+    assert client.stats.settle_failures == 1
     client.close()
 
 

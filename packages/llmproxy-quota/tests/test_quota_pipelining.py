@@ -1,5 +1,6 @@
-"""The asyncio client coalesces concurrent calls into pipelines: same decisions, fewer round trips; settles
-survive their caller's cancellation; failures reach every caller of a batch."""
+"""The asyncio client's calls go through its Redis client's write-behind (llmproxy.core.AsyncWriteBehind),
+which coalesces concurrent calls into pipelines: same decisions, fewer round trips; settles survive their
+caller's cancellation; failures reach every caller of a batch."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ from .conftest import make_config
 def counting_pipelines(client: AsyncQuotaClient) -> list[int]:
     """Record the size of every pipeline the client sends (on its held connection or through redis-py's)."""
     sizes: list[int] = []
-    line: Any = client._pipeliner.line
+    line: Any = client._wb.line
     original = line.call_many
 
     async def call_many(commands: Any) -> Any:
@@ -62,7 +63,7 @@ async def test_a_settle_is_sent_even_when_its_caller_is_cancelled(
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await client._pipeliner.drain()
+    await client._wb.flush()
     assert (await client.check(tenant, "tokens_per_day", 0)).current_usage == 50  # all 5 refunded to 10
     await client.aclose()
 
@@ -169,7 +170,7 @@ async def test_a_queued_admit_whose_caller_gave_up_is_not_sent(
     await asyncio.sleep(0)
     queued.cancel()
     await asyncio.gather(*direct, queued, return_exceptions=True)
-    await client._pipeliner.drain()
+    await client._wb.flush()
     usage = (await client.check(tenant, "requests_per_day", 0)).current_usage
     if is_memory_url(redis_url):  # in-process fakeredis may answer before anything is in flight: 2 or 3 sent
         assert usage in (2, 3)
@@ -186,28 +187,12 @@ async def test_a_cancelled_flusher_fails_its_waiting_calls_instead_of_hanging(
     admission = await client.admit(ctx, 100)
     settling = asyncio.ensure_future(client.settle(admission.reservation, 10))
     await asyncio.sleep(0)
-    pipeliner = client._pipeliner
-    pipeliner._start_flusher()  # what the timer does...
-    assert pipeliner._flusher is not None
-    pipeliner._flusher.cancel()  # ...as a shutdown hook cancels every task
+    wb = client._wb
+    wb._start_flusher()  # what the timer does...
+    assert wb._flusher is not None
+    wb._flusher.cancel()  # ...as a shutdown hook cancels every task
     with pytest.raises(asyncio.CancelledError):
         await asyncio.wait_for(settling, timeout=2)
     again = await client.admit(ctx, 100)  # the client still works
     assert (await asyncio.wait_for(client.settle(again.reservation, 10), timeout=2)).settled
-    await client.aclose()
-
-
-async def test_without_batching_a_settle_still_survives_its_callers_cancellation(
-    redis_url: str, tenant: uuid.UUID, clock: ManualClock
-) -> None:
-    """Redis Cluster sends calls one by one; a settle then runs in a task of its own."""
-    client = AsyncQuotaClient(async_redis_from_url(redis_url), StaticLimits({}), clock=clock)
-    client._pipeliner.batching = False
-    admission = await client.admit(RequestContext(tenant_id=str(tenant)), 100)
-    settling = asyncio.ensure_future(client.settle(admission.reservation, 10))
-    await asyncio.sleep(0)
-    settling.cancel()
-    await asyncio.gather(settling, return_exceptions=True)
-    await client._pipeliner.drain()
-    assert (await client.check(tenant, "tokens_per_day", 0)).current_usage == 10
     await client.aclose()

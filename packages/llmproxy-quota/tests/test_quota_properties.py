@@ -213,7 +213,7 @@ def test_engine_matches_the_reference_model_and_never_over_admits(
                 day_end = next(
                     end
                     for held, end in zip(reservation.limits, reservation.ends, strict=True)
-                    if held.kind == "d"
+                    if held.window == "day"
                 )
                 window = day_end // DAY_MS - 1
                 model.settle(now, step[2] - estimate, window, ends)

@@ -144,7 +144,7 @@ def test_a_chunked_body_over_max_body_bytes_is_413(client: QuotaClient, tenant: 
         b'{"max_tokens": 100}',
         environ_extra={"CONTENT_LENGTH": "", "wsgi.input_terminated": True},
     )
-    assert status == "413 Payload Too Large"
+    assert status.startswith("413 ")  # (the reason phrase is http.HTTPStatus's: it differs by Python version)
     assert json.loads(body)["error"]["code"] == "request_too_large"
 
 

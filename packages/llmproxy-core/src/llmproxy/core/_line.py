@@ -65,11 +65,6 @@ def _checkout_args(pool: Any) -> tuple[str, ...]:
 _STALE = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError, OSError)
 
 
-def _connected(conn: Any) -> bool:
-    connected = getattr(conn, "is_connected", None)
-    return bool(connected) if connected is not None else getattr(conn, "_sock", None) is not None
-
-
 def _check(conn: Any, pushes: bool) -> None:
     """What the pool checks at every checkout: a connection the server closed, or (unless the server may push
     maintenance notifications on it) with a stray reply, is not ready for a command; it is dropped, and the
@@ -78,7 +73,9 @@ def _check(conn: Any, pushes: bool) -> None:
     A connection that is not connected is left alone: ``can_read()`` would connect it (under the socket's
     connect timeout) just to look, and the send then connects again: with a stalled server every call paid
     two timeouts."""
-    if not _connected(conn):
+    # (its socket read first, as redis-py's own can_read() does: the is_connected property is a Python call
+    # on every admit; a connection class without _sock, a proxy, answers through the property)
+    if getattr(conn, "_sock", None) is None and not getattr(conn, "is_connected", False):
         return
     try:
         if conn.can_read() and not pushes:

@@ -39,7 +39,7 @@ import time
 import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -119,18 +119,70 @@ def _scripts_to_load(entries: Sequence[tuple[Command, Script | None]], results: 
     ]
 
 
+_SHARED_LOCK = threading.Lock()
+
+
+class _Shared:
+    """What both write-behinds have: their settings, counters and queue, and one instance per Redis client."""
+
+    _shared: ClassVar[weakref.WeakKeyDictionary[Any, Any]]
+    _queue: list[Any]
+    _closed: bool
+
+    def __init_subclass__(cls) -> None:
+        cls._shared = weakref.WeakKeyDictionary()  # one instance per client and per kind (sync, asyncio)
+
+    def __init__(
+        self,
+        redis: Any,
+        *,
+        delay: float = DEFAULT_DELAY,
+        max_queue: int = DEFAULT_MAX_QUEUE,
+        max_batch: int = DEFAULT_MAX_BATCH,
+        name: str = "redis",
+    ) -> None:
+        if not 0 <= delay <= 1:
+            raise ValueError(f"delay must be 0..1 seconds, got {delay!r}")
+        if max_queue < 1 or max_batch < 1:
+            raise ValueError("max_queue and max_batch must be positive")
+        self.redis = redis
+        self.delay = delay
+        self.max_queue = max_queue
+        self.max_batch = max_batch
+        self._counter = _Counter(name)
+        self._start()
+
+    def _start(self) -> None:
+        """The shell's own state (its line, queue, flusher)."""
+
+    @classmethod
+    def for_client(cls, redis: Any) -> Self:
+        """The write-behind shared by every user of ``redis`` in this process (created on first use, and
+        again after it was closed)."""
+        with _SHARED_LOCK:
+            shared: Self | None = cls._shared.get(redis)
+            if shared is None or shared._closed:
+                shared = cls._shared[redis] = cls(redis)
+        return shared
+
+    @property
+    def stats(self) -> WriteBehindStats:
+        return self._counter.stats
+
+    @property
+    def pending(self) -> int:
+        """Writes queued and not yet sent."""
+        return len(self._queue)
+
+
 # -- asyncio -----------------------------------------------------------------------------------------------
 
 _Entry = tuple[
     Command, "Script | None", "asyncio.Future[Any] | None", bool
 ]  # command, script, answer, detached
 
-_ASYNC_SHARED: weakref.WeakKeyDictionary[Any, AsyncWriteBehind] = weakref.WeakKeyDictionary()
-_SYNC_SHARED: weakref.WeakKeyDictionary[Any, WriteBehind] = weakref.WeakKeyDictionary()
-_SHARED_LOCK = threading.Lock()
 
-
-class AsyncWriteBehind:
+class AsyncWriteBehind(_Shared):
     """The write-behind of an asyncio Redis client (see the module docstring).
 
     A call made while fewer than ``max_in_flight`` round trips are out goes at once, in the caller's task: a
@@ -148,41 +200,19 @@ class AsyncWriteBehind:
         max_in_flight: int = 2,
         name: str = "redis",
     ) -> None:
-        if not 0 <= delay <= 1:
-            raise ValueError(f"delay must be 0..1 seconds, got {delay!r}")
-        if max_queue < 1 or max_batch < 1 or max_in_flight < 1:
-            raise ValueError("max_queue, max_batch and max_in_flight must be positive")
-        self.redis = redis
-        self.line = AsyncDirectLine(redis)
-        self.delay = delay
-        self.max_queue = max_queue
-        self.max_batch = max_batch
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be positive")
         self.max_in_flight = max_in_flight
-        self._counter = _Counter(name)
+        super().__init__(redis, delay=delay, max_queue=max_queue, max_batch=max_batch, name=name)
+
+    def _start(self) -> None:
+        self.line = AsyncDirectLine(self.redis)
         self._queue: list[_Entry] = []
         self._in_flight = 0
         self._flusher: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-
-    @classmethod
-    def for_client(cls, redis: Any) -> Self:
-        """The write-behind shared by every user of ``redis`` in this process (created on first use)."""
-        with _SHARED_LOCK:
-            shared = _ASYNC_SHARED.get(redis)
-            if shared is None:
-                shared = _ASYNC_SHARED[redis] = cls(redis)
-        return shared  # type: ignore[return-value]
-
-    @property
-    def stats(self) -> WriteBehindStats:
-        return self._counter.stats
-
-    @property
-    def pending(self) -> int:
-        """Writes queued and not yet sent."""
-        return len(self._queue)
 
     # -- the three ways in
 
@@ -213,7 +243,8 @@ class AsyncWriteBehind:
     async def call(self, command: Command, *, script: Script | None = None) -> Any:
         """Send ``command`` now (with what is queued, in one pipeline) and return its reply."""
         loop = asyncio.get_running_loop()
-        self._adopt(loop)
+        if loop is not self._loop:  # (checked here: a call of _adopt costs every admit ~700 instructions)
+            self._adopt(loop)
         if (self._in_flight >= self.max_in_flight or self._queue) and len(self._queue) < self.max_queue:
             # Redis is busy, or writes wait already (they are sent first): leave with them, in one pipeline
             future: asyncio.Future[Any] = loop.create_future()
@@ -222,8 +253,10 @@ class AsyncWriteBehind:
             self._start_flusher()
             return await future
         self._in_flight += 1
-        try:
-            return await self._one(command, script)
+        try:  # (_one's work inline: a coroutine less on every admit)
+            return await self.line.call(command)
+        except NoScriptError as exc:
+            return await self._reloaded(command, script, exc)
         finally:
             self._in_flight -= 1
 
@@ -281,11 +314,15 @@ class AsyncWriteBehind:
     async def _one(self, command: Command, script: Script | None) -> Any:
         try:
             return await self.line.call(command)
-        except NoScriptError:
-            if script is None:
-                raise
-            await self.redis.script_load(script.source)  # a restarted or new server
-            return await self.line.call(command)
+        except NoScriptError as exc:
+            return await self._reloaded(command, script, exc)
+
+    async def _reloaded(self, command: Command, script: Script | None, exc: NoScriptError) -> Any:
+        """``command`` again, once the server (restarted, new) has its script; without one, its NOSCRIPT."""
+        if script is None:
+            raise exc
+        await self.redis.script_load(script.source)
+        return await self.line.call(command)
 
     async def _flush(self) -> None:
         try:
@@ -365,29 +402,12 @@ _SyncEntry = tuple[Command, "Script | None"]
 _SYNC_INSTANCES: weakref.WeakSet[WriteBehind] = weakref.WeakSet()
 
 
-class WriteBehind:
+class WriteBehind(_Shared):
     """The write-behind of a sync Redis client: a flusher thread sends queued writes after ``delay``, or the
     next :meth:`call` / :meth:`submit` of any thread takes them along (see the module docstring)."""
 
-    def __init__(
-        self,
-        redis: Any,
-        *,
-        delay: float = DEFAULT_DELAY,
-        max_queue: int = DEFAULT_MAX_QUEUE,
-        max_batch: int = DEFAULT_MAX_BATCH,
-        name: str = "redis",
-    ) -> None:
-        if not 0 <= delay <= 1:
-            raise ValueError(f"delay must be 0..1 seconds, got {delay!r}")
-        if max_queue < 1 or max_batch < 1:
-            raise ValueError("max_queue and max_batch must be positive")
-        self.redis = redis
-        self.line = DirectLine(redis)
-        self.delay = delay
-        self.max_queue = max_queue
-        self.max_batch = max_batch
-        self._counter = _Counter(name)
+    def _start(self) -> None:
+        self.line = DirectLine(self.redis)
         self._reset()
         _SYNC_INSTANCES.add(self)
 
@@ -397,23 +417,6 @@ class WriteBehind:
         self._queue: list[_SyncEntry] = []
         self._thread: threading.Thread | None = None
         self._closed = False
-
-    @classmethod
-    def for_client(cls, redis: Any) -> Self:
-        """The write-behind shared by every user of ``redis`` in this process (created on first use)."""
-        with _SHARED_LOCK:
-            shared = _SYNC_SHARED.get(redis)
-            if shared is None:
-                shared = _SYNC_SHARED[redis] = cls(redis)
-        return shared  # type: ignore[return-value]
-
-    @property
-    def stats(self) -> WriteBehindStats:
-        return self._counter.stats
-
-    @property
-    def pending(self) -> int:
-        return len(self._queue)
 
     def enqueue(self, command: Command, *, script: Script | None = None) -> bool:
         """Queue a write whose reply nobody waits for. False (counted) when it cannot be queued."""
@@ -437,6 +440,11 @@ class WriteBehind:
 
     def call(self, command: Command, *, script: Script | None = None) -> Any:
         """Send ``command`` now, with what is queued in one pipeline (queued writes first); its reply."""
+        if not self._queue:  # (read without the lock: a write queued meanwhile goes with the flusher)
+            try:  # (_one's work inline: a call less on every admit)
+                return self.line.call(command)
+            except NoScriptError as exc:
+                return self._reloaded(command, script, exc)
         with self._lock:
             batch = self._queue[: self.max_batch - 1]
             del self._queue[: self.max_batch - 1]
@@ -479,11 +487,15 @@ class WriteBehind:
     def _one(self, command: Command, script: Script | None) -> Any:
         try:
             return self.line.call(command)
-        except NoScriptError:
-            if script is None:
-                raise
-            self.redis.script_load(script.source)
-            return self.line.call(command)
+        except NoScriptError as exc:
+            return self._reloaded(command, script, exc)
+
+    def _reloaded(self, command: Command, script: Script | None, exc: NoScriptError) -> Any:
+        """``command`` again, once the server (restarted, new) has its script; without one, its NOSCRIPT."""
+        if script is None:
+            raise exc
+        self.redis.script_load(script.source)
+        return self.line.call(command)
 
     def _send(self, batch: list[_SyncEntry], *, own: bool) -> list[Any]:
         """Send ``batch``; with ``own``, its last entry is the caller's (its failure raises, not counted)."""

@@ -5,6 +5,7 @@ from ._client import AsyncQuotaClient, QuotaClient
 from ._core import QuotaStats, QuotaUnavailable
 from ._guard import Guard
 from ._http import rate_limit_headers
+from ._options import QuotaOptions
 from ._results import (
     Admission,
     FailurePolicy,
@@ -35,6 +36,7 @@ __all__ = [
     "QuotaError",
     "QuotaExceeded",
     "QuotaMiddleware",
+    "QuotaOptions",
     "QuotaStats",
     "QuotaType",
     "QuotaUnavailable",

@@ -1,38 +1,58 @@
-"""The decision core shared by the sync and async clients: policies, deny cache, shadow mode, stats.
+"""The decision core shared by the sync and async clients: every call's route, policies, shadow mode, stats.
 
-It never performs network I/O itself: the shells run the script and hand the reply (or the exception) back.
+Each public call (``admit``, ``settle``, ``check``, ``increment``) is a *flow* (``llmproxy.core.run_flow``):
+it checks its input, asks the limits source, builds the script call's :class:`~._plan.Plan`, then takes the
+one route every call takes (:meth:`QuotaCore._execute`): the breaker, the script call (yielded as a
+:class:`ScriptCall` for the shell to perform), the reply parsed, or the failure policy applied. A call
+answered without I/O (a deny-cache hit, a local reservation) returns its result without yielding.
+
 The ``local`` failure policy runs the very same Lua script on a per-process embedded Redis (fakeredis + Lua).
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
-from collections.abc import Mapping, Sequence
+import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
-from typing import Any
+from types import GeneratorType
+from typing import Any, NamedTuple, TypeAlias, TypeVar, cast
 
 import redis.exceptions
 
-from llmproxy.core import Clock, RequestContext
+from llmproxy.core import Flow, RequestContext, WriteBehindFull
 from llmproxy.ratelimit_config import TenantRateLimitConfiguration
 
 from . import _plan
-from ._plan import Plan
+from ._denials import DenyCache
+from ._limits import request_limits, tenant_limit
+from ._options import QuotaOptions
+from ._plan import Mode, Plan
 from ._results import (
     Admission,
     FailurePolicy,
     InvalidQuotaRequest,
-    LimitResult,
     QuotaCheckResult,
     QuotaError,
     QuotaType,
     Reservation,
     Settlement,
+    UnknownTenant,
 )
+from ._source import LimitsSource
+from ._validate import amount, clock_time, quota_type, tenant_id
 
 logger = logging.getLogger("llmproxy.quota")
+
+R = TypeVar("R")
+A = TypeVar("A")
+B = TypeVar("B")
+Config = TenantRateLimitConfiguration
+_CONFIG = TenantRateLimitConfiguration
+_SETTLE = Mode.SETTLE  # (read once: an enum member read through its class costs ~1k instructions)
 
 #: Errors that mean "Redis is unreachable", as opposed to a bug (a script error is not caught).
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -44,13 +64,9 @@ REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
     redis.exceptions.BusyLoadingError,
     redis.exceptions.MasterDownError,
     redis.exceptions.ReadOnlyError,  # talking to a replica after a failover
+    WriteBehindFull,  # the write-behind's queue is full: Redis is too slow or gone
     OSError,
 )
-
-
-#: the longest lease of an unsettled reservation (seconds): a stream lasts minutes; the bound keeps what the
-#: script computes from it (the hash's expiry) far from the limits of its arithmetic
-MAX_RESERVATION_TTL = 30 * 86400
 
 
 class QuotaUnavailable(QuotaError):
@@ -75,118 +91,157 @@ class QuotaStats:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
+# The operations of quota's flows.
+
+
+class ScriptCall(NamedTuple):
+    """Run the script: send ``command`` and answer with its reply. (A NamedTuple, built as the tuple it is:
+    a slotted dataclass's ``__init__`` costs an admit ~1.5k instructions more.)"""
+
+    command: list[object]
+    detached: bool = False  # a settle: queued, and sent even if its caller is cancelled
+
+
+@dataclass(slots=True)
+class LimitsLookup:
+    """Wait for an asynchronous limits source's answer (only an asyncio client can)."""
+
+    pending: Awaitable[Config]
+
+
+QuotaOp: TypeAlias = ScriptCall | LimitsLookup
+#: a call's flow, or its result when it needed no I/O
+Call: TypeAlias = Flow[QuotaOp, R] | R
+#: what to do with a tenant's limits (and two arguments)
+Then: TypeAlias = Callable[[Config, A, B], Call[R]]
+Single: TypeAlias = tuple[QuotaType, int]  # check / increment: the quota and the amount
+_new_tuple = tuple.__new__
+
+
 class QuotaCore:
-    def __init__(
-        self,
-        *,
-        failure_policy: FailurePolicy | str = FailurePolicy.OPEN,
-        expected_processes: int = 1,
-        shadow: bool = False,
-        clock: Clock | None = None,
-        deny_cache: bool = True,
-        deny_cache_max_ttl: float = 1.0,
-        reservation_ttl: float = 3600.0,
-        monthly_limits: Mapping[QuotaType | str, int] | None = None,
-        retry_redis_after: float = 1.0,
-    ) -> None:
-        try:
-            self.failure_policy = FailurePolicy(failure_policy)
-        except ValueError:
-            raise InvalidQuotaRequest(
-                "failure_policy", f"must be open, closed or local, got {failure_policy!r}"
-            ) from None
-        if (
-            isinstance(expected_processes, bool)
-            or not isinstance(expected_processes, int)
-            or expected_processes < 1
-        ):
-            raise InvalidQuotaRequest(
-                "expected_processes", f"must be a positive integer, got {expected_processes!r}"
-            )
-        if isinstance(reservation_ttl, bool) or not isinstance(reservation_ttl, int | float):
-            raise InvalidQuotaRequest(
-                "reservation_ttl", f"must be a number of seconds, got {reservation_ttl!r}"
-            )
-        if not 0 < reservation_ttl <= MAX_RESERVATION_TTL:  # (NaN fails too)
-            raise InvalidQuotaRequest(
-                "reservation_ttl",
-                f"must be more than 0 and at most 30 days in seconds, got {reservation_ttl!r}",
-            )
-        if not deny_cache_max_ttl >= 0:
-            raise InvalidQuotaRequest("deny_cache_max_ttl", "must not be negative")
-        self.expected_processes = expected_processes
-        self.shadow = shadow
-        self.clock = clock
-        self.lease_ms = int(reservation_ttl * 1000)
-        self.monthly = _plan.monthly_limits(monthly_limits)
+    def __init__(self, limits_source: LimitsSource, options: QuotaOptions) -> None:
+        self.limits_source = limits_source
+        self.options = options
+        self.failure_policy = options.failure_policy
+        self.shadow = options.shadow
+        self.clock = options.clock
+        self.lease_ms = int(options.reservation_ttl * 1000)
+        self.monthly = dict(options.monthly_limits)
         self.stats = QuotaStats()
-        self._use_deny_cache = deny_cache
-        self.deny_cache_max_ttl = deny_cache_max_ttl
-        # key -> (until (monotonic), the limit and burst it was denied under): a changed limit ignores it
-        self._denied: dict[str, tuple[float, int, int]] = {}
+        self._denials = (
+            DenyCache(options.deny_cache_max_ttl, self._monotonic, self.wall)
+            if options.deny_cache and not options.shadow
+            else None
+        )
         self._lock = threading.Lock()
         self._local: Any = None
         # what admits of (tenant, api key, endpoint) send, for the config object it was built from
         self._shapes: dict[tuple[object, ...], _plan.AdmitShape] = {}
-        self.retry_redis_after = retry_redis_after
         self._down_until = 0.0  # monotonic time until which Redis is not tried (0: it is)
 
-    # -- plans ----------------------------------------------------------------------------------------------
+    # -- the calls ------------------------------------------------------------------------------------------
 
-    def now_ms(self) -> int | None:
-        """The script's time: the injected clock's, or None to let Redis use its own ``TIME``."""
-        return None if self.clock is None else int(self.clock.now() * 1000)
-
-    def plan_admit(self, ctx: RequestContext, config: TenantRateLimitConfiguration, estimate: int) -> Plan:
+    def admit(self, ctx: RequestContext, estimate: int) -> Call[Admission]:
         if type(estimate) is not int or not 0 <= estimate <= 2**47:  # the common case checked cheaply
-            estimate = _plan.amount("estimate_tokens", estimate)
+            estimate = amount("estimate_tokens", estimate)
+        tenant = ctx.tenant_id
+        if tenant is None:
+            raise InvalidQuotaRequest("tenant_id", "the request context has no tenant")
+        return self._with_limits(tenant, self._admit, ctx, estimate)
+
+    def settle(self, reservation: Reservation | None, actual: int) -> Call[Settlement]:
+        actual = amount("actual_tokens", actual)
+        if reservation is None:
+            return Settlement(settled=False)
+        plan = _plan.settle_plan(reservation, actual)
+        if reservation.local:  # held by the local limiter: settled there
+            return self.settlement(plan, self.run_local(plan), degraded=True)
+        return self._execute(plan, self.settlement, self.settle_failure)
+
+    def check(self, tenant: uuid.UUID | str, qt: QuotaType | str, requested: int) -> Call[QuotaCheckResult]:
+        n = amount("requested_amount", requested)
+        tid = tenant_id(tenant)
+        return self._with_limits(tid, self._check, tid, (quota_type(qt), n))
+
+    def increment(self, tenant: uuid.UUID | str, qt: QuotaType | str, n: int) -> Call[int]:
+        n = amount("amount", n)
+        tid = tenant_id(tenant)
+        return self._with_limits(tid, self._increment, tid, (quota_type(qt), n))
+
+    # -- the route ------------------------------------------------------------------------------------------
+
+    def _execute(
+        self,
+        plan: Plan,
+        on_reply: Callable[[Plan, Any], R],
+        on_failure: Callable[[Plan, BaseException | None], R],
+    ) -> Flow[QuotaOp, R]:
+        """Every script call's route: Redis (unless the breaker is open) or, Redis unreachable, the policy."""
+        if self.redis_down():
+            return on_failure(plan, None)
+        try:
+            raw = yield _new_tuple(ScriptCall, (plan.command(self.now_ms()), plan.mode is _SETTLE))
+        except REDIS_UNAVAILABLE as exc:
+            return on_failure(plan, exc)
+        return on_reply(plan, raw)
+
+    def _with_limits(self, tenant: uuid.UUID, then: Then[A, B, R], a: A, b: B) -> Call[R]:
+        """``then(config, a, b)`` with the tenant's limits; first waits for an asynchronous source. (Two
+        arguments, not ``*args``: packing and unpacking them cost an admit ~2k instructions, measured.)"""
+        try:
+            config = self.limits_source.get(tenant)
+        except LookupError as exc:
+            raise _unknown(tenant, exc) from exc
+        if type(config) is not _CONFIG and inspect.isawaitable(config):
+            return self._after_lookup(config, tenant, then, a, b)
+        return then(config, a, b)
+
+    def _after_lookup(
+        self, pending: Awaitable[Config], tenant: uuid.UUID, then: Then[A, B, R], a: A, b: B
+    ) -> Flow[QuotaOp, R]:
+        try:
+            config = yield LimitsLookup(pending)
+        except LookupError as exc:
+            raise _unknown(tenant, exc) from exc
+        result = then(config, a, b)
+        if type(result) is GeneratorType:
+            result = yield from result
+        return cast(R, result)
+
+    def _admit(self, config: Config, ctx: RequestContext, estimate: int) -> Call[Admission]:
         cache_key = (ctx.tenant_id, ctx.api_key_id, ctx.endpoint)
         shape = self._shapes.get(cache_key)
         if shape is None or shape.config is not config:
-            tenant, _ = _plan.tenant_key(ctx.tenant_id)
-            specs = _plan.request_limits(tenant, config, ctx, self.monthly)
+            tenant = str(ctx.tenant_id)
+            specs = request_limits(tenant, config, ctx, self.monthly)
             if len(self._shapes) >= 10_000:
                 self._shapes.clear()
             shape = self._shapes[cache_key] = _plan.AdmitShape.build(config, tenant, specs)
-        return _plan.admit_plan(shape, estimate, self.lease_ms)
+        plan = _plan.admit_plan(shape, estimate, self.lease_ms)
+        denials = self._denials
+        if denials is not None and denials.entries:  # (no call while nothing is denied)
+            cached = denials.lookup(plan)
+            if cached is not None:
+                self._count("deny_cache_hits", "rejected")
+                return cached
+        return self._execute(plan, self.admission, self.admit_failure)
 
-    def plan_single(
-        self, mode: str, tenant: str, config: TenantRateLimitConfiguration, qt: QuotaType, n: int
-    ) -> Plan:
-        return _plan.single_plan(mode, tenant, _plan.tenant_limit(tenant, config, qt, self.monthly), n)
+    def _check(self, config: Config, tid: uuid.UUID, request: Single) -> Call[QuotaCheckResult]:
+        plan = self._single(config, tid, Mode.CHECK, request)
+        return self._execute(plan, self.check_result, self.check_failure)
 
-    # -- admit ----------------------------------------------------------------------------------------------
+    def _increment(self, config: Config, tid: uuid.UUID, request: Single) -> Call[int]:
+        return self._execute(
+            self._single(config, tid, Mode.FORCE, request), self.usage, self.increment_failure
+        )
 
-    def cached_denial(self, plan: Plan) -> Admission | None:
-        """A rejection known locally (a limit exhausted until its retry_after), skipping Redis. Only while the
-        plan's limit is the one it was denied under: a raised (or lowered) limit asks Redis again."""
-        if not self._use_deny_cache or self.shadow or not self._denied:
-            return None
-        now = self._monotonic()
-        for spec in plan.specs:
-            denied = self._denied.get(spec.key)
-            if denied is None or plan.cost(spec) <= 0:
-                continue
-            until, limit, burst = denied
-            if until <= now or limit != spec.limit or burst != spec.burst:
-                self._denied.pop(spec.key, None)
-                continue
-            wait = until - now
-            wall = self.wall()
-            result = LimitResult(
-                name=spec.name,
-                unit=spec.unit,
-                window=spec.window,
-                allowed=False,
-                limit=spec.limit,
-                remaining=0,
-                reset_at=wall + wait,
-                retry_after=wait,
-                usage=spec.limit,
-            )
-            self._count("deny_cache_hits", "rejected")
-            return Admission(allowed=False, results=(result,), from_deny_cache=True)
-        return None
+    def _single(self, config: Config, tid: uuid.UUID, mode: Mode, request: Single) -> Plan:
+        """``check`` / ``increment`` of the tenant's ``tid`` (the configuration's may be a shared one's)."""
+        qt, n = request
+        tenant = str(tid)
+        return _plan.single_plan(mode, tenant, tenant_limit(tenant, config, qt, self.monthly), n)
+
+    # -- replies --------------------------------------------------------------------------------------------
 
     def admission(self, plan: Plan, raw: Any, *, local: bool = False) -> Admission:
         ok, now_ms, results, figures = _plan.parse(plan, raw)
@@ -196,8 +251,8 @@ class QuotaCore:
             reservation = _plan.make_reservation(plan, now_ms, figures, local)
             # positional: Admission(allowed, results, reservation, degraded, failure_policy)
             return Admission(True, results, reservation, local, FailurePolicy.LOCAL if local else None)
-        if not local:  # the local limiter is in-process already; its verdicts are not Redis's
-            self._remember_denials(plan, results)
+        if not local and self._denials is not None:  # (the local limiter's verdicts are not Redis's)
+            self._denials.remember(plan, results)
         if self.shadow:
             self._count("shadow_rejections", "admitted")
             logger.info(
@@ -214,6 +269,25 @@ class QuotaCore:
             failure_policy=FailurePolicy.LOCAL if local else None,
         )
 
+    def settlement(self, plan: Plan, raw: Any, *, degraded: bool = False) -> Settlement:
+        settled = len(raw) > 16  # more than "<ok> <now>": the reservation existed
+        return Settlement(settled=settled, charged=plan.token_cost if settled else 0, degraded=degraded)
+
+    def check_result(self, plan: Plan, raw: Any) -> QuotaCheckResult:
+        _, _, (result,), _ = _plan.parse(plan, raw)
+        return QuotaCheckResult(
+            allowed=result.allowed,
+            current_usage=result.usage,
+            limit=result.limit,
+            remaining=result.remaining,
+            reset_at=result.reset_at,
+        )
+
+    def usage(self, plan: Plan, raw: Any) -> int:
+        return self.check_result(plan, raw).current_usage
+
+    # -- Redis unreachable (``exc``; None while the breaker is open): the failure policy --------------------
+
     def redis_down(self) -> bool:
         """True for ``retry_redis_after`` seconds after a failure: calls go straight to the failure policy
         instead of waiting on a dead connection for every request."""
@@ -222,10 +296,9 @@ class QuotaCore:
     def _failed(self, exc: BaseException | None) -> None:
         if exc is not None:
             self._count("redis_failures")
-            self._down_until = self._monotonic() + self.retry_redis_after
+            self._down_until = self._monotonic() + self.options.retry_redis_after
 
     def admit_failure(self, plan: Plan, exc: BaseException | None) -> Admission:
-        """Redis is unreachable (``exc``, or None while the breaker is open): apply the failure policy."""
         self._failed(exc)
         policy = self.failure_policy
         if exc is not None:
@@ -239,37 +312,13 @@ class QuotaCore:
         self._count("failed_open")
         return Admission(allowed=True, results=(), degraded=True, failure_policy=policy)
 
-    # -- settle ---------------------------------------------------------------------------------------------
-
-    def plan_settle(self, reservation: Reservation | None, actual: int) -> Plan | None:
-        actual = _plan.amount("actual_tokens", actual)
-        if reservation is None:
-            return None
-        return _plan.settle_plan(reservation, actual)
-
-    def settlement(self, plan: Plan, raw: Any) -> Settlement:
-        settled = len(raw) > 16  # more than "<ok> <now>": the reservation existed
-        return Settlement(settled=settled, charged=plan.token_cost if settled else 0)
-
     def settle_failure(self, plan: Plan, exc: BaseException | None) -> Settlement:
+        """Not settled, and ``degraded``: the reservation is Redis's (under every policy; the local limiter
+        never saw it), and stays held until its lease ends."""
         self._failed(exc)
         self._count("settle_failures")
         logger.warning("quota: cannot settle reservation %s (%r)", plan.reservation_id, exc)
-        if self.failure_policy is FailurePolicy.LOCAL:
-            return self.settlement(plan, self.run_local(plan))
         return Settlement(settled=False, degraded=True)
-
-    # -- check / increment ----------------------------------------------------------------------------------
-
-    def check_result(self, plan: Plan, raw: Any) -> QuotaCheckResult:
-        _, _, (result,), _ = _plan.parse(plan, raw)
-        return QuotaCheckResult(
-            allowed=result.allowed,
-            current_usage=result.usage,
-            limit=result.limit,
-            remaining=result.remaining,
-            reset_at=result.reset_at,
-        )
 
     def check_failure(self, plan: Plan, exc: BaseException | None) -> QuotaCheckResult:
         self._failed(exc)
@@ -283,16 +332,11 @@ class QuotaCore:
             allowed=allowed, current_usage=0, limit=spec.limit, remaining=0, reset_at=self.wall()
         )
 
-    def increment_result(self, plan: Plan, raw: Any) -> int:
-        return self.check_result(plan, raw).current_usage
-
     def increment_failure(self, plan: Plan, exc: BaseException | None) -> int:
         self._failed(exc)
         if self.failure_policy is FailurePolicy.LOCAL:
-            return self.increment_result(plan, self.run_local(plan))
+            return self.usage(plan, self.run_local(plan))
         raise QuotaUnavailable(f"cannot increment {plan.specs[0].name}: Redis unreachable ({exc})") from exc
-
-    # -- local policy ---------------------------------------------------------------------------------------
 
     def run_local(self, plan: Plan) -> Any:
         """Evaluate ``plan`` on this process's embedded Redis at limit / expected_processes."""
@@ -300,41 +344,30 @@ class QuotaCore:
             if self._local is None:
                 import fakeredis
 
-                self._local = fakeredis.FakeRedis(server=fakeredis.FakeServer()).register_script(_plan.SCRIPT)
+                server = fakeredis.FakeServer()
+                self._local = fakeredis.FakeRedis(server=server).register_script(_plan.SCRIPT.source)
             script = self._local
-        scaled = plan.scaled(self.expected_processes)
-        return script(keys=scaled.keys(), args=scaled.args(self.now_ms()))
+        scaled = plan.scaled(self.options.expected_processes)
+        return script(keys=[scaled.state_key], args=[scaled.argument(self.now_ms())])
 
-    # -- helpers --------------------------------------------------------------------------------------------
+    # -- time and counters ----------------------------------------------------------------------------------
 
-    def _remember_denials(self, plan: Plan, results: Sequence[LimitResult]) -> None:
-        if not self._use_deny_cache:
-            return
-        now = self._monotonic()
-        for spec, result in zip(plan.specs, results, strict=True):
-            if result.allowed or result.retry_after is None:
-                continue
-            # certain for any later request under the same limit: a request limit (cost always 1; requests are
-            # never refunded) until its retry_after, or an exhausted token budget, for at most
-            # deny_cache_max_ttl (a refund settled by another process may free capacity)
-            if spec.unit == "requests":
-                ttl = result.retry_after
-            elif spec.kind != "g" and result.remaining == 0:
-                ttl = min(result.retry_after, self.deny_cache_max_ttl)
-            else:
-                continue
-            if ttl > 0:
-                with self._lock:
-                    self._denied[spec.key] = (now + ttl, spec.limit, spec.burst)
-
-    def _monotonic(self) -> float:
-        return self.clock.monotonic() if self.clock is not None else time.monotonic()
+    def now_ms(self) -> int | None:
+        """The script's time: the injected clock's, or None to let Redis use its own ``TIME``."""
+        return None if self.clock is None else int(clock_time(self.clock.now()) * 1000)
 
     def wall(self) -> float:
         """Wall-clock seconds (the injected clock's, else the system's)."""
-        return self.clock.now() if self.clock is not None else time.time()
+        return clock_time(self.clock.now()) if self.clock is not None else time.time()
+
+    def _monotonic(self) -> float:
+        return self.clock.monotonic() if self.clock is not None else time.monotonic()
 
     def _count(self, *names: str) -> None:
         with self._lock:
             for name in names:
                 setattr(self.stats, name, getattr(self.stats, name) + 1)
+
+
+def _unknown(tenant: uuid.UUID, exc: LookupError) -> UnknownTenant:
+    return exc if isinstance(exc, UnknownTenant) else UnknownTenant(str(tenant))

@@ -1,7 +1,12 @@
-"""``guard`` context managers and ``guarded`` decorators for worker loops (sync and async)."""
+"""``guard`` context managers and ``guarded`` decorators for worker loops (sync and async).
+
+What a guarded block means is decided once, by :class:`Guard` (``_enter`` / ``_exit``); the sync and async
+context managers only call the client's ``admit`` and ``settle`` around it.
+"""
 
 from __future__ import annotations
 
+import contextvars
 import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager, contextmanager
@@ -21,13 +26,15 @@ class Guard:
     """What a guarded block sees: the admission, and where to tell the actual tokens.
 
     The block may call :meth:`report` or ``llmproxy.core.report_usage(...)`` (the guard opens a usage
-    channel); otherwise the estimate stands. A block that raises without reporting is settled at 0 tokens.
+    channel for the block); otherwise the estimate stands. A block that raises without reporting is settled
+    at 0 tokens.
     """
 
     admission: Admission
     estimate: int
     usage: Usage = field(default_factory=Usage)
     actual: int | None = None
+    _token: contextvars.Token[Usage | None] | None = field(default=None, repr=False, compare=False)
 
     def report(self, tokens: int) -> None:
         self.actual = tokens
@@ -38,6 +45,22 @@ class Guard:
         if self.usage.reported:
             return self.usage.total_tokens
         return 0 if failed else self.estimate
+
+    @classmethod
+    def _enter(cls, admission: Admission, estimate: int) -> Guard:
+        """The block's guard, its usage channel current; :class:`QuotaExceeded` if it was not admitted."""
+        if not admission.allowed:
+            raise QuotaExceeded(admission)
+        guard = cls(admission, estimate)
+        guard._token = use_usage(guard.usage)
+        return guard
+
+    def _exit(self, failed: bool) -> tuple[Reservation | None, int]:
+        """The block ended (``failed``: it raised): what to settle."""
+        if self._token is not None:
+            reset_usage(self._token)
+            self._token = None
+        return self.admission.reservation, self.tokens_used(failed)
 
 
 def _context(ctx: RequestContext | None) -> RequestContext:
@@ -61,20 +84,13 @@ class GuardMixin:
     @contextmanager
     def guard(self: _SyncClient, ctx: RequestContext | None = None, *, cost: int = 0) -> Iterator[Guard]:
         """Admit (raising :class:`QuotaExceeded` if rejected), run the block, settle the tokens it used."""
-        admission = self.admit(_context(ctx), cost)
-        if not admission.allowed:
-            raise QuotaExceeded(admission)
-        guard = Guard(admission, cost)
-        token = use_usage(guard.usage)
-        failed = False
+        guard = Guard._enter(self.admit(_context(ctx), cost), cost)
+        failed = True
         try:
             yield guard
-        except BaseException:
-            failed = True
-            raise
+            failed = False
         finally:
-            reset_usage(token)
-            self.settle(admission.reservation, guard.tokens_used(failed))
+            self.settle(*guard._exit(failed))
 
     def guarded(self, *, cost: int = 0) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorate a function so every call runs under :meth:`guard` with the current RequestContext."""
@@ -82,7 +98,7 @@ class GuardMixin:
         def decorate(fn: Callable[P, R]) -> Callable[P, R]:
             @functools.wraps(fn)
             def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                client: Any = self
+                client: Any = self  # (a QuotaClient: the mixin's self type is not the client's)
                 with client.guard(cost=cost):
                     return fn(*args, **kwargs)
 
@@ -97,20 +113,13 @@ class AsyncGuardMixin:
         self: _AsyncClient, ctx: RequestContext | None = None, *, cost: int = 0
     ) -> AsyncIterator[Guard]:
         """Admit (raising :class:`QuotaExceeded` if rejected), run the block, settle the tokens it used."""
-        admission = await self.admit(_context(ctx), cost)
-        if not admission.allowed:
-            raise QuotaExceeded(admission)
-        guard = Guard(admission, cost)
-        token = use_usage(guard.usage)
-        failed = False
+        guard = Guard._enter(await self.admit(_context(ctx), cost), cost)
+        failed = True
         try:
             yield guard
-        except BaseException:
-            failed = True
-            raise
+            failed = False
         finally:
-            reset_usage(token)
-            await self.settle(admission.reservation, guard.tokens_used(failed))
+            await self.settle(*guard._exit(failed))
 
     def guarded(self, *, cost: int = 0) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
         """Decorate a coroutine function so every call runs under :meth:`guard` with the current context."""
@@ -118,7 +127,7 @@ class AsyncGuardMixin:
         def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
             @functools.wraps(fn)
             async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-                client: Any = self
+                client: Any = self  # (an AsyncQuotaClient)
                 async with client.guard(cost=cost):
                     return await fn(*args, **kwargs)
 

@@ -3,13 +3,38 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
-from llmproxy.core import openai_error_body
+from llmproxy.core import EdgeError
 
-from ._results import Admission, LimitResult
+from ._results import Admission, InvalidQuotaRequest, LimitResult, QuotaError
 
 Headers = list[tuple[str, str]]
-JSON = ("content-type", "application/json")
+App = TypeVar("App")
+Client = TypeVar("Client")
+Request = TypeVar("Request")  # what ``estimate_tokens`` is given with the body: the ASGI scope, the environ
+
+
+class Edge(Generic[App, Client, Request]):
+    """What both middlewares are configured with (validated here once)."""
+
+    def __init__(
+        self,
+        app: App,
+        *,
+        client: Client,
+        estimate_tokens: Callable[[Request, bytes], int] | None = None,
+        max_body_bytes: int = 8 * 1024 * 1024,
+        require_tenant: bool = False,
+    ) -> None:
+        if max_body_bytes <= 0:
+            raise ValueError("max_body_bytes must be positive")
+        self.app = app
+        self.client = client
+        self.estimate_tokens = estimate_tokens
+        self.max_body_bytes = max_body_bytes
+        self.require_tenant = require_tenant
 
 
 def duration(seconds: float) -> str:
@@ -48,13 +73,17 @@ def rate_limit_headers(admission: Admission, now: float) -> Headers:
     return headers
 
 
-def rejection(admission: Admission, now: float) -> tuple[int, Headers, bytes]:
-    """Status, headers and OpenAI-style body for a request the admission rejected."""
+def rejection(admission: Admission, now: float) -> EdgeError:
+    """The answer to a request the admission rejected: 429 (or 503 when Redis is unreachable under the
+    ``closed`` policy), OpenAI-style."""
     if admission.unavailable:
-        body = openai_error_body(
-            "The quota service is unavailable; try again shortly.", "service_unavailable", "quota_unavailable"
+        return EdgeError(
+            503,
+            "The quota service is unavailable; try again shortly.",
+            type="service_unavailable",
+            code="quota_unavailable",
+            headers=[("retry-after", "1")],
         )
-        return 503, [JSON, ("retry-after", "1")], body
     rejected = admission.rejected
     budget = any(r.is_budget for r in rejected)
     names = ", ".join(r.name for r in rejected)
@@ -66,26 +95,21 @@ def rejection(admission: Admission, now: float) -> tuple[int, Headers, bytes]:
     else:
         message = f"Rate limit reached ({names}). Please try again in {duration(retry)}."
     kind = "insufficient_quota" if budget else "rate_limit_exceeded"
-    headers: Headers = [JSON, *rate_limit_headers(admission, now)]
+    headers = rate_limit_headers(admission, now)
     if retry is not None:
         headers.append(("retry-after", str(max(1, math.ceil(retry)))))
-    return 429, headers, openai_error_body(message, kind, kind)
+    return EdgeError(429, message, type=kind, code=kind, headers=headers)
 
 
-def error(
-    status: int, message: str, type: str, code: str, param: str | None = None
-) -> tuple[int, Headers, bytes]:
-    return status, [JSON], openai_error_body(message, type, code, param)
+#: a request without a tenant, where the middleware requires one
+MISSING_TENANT = EdgeError(401, "No tenant: authenticate first.", code="missing_tenant")
 
 
-STATUS_TEXT = {
-    400: "Bad Request",
-    401: "Unauthorized",
-    403: "Forbidden",
-    413: "Payload Too Large",
-    429: "Too Many Requests",
-    503: "Service Unavailable",
-}
+def refusal(exc: QuotaError) -> EdgeError:
+    """The answer to an admit that raised: an unknown tenant (403) or a malformed request (400)."""
+    if isinstance(exc, InvalidQuotaRequest):
+        return EdgeError(400, str(exc), code="invalid_quota_request", param=exc.field)
+    return EdgeError(403, str(exc), code="unknown_tenant")
 
 
 def tokens_to_settle(

@@ -1,164 +1,100 @@
-"""Pure decisions: which limits apply, key names, script arguments, result parsing. No I/O here."""
+"""Script calls as data: a :class:`Plan` per call, its encoding, the script's reply parsed (pure, no I/O)."""
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
+import enum
 import itertools
 import os
 import struct
-import uuid
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from importlib.resources import files
 
-from llmproxy.core import RequestContext
-from llmproxy.ratelimit_config import TenantRateLimitConfiguration
+from llmproxy.core import Script
 
-from ._results import InvalidQuotaRequest, LimitResult, QuotaType, Reservation
+from ._limits import LimitSpec, Unit, encode_field, state_key
+from ._results import LimitResult, Reservation
 
 #: The one Lua script (package data): admit, check, force (increment) and settle.
-SCRIPT: str = files("llmproxy.quota").joinpath("lua/quota.lua").read_text(encoding="utf-8")
-SCRIPT_SHA: bytes = hashlib.sha1(SCRIPT.encode()).hexdigest().encode()  # Redis names scripts by their SHA-1
+SCRIPT = Script(files("llmproxy.quota").joinpath("lua/quota.lua").read_text(encoding="utf-8"))
 
-MINUTE_MS = 60_000
-_KIND_WINDOW = {"g": "minute", "d": "day", "m": "month"}
-_KIND_CODE = {"g": 0, "d": 1, "m": 2}
-_MODE_CODE = {"admit": 1, "check": 2, "force": 3, "settle": 4}
-#: the script's header and each limit: big-endian 64-bit integers (see quota.lua), all in one argument
+#: the script's header: mode, number of limits, lease, request cost, token cost, now (see quota.lua)
 _HEADER = struct.Struct(">BBqqqq")
-_SPEC_HEAD = struct.Struct(">BBqqq")  # then the window end (the field goes in the fields' section)
 _END = struct.Struct(">q")
-_FIELD_LENGTH = struct.Struct(">H")
-#: limits above this are sent as this (the script's doubles are exact below 2^53; no cost can come near it)
-_EXACT = 2**53
+_ZERO_END = _END.pack(0)
+_NO_FIELD = encode_field("")
 _REPLIES: dict[int, struct.Struct] = {}
-_QUOTA_SHAPE: dict[QuotaType, tuple[str, str]] = {
-    QuotaType.REQUESTS_PER_MINUTE: ("requests", "g"),
-    QuotaType.TOKENS_PER_MINUTE: ("tokens", "g"),
-    QuotaType.REQUESTS_PER_DAY: ("requests", "d"),
-    QuotaType.TOKENS_PER_DAY: ("tokens", "d"),
-    QuotaType.REQUESTS_PER_MONTH: ("requests", "m"),
-    QuotaType.TOKENS_PER_MONTH: ("tokens", "m"),
-}
 
 
-@dataclass(frozen=True, slots=True)
-class LimitSpec:
-    """One limit as the script sees it. ``kind``: "g" GCRA rate, "d" UTC day budget, "m" UTC month budget."""
+class Mode(enum.IntEnum):
+    """What a script call does (the values are the script's codes)."""
 
-    name: str
-    unit: str
-    kind: str
-    key: str  # the limit's identity: its tenant's state key and its field (the deny cache's key)
-    field: str  # its field in the tenant's state hash
-    limit: int
-    burst: int = 0
-    period_ms: int = MINUTE_MS
-    # derived once, read by every reply's parsing: "minute"/"day"/"month", and what usage is measured against
-    window: str = dataclasses.field(init=False, compare=False)
-    capacity: int = dataclasses.field(init=False, compare=False)
-    # derived once: this limit's encoding (see quota.lua): its field, and its figures before the window end
-    _field: bytes = dataclasses.field(init=False, compare=False, repr=False)
-    _head: bytes = dataclasses.field(init=False, compare=False, repr=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "window", _KIND_WINDOW[self.kind])
-        capacity = 0 if self.limit <= 0 else (self.burst if self.kind == "g" else self.limit)
-        object.__setattr__(self, "capacity", capacity)
-        unit = 0 if self.unit == "requests" else 1
-        limit, burst = min(self.limit, _EXACT), min(self.burst, _EXACT)
-        head = _SPEC_HEAD.pack(_KIND_CODE[self.kind], unit, limit, burst, self.period_ms)
-        field = self.field.encode()
-        object.__setattr__(self, "_field", _FIELD_LENGTH.pack(len(field)) + field)
-        object.__setattr__(self, "_head", head)
-
-    def scaled(self, processes: int) -> LimitSpec:
-        """This limit divided among ``processes`` (the ``local`` failure policy)."""
-        if processes <= 1 or self.limit == 0:
-            return self
-        return replace(self, limit=max(1, self.limit // processes), burst=max(1, self.burst // processes))
+    ADMIT = 1  # all-or-nothing: consume every limit or none; hold the reservation (if any)
+    CHECK = 2  # a dry run: evaluate, write nothing
+    FORCE = 3  # consume every limit unconditionally (increment)
+    SETTLE = 4  # delete the reservation; if it was still held, charge or refund the difference
 
 
+@dataclass(slots=True, kw_only=True, eq=False)
 class Plan:
-    """One script call: mode, the limits, the cost of each request limit and of each token limit.
+    """One script call: its mode, its limits and the cost of each request limit and of each token limit.
 
-    (A plain class: one is built per request, and a frozen dataclass costs microseconds to build.)"""
+    (Not frozen: one is built per request, and a frozen dataclass costs microseconds more to build.)"""
 
-    __slots__ = (
-        "encoded", "ends", "estimate", "held", "lease_ms", "mode", "request_cost", "reservation_id",
-        "specs", "state_key", "tenant_id", "token_cost",
-    )  # fmt: skip
-
-    def __init__(
-        self,
-        mode: str,
-        tenant_id: str,
-        specs: tuple[LimitSpec, ...],
-        encoded: bytes,
-        request_cost: int,
-        token_cost: int,
-        state_key: bytes,
-        reservation_id: str | None = None,
-        lease_ms: int = 0,
-        estimate: int = 0,
-        held: tuple[int, ...] = (),
-        ends: Sequence[int] | None = None,
-    ) -> None:
-        self.mode = mode
-        self.tenant_id = tenant_id
-        self.specs = specs
-        self.encoded = encoded
-        self.request_cost = request_cost
-        self.token_cost = token_cost
-        self.state_key = state_key
-        self.reservation_id = reservation_id
-        self.lease_ms = lease_ms
-        self.estimate = estimate
-        self.held = held  # the positions of the token limits a reservation holds
-        self.ends = ends  # settle: each limit's window end (see encode)
-
-    def keys(self) -> list[str | bytes]:
-        return [self.state_key]
-
-    def args(self, now_ms: int | None) -> list[bytes]:
-        """The script's ARGV: one string, the header, the reservation's field, the limits (quota.lua)."""
-        return [self.argument(now_ms)]
+    mode: Mode
+    tenant_id: str
+    specs: tuple[LimitSpec, ...]
+    encoded: bytes  # the limits' part of the script's argument (see encode)
+    request_cost: int
+    token_cost: int
+    state_key: bytes  # encoded once: redis-py encodes str arguments on every call
+    reservation_id: str | None = None
+    lease_ms: int = 0
+    estimate: int = 0
+    held: tuple[int, ...] = ()  # the positions of the token limits a reservation holds
+    ends: Sequence[int] | None = None  # settle: each limit's window end (see encode)
 
     def argument(self, now_ms: int | None) -> bytes:
+        """The script's ARGV[1]: the header, the reservation's field, the limits (quota.lua)."""
         rid = self.reservation_id
         return (
             _HEADER.pack(
-                _MODE_CODE[self.mode],
+                self.mode,
                 len(self.specs),
                 self.lease_ms,
                 self.request_cost,
                 self.token_cost,
                 -1 if now_ms is None else now_ms,
             )
-            + (_NO_FIELD if rid is None else _field(reservation_field(rid)))
+            + (_NO_FIELD if rid is None else encode_field(reservation_field(rid)))
             + self.encoded
         )
 
-    def command(self, sha: bytes, now_ms: int | None) -> list[object]:
-        """EVALSHA's arguments: the script, its key, its argument (as :meth:`keys` and :meth:`args`). Bytes
-        where possible: redis-py encodes every other argument on every call."""
-        return ["EVALSHA", sha, b"1", self.state_key, self.argument(now_ms)]
+    def command(self, now_ms: int | None) -> list[object]:
+        """``EVALSHA`` of the script with the tenant's key and :meth:`argument`. Bytes where possible:
+        redis-py encodes every other argument on every call."""
+        return ["EVALSHA", SCRIPT.sha, b"1", self.state_key, self.argument(now_ms)]
 
     def cost(self, spec: LimitSpec) -> int:
-        return self.request_cost if spec.unit == "requests" else self.token_cost
+        return self.request_cost if spec.unit is Unit.REQUESTS else self.token_cost
 
     def scaled(self, processes: int) -> Plan:
+        """This call with every limit divided among ``processes`` (the ``local`` failure policy)."""
         specs = tuple(s.scaled(processes) for s in self.specs)
         return Plan(
-            self.mode, self.tenant_id, specs, encode(specs, self.ends), self.request_cost, self.token_cost,
-            self.state_key, self.reservation_id, self.lease_ms,
-            self.estimate, self.held, self.ends,
-        )  # fmt: skip
-
-
-_ZERO_END = _END.pack(0)
-_NO_FIELD = _FIELD_LENGTH.pack(0)
+            mode=self.mode,
+            tenant_id=self.tenant_id,
+            specs=specs,
+            encoded=encode(specs, self.ends),
+            request_cost=self.request_cost,
+            token_cost=self.token_cost,
+            state_key=self.state_key,
+            reservation_id=self.reservation_id,
+            lease_ms=self.lease_ms,
+            estimate=self.estimate,
+            held=self.held,
+            ends=self.ends,
+        )
 
 
 def reservation_field(reservation_id: str) -> str:
@@ -166,171 +102,14 @@ def reservation_field(reservation_id: str) -> str:
     return "reservation:" + reservation_id
 
 
-def _field(name: str) -> bytes:
-    raw = name.encode()
-    return _FIELD_LENGTH.pack(len(raw)) + raw
-
-
 def encode(specs: Sequence[LimitSpec], ends: Sequence[int] | None = None) -> bytes:
     """The limits' part of the script's argument: each one's field, then each one's figures. ``ends`` (settle
     only), per limit: a budget's window the reserved cost was counted in; a rate's point where the
     reservation's charge ended on the field's timeline (its TAT right after the admit)."""
-    fields = b"".join([s._field for s in specs])
+    fields = b"".join([s.encoded_field for s in specs])
     if ends is None:
-        return fields + b"".join([s._head + _ZERO_END for s in specs])
-    return fields + b"".join([s._head + _END.pack(end) for s, end in zip(specs, ends, strict=True)])
-
-
-# -- validation ----------------------------------------------------------------------------------------------
-
-
-_TENANT_KEYS: dict[str, tuple[str, uuid.UUID]] = {}  # parsed tenant ids: parsing a UUID costs microseconds
-
-
-def tenant_key(tenant_id: object) -> tuple[str, uuid.UUID]:
-    """The canonical string and UUID of a tenant id (``str`` or ``UUID``), or a clear error."""
-    if type(tenant_id) is str:
-        known = _TENANT_KEYS.get(tenant_id)
-        if known is not None:
-            return known
-    if isinstance(tenant_id, uuid.UUID):
-        return str(tenant_id), tenant_id
-    if not isinstance(tenant_id, str):
-        raise InvalidQuotaRequest(
-            "tenant_id", f"must be a UUID or its string form, got {type(tenant_id).__name__}"
-        )
-    try:
-        parsed = uuid.UUID(tenant_id)
-    except ValueError:
-        raise InvalidQuotaRequest("tenant_id", f"is not a UUID: {tenant_id!r}") from None
-    if len(_TENANT_KEYS) >= 10_000:
-        _TENANT_KEYS.clear()
-    known = _TENANT_KEYS[tenant_id] = (str(parsed), parsed)
-    return known
-
-
-def amount(field: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise InvalidQuotaRequest(field, f"must be an integer, got {type(value).__name__}")
-    if value < 0:
-        raise InvalidQuotaRequest(field, f"must not be negative, got {value}")
-    if value > 2**47:
-        raise InvalidQuotaRequest(field, f"is unreasonably large: {value}")
-    return value
-
-
-def _check_id(field: str, value: object) -> None:
-    if not isinstance(value, str) or not 0 < len(value) <= 200:
-        raise InvalidQuotaRequest(field, "must be a non-empty string of at most 200 characters")
-    if any(ch.isspace() or not ch.isprintable() for ch in value):
-        raise InvalidQuotaRequest(field, f"must not contain whitespace or control characters: {value!r}")
-
-
-def quota_type(value: object) -> QuotaType:
-    try:
-        if not isinstance(value, str):
-            raise ValueError(value)
-        return QuotaType(value)
-    except ValueError:
-        choices = ", ".join(q.value for q in QuotaType)
-        raise InvalidQuotaRequest(
-            "quota_type", f"unknown quota type {value!r}; use one of {choices}"
-        ) from None
-
-
-def monthly_limits(values: Mapping[QuotaType | str, int] | None) -> dict[QuotaType, int]:
-    out: dict[QuotaType, int] = {}
-    for name, limit in (values or {}).items():
-        qt = quota_type(name)
-        if qt not in (QuotaType.REQUESTS_PER_MONTH, QuotaType.TOKENS_PER_MONTH):
-            raise InvalidQuotaRequest("monthly_limits", f"{qt.value} is not a monthly quota")
-        out[qt] = amount(f"monthly_limits[{qt.value}]", limit)
-    return out
-
-
-# -- which limits apply -------------------------------------------------------------------------------------
-
-
-def state_key(tenant: str) -> str:
-    """The tenant's state: one hash, a field per limit (see quota.lua)."""
-    return f"llmproxy:{{{tenant}}}:quota"
-
-
-def _spec(tenant: str, field: str, **kwargs: object) -> LimitSpec:
-    return LimitSpec(key=f"{state_key(tenant)} {field}", field=field, **kwargs)  # type: ignore[arg-type]
-
-
-def _rate(tenant: str, name: str, scope: str, unit: str, limit: int, burst: int | None = None) -> LimitSpec:
-    return _spec(
-        tenant,
-        f"rate:{scope}:{unit}",
-        name=name,
-        unit=unit,
-        kind="g",
-        limit=limit,
-        burst=limit if burst is None else burst,
-    )
-
-
-def _budget(tenant: str, unit: str, kind: str, limit: int) -> LimitSpec:
-    window = _KIND_WINDOW[kind]
-    name = f"tenant.{unit}_per_{window}"
-    return _spec(tenant, f"budget:{unit}:{window}", name=name, unit=unit, kind=kind, limit=limit)
-
-
-def tenant_limit(
-    tenant: str, config: TenantRateLimitConfiguration, qt: QuotaType, monthly: Mapping[QuotaType, int]
-) -> LimitSpec:
-    unit, kind = _QUOTA_SHAPE[qt]
-    if kind == "m":
-        if qt not in monthly:
-            raise InvalidQuotaRequest("quota_type", f"no {qt.value} limit is configured on this client")
-        return _budget(tenant, unit, "m", monthly[qt])
-    configured = getattr(config.global_limit, qt.value, None)
-    if configured is None:
-        raise InvalidQuotaRequest("quota_type", f"no {qt.value} limit is configured for this tenant")
-    limit = int(configured)
-    if kind == "g":
-        return _rate(tenant, f"tenant.{qt.value}", "tenant", unit, limit)
-    return _budget(tenant, unit, kind, limit)
-
-
-def request_limits(
-    tenant: str, config: TenantRateLimitConfiguration, ctx: RequestContext, monthly: Mapping[QuotaType, int]
-) -> list[LimitSpec]:
-    """Every limit that applies to a request: tenant rates and budgets, its API key's, its endpoint's.
-
-    A limit whose value is None (possible in a custom limits source, e.g. built with ``model_construct``) is
-    not configured and not evaluated; 0 still means "nothing allowed"."""
-    specs = [
-        tenant_limit(tenant, config, qt, monthly)
-        for qt in QuotaType
-        if (
-            qt in monthly
-            if _QUOTA_SHAPE[qt][1] == "m"
-            else getattr(config.global_limit, qt.value, None) is not None
-        )
-    ]
-    if ctx.api_key_id is not None:
-        _check_id("api_key_id", ctx.api_key_id)
-        key = config.api_key_limit
-        scope = f"key:{ctx.api_key_id}"
-        if key.requests_per_minute is not None:
-            specs.append(
-                _rate(tenant, "api_key.requests_per_minute", scope, "requests", key.requests_per_minute)
-            )
-        if key.tokens_per_minute is not None:
-            specs.append(_rate(tenant, "api_key.tokens_per_minute", scope, "tokens", key.tokens_per_minute))
-    endpoint = config.endpoint_limit(ctx.endpoint) if ctx.endpoint else None
-    if endpoint is not None:
-        scope = f"endpoint:{ctx.endpoint}"
-        rpm, tpm = endpoint.requests_per_minute, endpoint.tokens_per_minute
-        if rpm is not None:
-            burst = max(1, rpm if endpoint.burst_capacity is None else endpoint.burst_capacity)
-            specs.append(_rate(tenant, "endpoint.requests_per_minute", scope, "requests", rpm, burst))
-        if tpm is not None:
-            specs.append(_rate(tenant, "endpoint.tokens_per_minute", scope, "tokens", tpm))
-    return specs
+        return fields + b"".join([s.encoded_head + _ZERO_END for s in specs])
+    return fields + b"".join([s.encoded_head + _END.pack(end) for s, end in zip(specs, ends, strict=True)])
 
 
 # -- plans --------------------------------------------------------------------------------------------------
@@ -344,22 +123,22 @@ class AdmitShape:
     tenant: str
     specs: tuple[LimitSpec, ...]
     encoded: bytes
-    state_key: bytes  # encoded once: redis-py encodes str arguments on every call
+    state_key: bytes
     reserves: bool  # a token limit applies: admits hold a reservation
     held: tuple[int, ...]  # the positions of the token limits
 
     @classmethod
     def build(cls, config: object, tenant: str, specs: Sequence[LimitSpec]) -> AdmitShape:
         specs = tuple(specs)
-        tokens = any(s.unit == "tokens" for s in specs)
+        held = tuple(i for i, s in enumerate(specs) if s.unit is Unit.TOKENS)
         return cls(
             config=config,
             tenant=tenant,
             specs=specs,
             encoded=encode(specs),
             state_key=state_key(tenant).encode(),
-            reserves=tokens,
-            held=tuple(i for i, s in enumerate(specs) if s.unit == "tokens"),
+            reserves=bool(held),
+            held=held,
         )
 
 
@@ -383,26 +162,58 @@ class _ReservationIds:
 _IDS = _ReservationIds()
 
 
+_ADMIT = Mode.ADMIT  # (an enum member read through its class costs ~1k instructions: read once, here)
+_new_plan = object.__new__
+
+
 def admit_plan(shape: AdmitShape, estimate: int, lease_ms: int) -> Plan:
-    """Requests cost 1; tokens cost the estimate and are held under a reservation settled later."""
-    rid = _IDS.next() if shape.reserves else None
+    """Requests cost 1; tokens cost the estimate and are held under a reservation settled later.
+
+    (Built field by field, not through the keyword-only constructor: its eleven keywords cost an admit ~5k
+    instructions more, measured with callgrind, on a path of ~160k.)"""
+    plan: Plan = _new_plan(Plan)
+    plan.mode = _ADMIT
+    plan.tenant_id = shape.tenant
+    plan.specs = shape.specs
+    plan.encoded = shape.encoded
+    plan.request_cost = 1
+    plan.token_cost = estimate
+    plan.state_key = shape.state_key
+    plan.reservation_id = _IDS.next() if shape.reserves else None
+    plan.lease_ms = lease_ms
+    plan.estimate = estimate
+    plan.held = shape.held
+    plan.ends = None
+    return plan
+
+
+def single_plan(mode: Mode, tenant: str, spec: LimitSpec, cost: int) -> Plan:
+    """``check`` (:attr:`Mode.CHECK`) or ``increment`` (:attr:`Mode.FORCE`) of one tenant-wide limit."""
     return Plan(
-        "admit",
-        shape.tenant,
-        shape.specs,
-        shape.encoded,
-        1,
-        estimate,
-        shape.state_key,
-        rid,
-        lease_ms,
-        estimate,
-        shape.held,
+        mode=mode,
+        tenant_id=tenant,
+        specs=(spec,),
+        encoded=encode((spec,)),
+        request_cost=cost,
+        token_cost=cost,
+        state_key=state_key(tenant).encode(),
     )
 
 
-def single_plan(mode: str, tenant: str, spec: LimitSpec, cost: int) -> Plan:
-    return Plan(mode, tenant, (spec,), encode((spec,)), cost, cost, state_key(tenant).encode())
+def settle_plan(reservation: Reservation, actual: int) -> Plan:
+    specs = reservation.limits
+    return Plan(
+        mode=Mode.SETTLE,
+        tenant_id=reservation.tenant_id,
+        specs=specs,
+        encoded=encode(specs, reservation.ends),
+        request_cost=0,
+        token_cost=actual - reservation.estimate,
+        state_key=state_key(reservation.tenant_id).encode(),
+        reservation_id=reservation.id,
+        estimate=reservation.estimate,
+        ends=reservation.ends,
+    )
 
 
 def make_reservation(plan: Plan, now_ms: int, values: Sequence[int], local: bool) -> Reservation | None:
@@ -420,24 +231,6 @@ def make_reservation(plan: Plan, now_ms: int, values: Sequence[int], local: bool
         specs = tuple([plan.specs[i] for i in held])
         ends = tuple([now_ms + values[3 + 3 * i] for i in held])
     return Reservation(rid, plan.tenant_id, reservation_field(rid), plan.estimate, specs, local, ends)
-
-
-def settle_plan(reservation: Reservation, actual: int) -> Plan:
-    specs = reservation.limits
-    return Plan(
-        "settle",
-        reservation.tenant_id,
-        specs,
-        encode(specs, reservation.ends),
-        0,
-        actual - reservation.estimate,
-        state_key(reservation.tenant_id).encode(),
-        reservation.id,
-        0,
-        reservation.estimate,
-        (),
-        reservation.ends,
-    )
 
 
 # -- results ------------------------------------------------------------------------------------------------

@@ -1,14 +1,13 @@
-"""Script calls go on a connection the client holds (see _direct.py): the client's other commands use the
-pool's other connections, a cut connection is reconnected by the connection's retry policy, a cancelled call
-leaves no reply behind, a forked child and a new event loop take a connection of their own."""
+"""Script calls go on a connection the client's write-behind holds (llmproxy.core's held line): the client's
+other commands use the pool's other connections, a cut connection is reconnected by the connection's retry
+policy, a cancelled call leaves no reply behind, a forked child and a new event loop take a connection of
+their own. (The line itself is tested in llmproxy-core's test_core_line.py.)"""
 
 from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -20,7 +19,6 @@ import redis.exceptions
 
 from llmproxy.core import ManualClock, RequestContext, async_redis_from_url, redis_from_url
 from llmproxy.quota import AsyncQuotaClient, QuotaClient, StaticLimits
-from llmproxy.quota._direct import AsyncDirectLine, DirectLine
 from llmproxy.ratelimit_config import EndpointLimit
 
 from .conftest import make_config
@@ -187,85 +185,3 @@ def test_a_new_event_loop_takes_a_new_connection(
         return result
 
     assert asyncio.run(usage()) == 2
-
-
-def test_clients_the_line_cannot_serve_use_the_pool(
-    real_redis_url: str, tenant: uuid.UUID, clock: ManualClock
-) -> None:
-    ctx = RequestContext(tenant_id=str(tenant))
-    for redis_client in (
-        redis.Redis.from_url(real_redis_url, single_connection_client=True),
-        redis.Redis(connection_pool=redis.ConnectionPool.from_url(real_redis_url, max_connections=15)),
-    ):
-        client = QuotaClient(redis_client, StaticLimits({}), clock=clock)
-        assert client._line.pool is None
-        assert all(client.admit(ctx, 10).allowed for _ in range(5))
-        client.redis.ping()  # the pool's one connection is free for other commands
-        client.close()
-    assert QuotaClient(redis.Redis.from_url(real_redis_url), StaticLimits({}))._line.pool is not None
-
-
-async def test_several_calls_share_one_write_and_errors_stay_in_their_place(redis_url: str) -> None:
-    """``call_many`` on the held connection and through redis-py's pipeline (the line busy) answer alike."""
-    client = async_redis_from_url(redis_url)
-    line = AsyncDirectLine(client)
-    key = f"k-{uuid.uuid4().hex}"
-    commands = [("SET", key, "1"), ("INCR", key), ("HGET", key, "f"), ("INCRBY", key, "5"), ("GET", key)]
-    for busy in (False, True):
-        await client.delete(key)
-        line._busy = busy
-        replies = await line.call_many(commands)
-        assert replies[0] is True or replies[0] == b"OK"
-        assert replies[1] == 2
-        assert isinstance(replies[2], redis.exceptions.ResponseError)  # WRONGTYPE, in its place
-        assert replies[3:] == [7, b"7"]
-    line._busy = False
-    assert await line.call(("GET", key)) == b"7"  # the connection is in step after an error reply
-    await line.aclose()
-    await client.aclose()
-
-
-async def test_closing_the_line_during_a_call_gives_the_connection_back_after_it(real_redis_url: str) -> None:
-    client = redis.asyncio.Redis.from_url(real_redis_url)
-    line = AsyncDirectLine(client)
-    key = f"k-{uuid.uuid4().hex}"
-    call = asyncio.ensure_future(line.call(("BLPOP", key, "0.3")))  # in flight for 0.3 s
-    await asyncio.sleep(0.05)
-    await line.aclose()
-    # meanwhile the pool's other connections serve the app: never the one still waiting for its reply
-    assert await client.set(key + "x", "1")
-    assert await client.get(key + "x") == b"1"
-    assert await call is None  # the call in flight got its own reply
-    assert line._conn is None  # and gave the connection back to the pool when it ended
-    assert await line.call(("GET", key + "x")) == b"1"  # after close: through the pool
-    await client.aclose()
-
-
-def test_a_fork_while_another_thread_is_in_a_call_leaves_the_child_a_usable_line(real_redis_url: str) -> None:
-    client = redis.Redis.from_url(real_redis_url)
-    line = DirectLine(client)
-    key = f"k-{uuid.uuid4().hex}"
-    client.set(key, "1")
-    busy = threading.Thread(target=line.call, args=(("BLPOP", key + "list", "0.5"),))
-    busy.start()
-    time.sleep(0.1)  # the thread holds the line's lock
-    pid = os.fork()
-    if pid == 0:
-        code = 1
-        try:
-            signal.alarm(5)  # a child stuck on the inherited lock dies instead of hanging the test
-            ok = line.call(("GET", key)) == b"1" and line._conn is not None
-            line.close()
-            code = 0 if ok else 1
-        finally:
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    busy.join()
-    assert os.waitstatus_to_exitcode(status) == 0
-    line.close()
-    client.close()
-
-
-def test_an_asyncio_single_connection_client_keeps_its_one_connection(real_redis_url: str) -> None:
-    client = redis.asyncio.Redis.from_url(real_redis_url, single_connection_client=True)
-    assert AsyncDirectLine(client).pool is None

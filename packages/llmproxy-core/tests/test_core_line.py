@@ -1,0 +1,136 @@
+"""The held line (``llmproxy.core._line``): one connection a write-behind takes from its client's pool and
+sends its calls on; clients it cannot serve keep the pool; batches keep error replies in place; closing
+during a call and forking during a call leave everything usable. (quota's test_quota_stalled_redis.py shows
+the stale check leaving a disconnected connection alone.)"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+import uuid
+from typing import Any
+
+import pytest
+import redis
+import redis.asyncio
+import redis.exceptions
+
+from llmproxy.core import async_redis_from_url, redis_from_url
+from llmproxy.core._line import AsyncDirectLine, DirectLine
+
+COMMANDS = [
+    ("SET", "{k}", "1"),
+    ("INCR", "{k}"),
+    ("HGET", "{k}", "f"),  # an error reply (WRONGTYPE) in the middle
+    ("INCRBY", "{k}", "5"),
+    ("GET", "{k}"),
+]
+
+
+def batch(key: str) -> list[tuple[str, ...]]:
+    return [tuple(part.format(k=key) for part in command) for command in COMMANDS]
+
+
+def check_batch_replies(replies: list[Any]) -> None:
+    assert replies[0] is True or replies[0] == b"OK"
+    assert replies[1] == 2
+    assert isinstance(replies[2], redis.exceptions.ResponseError)  # WRONGTYPE, in its place
+    assert replies[3:] == [7, b"7"]
+
+
+def test_clients_the_line_cannot_serve_use_the_pool(real_redis_url: str) -> None:
+    for client in (
+        redis.Redis.from_url(real_redis_url, single_connection_client=True),
+        redis.Redis(connection_pool=redis.ConnectionPool.from_url(real_redis_url, max_connections=15)),
+    ):
+        line = DirectLine(client)
+        assert line.pool is None
+        assert [line.call(("INCR", "n")) for _ in range(3)][-1] >= 3
+        client.ping()  # the pool's one connection is free for other commands
+        line.close()
+        client.close()
+    client = redis.Redis.from_url(real_redis_url)
+    assert DirectLine(client).pool is not None
+    client.close()
+
+
+def test_an_asyncio_single_connection_client_keeps_its_one_connection(real_redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(real_redis_url, single_connection_client=True)
+    assert AsyncDirectLine(client).pool is None
+
+
+def test_several_sync_calls_share_one_write_and_errors_stay_in_their_place(redis_url: str) -> None:
+    """``call_many`` on the held connection and through redis-py's pipeline (the line busy) answer alike."""
+    client = redis_from_url(redis_url)
+    line = DirectLine(client)
+    key = f"k-{uuid.uuid4().hex}"
+    for busy in (False, True):
+        client.delete(key)
+        if busy:
+            line._lock.acquire()
+        check_batch_replies(line.call_many(batch(key)))
+        if busy:
+            line._lock.release()
+    assert line.call(("GET", key)) == b"7"  # the connection is in step after an error reply
+    line.close()
+    client.close()
+
+
+async def test_several_calls_share_one_write_and_errors_stay_in_their_place(redis_url: str) -> None:
+    """``call_many`` on the held connection and through redis-py's pipeline (the line busy) answer alike."""
+    client = async_redis_from_url(redis_url)
+    line = AsyncDirectLine(client)
+    key = f"k-{uuid.uuid4().hex}"
+    for busy in (False, True):
+        await client.delete(key)
+        line._busy = busy
+        check_batch_replies(await line.call_many(batch(key)))
+    line._busy = False
+    assert await line.call(("GET", key)) == b"7"  # the connection is in step after an error reply
+    await line.aclose()
+    await client.aclose()
+
+
+async def test_closing_the_line_during_a_call_gives_the_connection_back_after_it(real_redis_url: str) -> None:
+    client = redis.asyncio.Redis.from_url(real_redis_url)
+    line = AsyncDirectLine(client)
+    key = f"k-{uuid.uuid4().hex}"
+    call = asyncio.ensure_future(line.call(("BLPOP", key, "0.3")))  # in flight for 0.3 s
+    await asyncio.sleep(0.05)
+    await line.aclose()
+    # meanwhile the pool's other connections serve the app: never the one still waiting for its reply
+    assert await client.set(key + "x", "1")
+    assert await client.get(key + "x") == b"1"
+    assert await call is None  # the call in flight got its own reply
+    assert line._conn is None  # and gave the connection back to the pool when it ended
+    assert await line.call(("GET", key + "x")) == b"1"  # after close: through the pool
+    await client.aclose()
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_a_fork_while_another_thread_is_in_a_call_leaves_the_child_a_usable_line(real_redis_url: str) -> None:
+    client = redis.Redis.from_url(real_redis_url)
+    line = DirectLine(client)
+    key = f"k-{uuid.uuid4().hex}"
+    client.set(key, "1")
+    busy = threading.Thread(target=line.call, args=(("BLPOP", key + "list", "0.5"),))
+    busy.start()
+    time.sleep(0.1)  # the thread holds the line's lock
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            signal.alarm(5)  # a child stuck on the inherited lock dies instead of hanging the test
+            ok = line.call(("GET", key)) == b"1" and line._conn is not None
+            line.close()
+            code = 0 if ok else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    busy.join()
+    assert os.waitstatus_to_exitcode(status) == 0
+    line.close()
+    client.close()
