@@ -265,6 +265,39 @@ def test_sync_close_flushes_and_refuses_later_writes(sync_client: Any) -> None:
     assert not wb.enqueue(["INCR", "c"])
 
 
+def test_sync_flush_waits_for_the_batch_the_flusher_thread_has_in_flight(real_redis_url: str) -> None:
+    client = redis_from_url(real_redis_url)
+    wb = WriteBehind(client, delay=0.001)
+    wb.call(["PING"])
+    # The flusher thread takes both at once; the BLPOP holds that batch on the server for half a second.
+    wb.enqueue(["BLPOP", "llmproxy:test:absent", "0.5"])
+    wb.enqueue(["SET", "llmproxy:test:after", "1"])
+    deadline = time.monotonic() + 2
+    while wb.pending and time.monotonic() < deadline:
+        time.sleep(0.001)
+    assert not wb.pending  # taken by the flusher thread, not yet sent
+    assert client.get("llmproxy:test:after") is None
+    wb.flush(timeout=5.0)
+    assert client.get("llmproxy:test:after") == b"1"
+    assert wb.stats.sent == 2
+    wb.close()
+    client.close()
+
+
+def test_sync_flush_gives_up_at_its_timeout(real_redis_url: str) -> None:
+    client = redis_from_url(real_redis_url)
+    wb = WriteBehind(client, delay=0.001)
+    wb.call(["PING"])
+    wb.enqueue(["BLPOP", "llmproxy:test:absent", "1"])
+    while wb.pending:
+        time.sleep(0.001)
+    start = time.monotonic()
+    wb.flush(timeout=0.1)
+    assert time.monotonic() - start < 0.9  # returned at its timeout, not when the batch left
+    wb.close()
+    client.close()
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 def test_a_forked_child_sends_its_own_writes_not_the_parents(real_redis_url: str) -> None:
     client = redis_from_url(real_redis_url)

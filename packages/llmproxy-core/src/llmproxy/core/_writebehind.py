@@ -413,6 +413,8 @@ class WriteBehind(_Shared):
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
+        self._settled = threading.Condition(self._lock)  # notified when taken writes have been sent or failed
+        self._taken = 0  # queued writes taken from the queue and not yet sent (or failed)
         self._wake = threading.Event()
         self._queue: list[_SyncEntry] = []
         self._thread: threading.Thread | None = None
@@ -448,10 +450,14 @@ class WriteBehind(_Shared):
         with self._lock:
             batch = self._queue[: self.max_batch - 1]
             del self._queue[: self.max_batch - 1]
+            self._taken += len(batch)
         if not batch:
             return self._one(command, script)
         self._counter.stats.submitted += 1
-        results = self._send([*batch, (command, script)], own=True)
+        try:
+            results = self._send([*batch, (command, script)], own=True)
+        finally:
+            self._settle(len(batch))
         result = results[-1]
         if isinstance(result, BaseException):
             raise result
@@ -460,18 +466,38 @@ class WriteBehind(_Shared):
     #: A sync caller waits anyway: its write is sent at once, taking queued writes along.
     submit = call
 
-    def flush(self) -> None:
-        """Send everything queued now."""
+    def flush(self, timeout: float = 5.0) -> None:
+        """Send everything queued now, and wait (up to ``timeout`` seconds) until the writes other threads
+        took from the queue (the flusher thread's batch in flight, a ``call`` taking writes along) are sent
+        too."""
+        self._drain()
+        deadline = time.monotonic() + timeout
+        with self._lock:
+            while self._taken:
+                left = deadline - time.monotonic()
+                if left <= 0 or not self._settled.wait(left):
+                    return
+
+    def _drain(self) -> None:
         while True:
             with self._lock:
                 batch = self._queue[: self.max_batch]
                 del self._queue[: self.max_batch]
+                self._taken += len(batch)
             if not batch:
                 return
             try:
                 self._send(batch, own=False)
             except Exception:  # counted as failed by _send
                 return
+            finally:
+                self._settle(len(batch))
+
+    def _settle(self, n: int) -> None:
+        with self._lock:
+            self._taken -= n
+            if not self._taken:
+                self._settled.notify_all()
 
     def close(self) -> None:
         """Send what is queued, stop the flusher thread, give the held connection back."""
@@ -528,7 +554,7 @@ class WriteBehind(_Shared):
             if self.delay and not self._closed:
                 time.sleep(self.delay)  # let more writes join this round trip
             self._wake.clear()
-            self.flush()
+            self._drain()
             if self._closed:
                 return
 

@@ -266,25 +266,7 @@ class MeteringClient(_Base):
 
     def flush(self, *, timeout: float = 5.0) -> None:
         """Send every queued event now and wait (up to ``timeout``) until they have left."""
-        self.write_behind.flush()
-        # core's WriteBehind.flush() returns once the queue is empty, while its flusher thread may still be
-        # sending the batch it took: wait for the counts to show that batch sent (or failed) too. A gap that
-        # stops moving for half a second is not a batch in flight (a failed call() of the caller's own is
-        # never counted as sent or failed), so it does not hold every later flush up to the timeout.
-        stats = self.write_behind.stats
-        wb = self.write_behind
-        start = last_change = time.monotonic()
-        last_gap = -1
-        while True:
-            gap = stats.enqueued + stats.submitted - stats.sent - stats.failed
-            now = time.monotonic()
-            if (gap <= 0 and not wb.pending) or now - start >= timeout:
-                return
-            if gap != last_gap:
-                last_gap, last_change = gap, now
-            elif not wb.pending and now - last_change >= 0.5:
-                return
-            time.sleep(0.001)
+        self.write_behind.flush(timeout)
 
     def close(self) -> None:
         self.flush()
