@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from llmproxy.core import ASGIApp, Receive, Scope, Send, current_context, current_usage
-from llmproxy.core.testing import Backend, free_port
+from llmproxy.core.testing import Backend, free_port, lifespan
 from llmproxy_gateway import GatewaySettings, MockProvider, create_app
 from llmproxy_gateway._app import with_edge
 from llmproxy_gateway._edge import ErrorGuard
@@ -34,7 +34,10 @@ async def in_process(backend: Backend) -> AsyncIterator[tuple[httpx.AsyncClient,
         access_log=False,
     )
     app = create_app(settings)
-    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client:
+    async with (
+        lifespan(app),  # what the app starts (flags' loop, metering's flusher) stops with the test
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client,
+    ):
         tenant = (await client.post("/admin/tenants", json={"name": "edge"}, headers=ADMIN)).json()["id"]
         issued = await client.post(f"/admin/tenants/{tenant}/api-keys", json={"name": "k"}, headers=ADMIN)
         yield client, issued.json()["key"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from collections.abc import Generator
@@ -11,7 +12,8 @@ from typing import Any
 import pytest
 from pydantic import Field, ValidationError
 
-from llmproxy.core import Flow, Options, arun_flow, fail_fast_redis_options, run_flow
+from llmproxy.core import Flow, Options, arun_flow, fail_fast_redis_options, raise_if_cancelling, run_flow
+from llmproxy.core.testing import lifespan
 
 
 @dataclass(frozen=True)
@@ -180,3 +182,84 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "ok"
+
+
+# -- background loops and lifespans ------------------------------------------------------------------------
+
+
+async def _swallows_a_cancel() -> None:
+    """An await that loses a cancellation, as a library below us may (seen with redis-py 8)."""
+    try:
+        await asyncio.sleep(0.05)
+    except asyncio.CancelledError:
+        pass
+
+
+async def test_a_loop_checking_raise_if_cancelling_stops_although_a_cancel_was_swallowed() -> None:
+    turns = 0
+    stop = False
+
+    async def loop(check: bool) -> None:
+        nonlocal turns
+        while not stop:
+            if check:
+                raise_if_cancelling()
+            turns += 1
+            await _swallows_a_cancel()
+
+    naive = asyncio.create_task(loop(check=False))
+    await asyncio.sleep(0.01)
+    naive.cancel()
+    done, _ = await asyncio.wait({naive}, timeout=0.3)
+    assert not done  # the failure this guards against: the loop runs on
+    stop = True
+    await naive
+
+    turns, stop = 0, False
+    careful = asyncio.create_task(loop(check=True))
+    await asyncio.sleep(0.01)
+    careful.cancel()
+    done, _ = await asyncio.wait({careful}, timeout=0.3)
+    assert done
+    assert careful.cancelled()
+    assert turns == 1
+
+
+def test_raise_if_cancelling_outside_a_task_does_nothing() -> None:
+    raise_if_cancelling()
+
+
+async def test_lifespan_runs_startup_before_and_shutdown_after_the_block() -> None:
+    events: list[str] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        assert scope["type"] == "lifespan"
+        while True:
+            message = await receive()
+            events.append(message["type"])
+            await send({"type": message["type"] + ".complete"})
+            if message["type"] == "lifespan.shutdown":
+                return
+
+    async with lifespan(app):
+        events.append("block")
+    assert events == ["lifespan.startup", "block", "lifespan.shutdown"]
+
+
+async def test_lifespan_raises_the_apps_startup_failure() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "lifespan.startup.failed", "message": "no database"})
+
+    with pytest.raises(RuntimeError, match="no database"):
+        async with lifespan(app):
+            raise AssertionError("the block must not run")
+
+
+async def test_lifespan_gives_up_on_an_app_that_never_answers() -> None:
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await asyncio.sleep(10)
+
+    with pytest.raises(TimeoutError):
+        async with lifespan(app, within=0.1):
+            pass

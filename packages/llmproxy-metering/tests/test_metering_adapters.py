@@ -21,8 +21,10 @@ from llmproxy.core import (
     async_redis_from_url,
     bind_context_to_environ,
     bind_context_to_scope,
+    closing,
     redis_from_url,
     report_usage,
+    reset_current_context,
 )
 from llmproxy.core.testing import Backend
 from llmproxy.metering import (
@@ -143,8 +145,11 @@ def test_the_wsgi_middleware_records_when_the_server_closes_the_body(
     middleware = WSGIMeteringMiddleware(wsgi_chat, client=client, clock=clock.now)
 
     def app(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
-        bind_context_to_environ(environ, RequestContext(tenant_id=TENANT, endpoint="/v1/x", request_id="w1"))
-        return middleware(environ, start_response)
+        ctx = RequestContext(tenant_id=TENANT, endpoint="/v1/x", request_id="w1")
+        token = bind_context_to_environ(environ, ctx)
+        # as an auth middleware does: the context ends when the server closes the body (this test's thread
+        # is the server's: left set, it would be every later test's current context)
+        return closing(middleware(environ, start_response), lambda: reset_current_context(token))
 
     with httpx.Client(transport=httpx.WSGITransport(app=app), base_url="http://t") as http:
         assert http.get("/v1/x").text == "xxx"

@@ -57,6 +57,7 @@ from ._redis import (
     redis_from_url,
 )
 from ._settings import LLMProxySettings
+from ._tasks import raise_if_cancelling
 from ._types import ASGIApp, Message, Receive, Scope, Send, StartResponse, WSGIApp, WSGIEnviron
 from ._usage import (
     Usage,
@@ -207,6 +208,7 @@ __all__ = [
     "open_usage",
     "openai_error_body",
     "parse_tenant_id",
+    "raise_if_cancelling",
     "read_body",
     "read_wsgi_body",
     "redis_from_url",

@@ -32,6 +32,7 @@ from llmproxy.core import (
     create_async_engine,
     create_engine,
     fail_fast_redis_options,
+    raise_if_cancelling,
     redis_from_url,
     run_flow,
 )
@@ -488,6 +489,7 @@ class AsyncFlagsClient(_ClientBase):
         resubscribe_at, delay = 0.0, self.options.retry_min
         try:
             while True:
+                raise_if_cancelling()  # a cancel that redis-py swallowed must still stop this loop
                 try:
                     if self.options.subscribe and pubsub is None and time.monotonic() >= resubscribe_at:
                         try:

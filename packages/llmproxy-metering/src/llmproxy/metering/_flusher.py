@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from llmproxy.core import Flow, arun_flow, run_flow
+from llmproxy.core import Flow, arun_flow, raise_if_cancelling, run_flow
 
 from ._flush import FlushOp, FlushResult, flush_flow, retry_delay
 from ._io import DEFAULT_FLUSHER, AsyncPerformer, SyncPerformer
@@ -140,6 +140,7 @@ class AsyncFlusher:
 
     async def run(self) -> None:
         while True:
+            raise_if_cancelling()  # a cancel that a driver swallowed must still stop this loop
             try:
                 await self.run_once()
             except Exception as exc:

@@ -1,5 +1,6 @@
 """Test helpers for llmproxy packages and for applications that use them."""
 
+from ._lifespan import lifespan
 from ._proxy import TcpProxy
 from ._services import (
     IN_CI,
@@ -25,6 +26,7 @@ __all__ = [
     "create_postgres_database",
     "drop_postgres_database",
     "free_port",
+    "lifespan",
     "postgres_available",
     "service_unavailable",
     "url_through",
