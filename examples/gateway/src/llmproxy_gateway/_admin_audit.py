@@ -13,6 +13,7 @@ from llmproxy.audit._uuid7 import is_uuid7
 
 from ._admin import PlatformAdminDep, TenantScopedDep
 from ._audit import GatewayAudit
+from ._openapi import errors
 from ._providers import GatewayError
 
 router = APIRouter(prefix="/admin", tags=["admin"])
@@ -36,6 +37,7 @@ def _utc(value: datetime | None) -> datetime | None:
 @router.get(
     "/tenants/{tenant_id}/audit",
     summary="The tenant's audit trail (newest first; pass next_cursor as cursor for the next page)",
+    responses=errors(400, 401, 403, 404, 503),
 )
 async def get_audit(
     tenant_id: uuid.UUID,
@@ -56,6 +58,7 @@ async def get_audit(
 @router.get(
     "/audit",
     summary="The platform's own trail: changes of no tenant (flags, global prices; platform admin)",
+    responses=errors(400, 401, 403, 404, 503),
 )
 async def get_platform_audit(
     request: Request,

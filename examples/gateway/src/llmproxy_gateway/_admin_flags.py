@@ -36,6 +36,7 @@ from llmproxy.flags import (
 from ._audit import audit_admin_change
 from ._auth import PlatformAdmin, TenantScoped
 from ._errors import describe_validation_error
+from ._openapi import errors
 from ._providers import GatewayError
 
 FlagKey = Annotated[str, Path(min_length=1, max_length=200, description="The flag's key")]
@@ -154,7 +155,9 @@ def _definition(key: str, build: Any) -> Feature:
     return feature
 
 
-@router.get("/flags", summary="List stored flag definitions (platform admin)")
+@router.get(
+    "/flags", summary="List stored flag definitions (platform admin)", responses=errors(401, 403, 503)
+)
 async def list_flags(flags: FlagsDep, _: PlatformAdminDep) -> FlagList:
     stored = await flags.repository.list()
     return FlagList(
@@ -162,7 +165,11 @@ async def list_flags(flags: FlagsDep, _: PlatformAdminDep) -> FlagList:
     )
 
 
-@router.get("/flags/{key}", summary="Get a stored flag definition (platform admin)")
+@router.get(
+    "/flags/{key}",
+    summary="Get a stored flag definition (platform admin)",
+    responses=errors(400, 401, 403, 404, 503),
+)
 async def get_flag(key: FlagKey, flags: FlagsDep, _: PlatformAdminDep) -> StoredFlagInfo:
     stored = await flags.repository.get(key)
     if stored is None:
@@ -173,7 +180,7 @@ async def get_flag(key: FlagKey, flags: FlagsDep, _: PlatformAdminDep) -> Stored
 @router.put(
     "/flags/{key}",
     summary="Create or replace a flag from an Unleash feature definition (platform admin)",
-    responses={400: {"description": "invalid definition (nothing written)"}, 409: {"description": "version"}},
+    responses=errors(400, 401, 403, 409, 413, 503),
 )
 async def put_flag(
     key: FlagKey,
@@ -192,7 +199,7 @@ async def put_flag(
 @router.put(
     "/flags/{key}/simple",
     summary="Create or replace a flag in the seed's simple shape (platform admin)",
-    responses={400: {"description": "invalid definition (nothing written)"}, 409: {"description": "version"}},
+    responses=errors(400, 401, 403, 409, 413, 503),
 )
 async def put_simple_flag(
     key: FlagKey,
@@ -221,6 +228,7 @@ async def _store_audited(
     status_code=204,
     summary="Delete a flag (its code default, if any, applies again; platform admin)",
     response_class=Response,
+    responses=errors(400, 401, 403, 404, 409, 503),
 )
 async def delete_flag(
     key: FlagKey,
@@ -242,7 +250,11 @@ async def delete_flag(
     return Response(status_code=204)
 
 
-@router.get("/tenants/{tenant_id}/flags", summary="Every flag as evaluated for the tenant")
+@router.get(
+    "/tenants/{tenant_id}/flags",
+    summary="Every flag as evaluated for the tenant",
+    responses=errors(400, 401, 403, 404, 503),
+)
 async def tenant_flags(
     tenant_id: uuid.UUID,
     request: Request,

@@ -24,6 +24,7 @@ from ._admin import BackendsDep, _existing_tenant
 from ._audit import audit_admin_change
 from ._auth import PlatformAdmin, TenantScoped
 from ._metering import GatewayMetering
+from ._openapi import errors
 from ._providers import GatewayError
 
 router = APIRouter(prefix="/admin", tags=["admin: usage and prices"])
@@ -124,7 +125,11 @@ def _page(report: UsageReport, offset: int, limit: int) -> UsagePage:
     )
 
 
-@router.get("/tenants/{tenant_id}/usage", summary="The tenant's metered usage in time buckets")
+@router.get(
+    "/tenants/{tenant_id}/usage",
+    summary="The tenant's metered usage in time buckets",
+    responses=errors(400, 401, 403, 404, 503),
+)
 async def get_usage(
     tenant_id: uuid.UUID,
     backends: BackendsDep,
@@ -186,7 +191,11 @@ async def _tenant_or_global(backends: Any, tenant_id: uuid.UUID | None) -> None:
         await _existing_tenant(backends, tenant_id)
 
 
-@router.get("/price-overrides", summary="Price overrides (platform admin); ?tenant_id= for one tenant's")
+@router.get(
+    "/price-overrides",
+    summary="Price overrides (platform admin); ?tenant_id= for one tenant's",
+    responses=errors(400, 401, 403, 404, 503),
+)
 async def list_price_overrides(
     backends: BackendsDep,
     metering: MeteringDep,
@@ -198,7 +207,11 @@ async def list_price_overrides(
     return await metering.overrides.list(tenant_id, every=every)
 
 
-@router.put("/price-overrides/{model:path}", summary="Set a model's price (platform admin)")
+@router.put(
+    "/price-overrides/{model:path}",
+    summary="Set a model's price (platform admin)",
+    responses=errors(400, 401, 403, 404, 413, 503),
+)
 async def put_price_override(
     model: str,
     body: PriceBody,
@@ -216,7 +229,12 @@ async def put_price_override(
     return stored
 
 
-@router.delete("/price-overrides/{model:path}", status_code=204, summary="Remove a price override")
+@router.delete(
+    "/price-overrides/{model:path}",
+    status_code=204,
+    summary="Remove a price override",
+    responses=errors(400, 401, 403, 404, 503),
+)
 async def delete_price_override(
     model: str,
     request: Request,

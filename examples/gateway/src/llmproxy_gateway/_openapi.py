@@ -44,8 +44,11 @@ _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
         {"WWW-Authenticate": {"description": "Bearer challenge.", "schema": {"type": "string"}}},
     ),
     403: ("The credentials do not allow this (a policy, a scope, another tenant).", {}),
-    404: ("Not found: the tenant, the API key, or the model.", {}),
-    409: ("A tenant with this name already exists.", {}),
+    404: ("Not found: the tenant, the API key, the model, the flag or the price override.", {}),
+    409: (
+        "A conflict: a tenant with this name exists, or a flag's `expected_version` is not the stored one.",
+        {},
+    ),
     413: ("The request body is larger than LLMPROXY_MAX_BODY_BYTES.", {}),
     429: (
         "Over a rate limit or quota (no Retry-After when the request alone costs more than the limit).",
