@@ -25,7 +25,15 @@ Actor = Annotated[str | None, Query(min_length=1, max_length=200, description="u
 Action = Annotated[str | None, Query(min_length=1, max_length=100)]
 EntityType = Annotated[str | None, Query(min_length=1, max_length=100)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Cursor = Annotated[uuid.UUID | None, Query(description="next_cursor of the previous page")]
+#: A cursor is an event id, a UUIDv7: the document says so, since any other UUID is refused with 400.
+UUID7 = r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-7[0-9a-fA-F]{3}-[89abAB][0-9a-fA-F]{3}-[0-9a-fA-F]{12}$"
+Cursor = Annotated[
+    uuid.UUID | None,
+    Query(
+        description="next_cursor of the previous page (an event id: a UUIDv7)",
+        json_schema_extra={"pattern": UUID7},
+    ),
+]
 
 
 def _utc(value: datetime | None) -> datetime | None:

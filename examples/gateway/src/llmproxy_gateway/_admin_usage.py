@@ -14,7 +14,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, WithJsonSchema
 
 from llmproxy.auth import require
 from llmproxy.core import RequestContext
@@ -168,15 +168,29 @@ async def get_usage(
 # -- price overrides (platform admin) -----------------------------------------------------------------------
 
 
+#: A price in USD: a number, or a decimal string (exact), from 0 to 1 000 000 with at most 9 decimal places.
+#: The document says so (pydantic's own schema for a Decimal admits any string, so fuzzers sent "").
+Price = Annotated[
+    Decimal,
+    Field(ge=0, le=1_000_000, max_digits=18, decimal_places=9),
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "maximum": 1_000_000},
+                {"type": "string", "pattern": r"^(0|[1-9][0-9]{0,5})(\.[0-9]{1,9})?$"},
+            ]
+        }
+    ),
+]
+
+
 class PriceBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    input_per_mtok: Annotated[Decimal, Field(ge=0, le=1_000_000, max_digits=18, decimal_places=9)]
-    cached_input_per_mtok: (
-        Annotated[Decimal, Field(ge=0, le=1_000_000, max_digits=18, decimal_places=9)] | None
-    ) = None
-    output_per_mtok: Annotated[Decimal, Field(ge=0, le=1_000_000, max_digits=18, decimal_places=9)]
-    per_request: Annotated[Decimal, Field(ge=0, le=1_000_000, max_digits=18, decimal_places=9)] = Decimal(0)
+    input_per_mtok: Price
+    cached_input_per_mtok: Price | None = None
+    output_per_mtok: Price
+    per_request: Price = Decimal(0)
 
 
 def _override(tenant_id: uuid.UUID | None, model: str, body: PriceBody) -> PriceOverride:
