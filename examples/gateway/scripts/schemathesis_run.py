@@ -17,7 +17,8 @@ Failures the gateway expects, and why they are not bugs (README, "The OpenAPI do
 - ST202 on ``GET /admin/tenants/{tenant_id}/usage`` (``end`` equal to ``start``), ``PUT /admin/flags/{key}``
   (a flag depending on itself) and ``PUT /admin/price-overrides/{model}`` (a number with more than 9
   decimals): rules JSON Schema cannot state;
-- ST201 on the audit routes: ``since`` / ``until`` as Unix seconds are accepted (more lenient than documented);
+- ST201 on the audit routes: ``since`` / ``until`` as Unix seconds are accepted (more lenient than
+  documented);
 - ST301 on ``/admin/tenants/{tenant_id}/rate-limits``: after ``DELETE`` (back to the defaults) ``GET`` still
   answers 200 with the default limits: a tenant always has limits; and on ``…/audit``: a deleted tenant's
   trail stays readable.
