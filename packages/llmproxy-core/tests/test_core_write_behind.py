@@ -256,6 +256,17 @@ def test_sync_writes_from_many_threads_are_all_sent(sync_client: Any) -> None:
     assert wb.stats.dropped == wb.stats.failed == 0
 
 
+def test_a_sync_thread_faster_than_redis_is_slowed_not_dropped(sync_client: Any) -> None:
+    wb = WriteBehind(sync_client, delay=1.0, max_queue=100, max_batch=50)  # the flusher thread waits: the
+    for _ in range(1_000):  # producer alone meets the full queue, ten times over
+        assert wb.enqueue(["INCR", "burst"])
+    wb.flush()
+    assert sync_client.get("burst") == b"1000"
+    assert wb.stats.dropped == 0
+    assert wb.stats.sent == 1_000
+    wb.close()
+
+
 def test_sync_close_flushes_and_refuses_later_writes(sync_client: Any) -> None:
     wb = WriteBehind(sync_client, delay=1.0)
     for _ in range(5):

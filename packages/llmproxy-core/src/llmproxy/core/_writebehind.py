@@ -9,8 +9,10 @@ so the writes of every package using that client share its round trips.
 
 Three ways in:
 
-- ``enqueue(command)``: fire and forget. Never blocks, never raises: the queue is bounded (``max_queue``), a
-  write refused or failed is counted in ``stats`` (and logged at most every few seconds).
+- ``enqueue(command)``: fire and forget. Never raises: the queue is bounded (``max_queue``), a write refused
+  or failed is counted in ``stats`` (and logged at most every few seconds). asyncio: never blocks, and a full
+  queue refuses the write. Sync: a full queue makes the enqueuing thread send a batch itself first
+  (back-pressure: a thread producing faster than Redis takes it is slowed, not dropped).
 - ``await submit(command)``: queued the same way, and sent even if the caller is cancelled (a client that went
   away mid-stream); returns the reply (or raises its error).
 - ``await call(command)``: sent now, taking whatever is queued along in the same pipeline (the queued writes
@@ -421,19 +423,31 @@ class WriteBehind(_Shared):
         self._closed = False
 
     def enqueue(self, command: Command, *, script: Script | None = None) -> bool:
-        """Queue a write whose reply nobody waits for. False (counted) when it cannot be queued."""
-        with self._lock:
-            if self._closed or len(self._queue) >= self.max_queue:
+        """Queue a write whose reply nobody waits for. False (counted) when it cannot be queued: closed, or
+        the queue is full and sending a batch of it in this thread failed.
+
+        A full queue is not a reason to drop here: the caller's thread sends its oldest batch itself (one
+        pipeline, bounded by the connection's timeouts) and queues the write after it. A thread producing
+        faster than one round trip per ``max_batch`` writes (a batch job recording usage) is slowed to
+        Redis' pace instead of losing what it records."""
+        while True:
+            with self._lock:
+                if self._closed:
+                    accepted = False
+                    break
+                if len(self._queue) < self.max_queue:
+                    self._queue.append((command, script))
+                    self._counter.stats.enqueued += 1
+                    accepted = True
+                    if self._thread is None:
+                        self._thread = threading.Thread(
+                            target=self._run, name=f"llmproxy-write-behind-{self._counter.name}", daemon=True
+                        )
+                        self._thread.start()
+                    break
+            if not self._send_batch():  # full: back-pressure (a failed send is counted as failed)
                 accepted = False
-            else:
-                self._queue.append((command, script))
-                self._counter.stats.enqueued += 1
-                accepted = True
-                if self._thread is None:
-                    self._thread = threading.Thread(
-                        target=self._run, name=f"llmproxy-write-behind-{self._counter.name}", daemon=True
-                    )
-                    self._thread.start()
+                break
         if not accepted:
             self._counter.lost("dropped", 1)
             return False
@@ -479,19 +493,24 @@ class WriteBehind(_Shared):
                     return
 
     def _drain(self) -> None:
-        while True:
-            with self._lock:
-                batch = self._queue[: self.max_batch]
-                del self._queue[: self.max_batch]
-                self._taken += len(batch)
-            if not batch:
-                return
-            try:
-                self._send(batch, own=False)
-            except Exception:  # counted as failed by _send
-                return
-            finally:
-                self._settle(len(batch))
+        while self._send_batch():
+            pass
+
+    def _send_batch(self) -> bool:
+        """Send the oldest ``max_batch`` queued writes; False when nothing was queued or the send failed."""
+        with self._lock:
+            batch = self._queue[: self.max_batch]
+            del self._queue[: self.max_batch]
+            self._taken += len(batch)
+        if not batch:
+            return False
+        try:
+            self._send(batch, own=False)
+        except Exception:  # counted as failed by _send
+            return False
+        finally:
+            self._settle(len(batch))
+        return True
 
     def _settle(self, n: int) -> None:
         with self._lock:
