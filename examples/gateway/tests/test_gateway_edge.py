@@ -8,9 +8,11 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio.connection import Connection as AsyncConnection
 
 from llmproxy.core import ASGIApp, Receive, Scope, Send, current_context, current_usage
 from llmproxy.core.testing import Backend, free_port, lifespan
@@ -195,3 +197,51 @@ async def test_a_database_error_escaping_a_middleware_is_503_database_unavailabl
     assert response.status_code == 503
     assert response.headers["retry-after"] == "1"
     assert response.json()["error"]["code"] == "database_unavailable"
+
+
+async def test_metering_audit_and_flags_add_no_redis_round_trip_to_a_request(
+    real_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Requests one at a time on real Redis: quota's two round trips at most (the admit; the settle, which the
+    next request's admit takes along when it comes within the write-behind's 5 ms), and nothing more: the
+    usage record and the audit event leave in the settle's pipeline; flags evaluate in-process. (On a quiet
+    machine, requests a millisecond or two apart, it is one write per request; under load, two.)"""
+    backend = real_backend  # the writes are counted on real connections
+    settings = GatewaySettings(
+        redis_url=backend.redis_url, database_url=backend.database_url, admin_token="edge-admin-token",
+        access_log=False,
+    )  # fmt: skip
+    app = create_app(settings)
+    writes = 0
+    async with (
+        lifespan(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client,
+    ):
+        tenant = (await client.post("/admin/tenants", json={"name": "trips"}, headers=ADMIN)).json()["id"]
+        big = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12}
+        limits = {
+            "global_limit": {**big, "requests_per_day": 10**9, "tokens_per_day": 10**12},
+            "api_key_limit": big,
+        }
+        put = await client.put(f"/admin/tenants/{tenant}/rate-limits", json=limits, headers=ADMIN)
+        assert put.status_code == 200, put.text
+        issued = await client.post(f"/admin/tenants/{tenant}/api-keys", json={"name": "k"}, headers=ADMIN)
+        headers = {"authorization": f"Bearer {issued.json()['key']}"}
+        for _ in range(5):  # warm: the key in auth's cache, the scripts loaded, the held connection taken
+            assert (await client.post("/v1/chat/completions", json=HELLO, headers=headers)).status_code == 200
+        original = AsyncConnection.send_packed_command
+
+        async def counted(conn: Any, command: Any, *args: Any, **kwargs: Any) -> Any:
+            nonlocal writes
+            writes += 1
+            return await original(conn, command, *args, **kwargs)
+
+        monkeypatch.setattr(AsyncConnection, "send_packed_command", counted)  # every connection of the app
+        n = 100
+        for _ in range(n):
+            assert (await client.post("/v1/chat/completions", json=HELLO, headers=headers)).status_code == 200
+        monkeypatch.undo()
+    print(f"{writes} writes to Redis for {n} requests")
+    # n admits and at most n settle pipelines (with the record and the event), and room for a background poll
+    # or two; a round trip of metering's or audit's own would make it 3n
+    assert writes <= 2 * n + 4, writes
