@@ -1,6 +1,8 @@
-"""The gateway with its llmproxy middlewares (auth → quota → app) against the same app without them.
+"""The gateway with its llmproxy middlewares against the same app without them.
 
-Both are served by uvicorn (`llmproxy-gateway serve` and `serve --bare`) in their own processes, with the mock
+Three apps: ``full`` (observability → auth → flags → quota → audit → metering → app), ``core`` (auth →
+quota → app: ``serve --without audit,flags,metering,telemetry``, the gateway as it was before those joined)
+and ``bare`` (no llmproxy middleware). Each is served by uvicorn in its own process, with the mock
 provider at zero delay, on real Redis + PostgreSQL when available (else the embedded backends). The load comes
 from another process: a closed-loop asyncio loader speaking raw HTTP/1.1 on kept-alive connections
 (cheap enough that the loader is not what limits either server; ``--loader httpx`` uses the async httpx
@@ -237,6 +239,9 @@ def main() -> None:
         stack.callback(full.stop)
         bare = start_server(env, workdir, "--bare", "--no-migrate")
         stack.callback(bare.stop)
+        # auth + quota alone (the gateway before flags, metering, audit and observability joined it)
+        core = start_server(env, workdir, "--no-migrate", "--without", "audit,flags,metering,telemetry")
+        stack.callback(core.stop)
 
         headers = {"authorization": f"Bearer {admin}"}
         tenant = httpx.post(f"{full.url}/admin/tenants", json={"name": "bench"}, headers=headers).json()["id"]
@@ -256,7 +261,7 @@ def main() -> None:
             for stream in (False, True):
                 for concurrency in (1, args.concurrency):
                     figures = {}
-                    for name, server in (("bare", bare), ("full", full)):
+                    for name, server in (("bare", bare), ("core", core), ("full", full)):
                         job = pool.submit(
                             run_loader, server.url, secret, stream, duration, concurrency, args.loader
                         )
@@ -267,13 +272,18 @@ def main() -> None:
         print(head)
         print("-" * len(head))
         for scenario, figures in rows:
-            for name in ("bare", "full"):
+            for name in ("bare", "core", "full"):
                 f = figures[name]
                 errors = int(f["errors"])
                 print(f"{scenario:15} {name:5} {f['rps']:9.0f} {f['p50']:8.2f} {f['p99']:8.2f} {errors:6d}")
-            b, f = figures["bare"], figures["full"]
+            b, c, f = figures["bare"], figures["core"], figures["full"]
             ratio = f["rps"] / b["rps"] if b["rps"] else float("nan")
             added = f["p50"] - b["p50"]
+            core_ratio = c["rps"] / b["rps"] if b["rps"] else float("nan")
+            print(
+                f"{'':15} core (auth + quota only): p50 added {c['p50'] - b['p50']:+.2f} ms, "
+                f"core/bare throughput {core_ratio:.0%}"
+            )
             if scenario.endswith("c=1"):  # the latency run: one request at a time, no queueing
                 print(
                     f"{'':15} p50 added {added:+.2f} ms (target <= 1 ms: "

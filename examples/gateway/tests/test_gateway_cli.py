@@ -81,3 +81,9 @@ def test_each_request_is_logged_as_one_json_line_with_its_request_id(
     assert entry["status"] == 200
     assert entry["path"] == "/v1/models"
     assert entry["tenant_id"] == embedded_gateway.tenant_id
+
+
+def test_serve_without_an_unknown_middleware_fails_with_a_message(tmp_path: Path) -> None:
+    result = cli(tmp_path, "serve", "--without", "metering,quota")
+    assert result.returncode == 2
+    assert "unknown middleware(s) quota: choose from audit, flags, metering, telemetry" in result.stderr

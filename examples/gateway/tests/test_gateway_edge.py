@@ -245,3 +245,31 @@ async def test_metering_audit_and_flags_add_no_redis_round_trip_to_a_request(
     # n admits and at most n settle pipelines (with the record and the event), and room for a background poll
     # or two; a round trip of metering's or audit's own would make it 3n
     assert writes <= 2 * n + 4, writes
+
+
+async def test_the_gateway_without_its_optional_middlewares_still_authenticates_and_limits(
+    backend: Backend,
+) -> None:
+    settings = GatewaySettings(
+        redis_url=backend.redis_url, database_url=backend.database_url, admin_token="edge-admin-token",
+        access_log=False,
+    )  # fmt: skip
+    app = create_app(settings, without={"audit", "flags", "metering", "telemetry"})
+    async with (
+        lifespan(app),
+        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client,
+    ):
+        assert (await client.post("/v1/chat/completions", json=HELLO)).status_code == 401
+        tenant = (await client.post("/admin/tenants", json={"name": "lean"}, headers=ADMIN)).json()["id"]
+        issued = await client.post(f"/admin/tenants/{tenant}/api-keys", json={"name": "k"}, headers=ADMIN)
+        headers = {"authorization": f"Bearer {issued.json()['key']}"}
+        response = await client.post("/v1/chat/completions", json=HELLO, headers=headers)
+        assert response.status_code == 200
+        assert "x-ratelimit-limit-requests" in response.headers  # quota is still there
+        now = int(time.time())
+        hour = now - now % 3600
+        window = {"start": str(hour - 3600), "end": str(hour + 3600), "granularity": "hour"}
+        usage = await client.get(f"/admin/tenants/{tenant}/usage", params=window, headers=ADMIN)
+        assert usage.status_code == 200, usage.text
+        counted = [r["num_model_requests"] for b in usage.json()["data"] for r in b["results"]]
+        assert sum(counted) == 0  # metering was left out: nothing recorded

@@ -1,6 +1,6 @@
 """The llmproxy reference gateway: an OpenAI-compatible API composed of llmproxy middlewares."""
 
-from ._app import create_api, create_app, create_bare_app, create_provider
+from ._app import OPTIONAL_MIDDLEWARES, create_api, create_app, create_bare_app, create_provider
 from ._mock import MockProvider
 from ._providers import GatewayError, Provider, ProviderError
 from ._settings import GatewaySettings
@@ -8,6 +8,7 @@ from ._upstream import UpstreamProvider
 from ._version import __version__
 
 __all__ = [
+    "OPTIONAL_MIDDLEWARES",
     "GatewayError",
     "GatewaySettings",
     "MockProvider",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -135,32 +135,49 @@ def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
     return AccessLog(guarded, log=settings.access_log)
 
 
-def create_app(settings: GatewaySettings | None = None) -> ASGIApp:
+#: The middlewares ``create_app(without=...)`` (``serve --without``) can leave out; auth and quota stay.
+OPTIONAL_MIDDLEWARES = frozenset({"audit", "flags", "metering", "telemetry"})
+
+
+def create_app(settings: GatewaySettings | None = None, *, without: Collection[str] = ()) -> ASGIApp:
     """The full gateway. Outermost first: observability → edge → auth → flags → quota (limits from
-    ratelimit-config) → audit → metering → app."""
+    ratelimit-config) → audit → metering → app.
+
+    ``without`` names middlewares of :data:`OPTIONAL_MIDDLEWARES` to leave out (to measure what each costs,
+    or to run without one); their admin routes stay.
+    """
+    unknown = set(without) - OPTIONAL_MIDDLEWARES
+    if unknown:
+        names, known = ", ".join(sorted(unknown)), ", ".join(sorted(OPTIONAL_MIDDLEWARES))
+        raise ValueError(f"unknown middleware(s) {names}: choose from {known}")
     settings = settings or GatewaySettings()
     backends = Backends.from_settings(settings)
     metering = GatewayMetering.from_backends(backends)
     api = create_api(settings, backends=backends, metering=metering)
     app: ASGIApp = api
+    inner: ASGIApp = app if "metering" in without else metering.middleware(app)
+    if "audit" not in without:
+        inner = AuditMiddleware(inner, publisher=api.state.audit.publisher)
     app = OnlyUnder(
         app,
         wrapped=QuotaMiddleware(
-            AuditMiddleware(metering.middleware(app), publisher=api.state.audit.publisher),
+            inner,
             client=backends.quota,
             estimate_tokens=token_estimator(settings.default_max_tokens),
             max_body_bytes=settings.max_body_bytes,
         ),
         prefixes=("/v1/",),
     )
-    app = flags_middleware(app, backends.flags)
+    if "flags" not in without:
+        app = flags_middleware(app, backends.flags)
     app = AuthMiddleware(
         app,
         authenticator=backends.authenticator,
         public_paths=PUBLIC_PATHS,
         policies={"/v1/": ApiCaller},  # the OpenAI-compatible API: keys (or tokens) with api:access
     )
-    return with_telemetry(with_edge(app, settings), settings)
+    edged = with_edge(app, settings)
+    return edged if "telemetry" in without else with_telemetry(edged, settings)
 
 
 def create_bare_app(settings: GatewaySettings | None = None) -> ASGIApp:

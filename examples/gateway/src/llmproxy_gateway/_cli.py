@@ -33,6 +33,13 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="serve the app without the llmproxy middlewares (benchmark baseline)",
     )
+    serve.add_argument(
+        "--without",
+        default="",
+        metavar="NAMES",
+        help="leave out these middlewares, comma-separated: audit, flags, metering, telemetry (auth and quota"
+        " stay); e.g. to measure what each costs",
+    )
     sub.add_parser("migrate", help="apply every installed llmproxy package's migrations")
     tenant = sub.add_parser("create-tenant", help="create a tenant and print its id")
     tenant.add_argument("name")
@@ -67,25 +74,33 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(asyncio.run(create_key(settings, args.tenant, args.name)))
         else:
             demo = settings.demo and not args.no_demo and not args.bare
-            return _serve(settings, migrate=not args.no_migrate, demo=demo, bare=args.bare)
+            without = frozenset(name.strip() for name in args.without.split(",") if name.strip())
+            return _serve(settings, migrate=not args.no_migrate, demo=demo, bare=args.bare, without=without)
     except (MigrationError, TenantExists, LookupError, ValueError) as exc:
         print(f"llmproxy-gateway: {exc}", file=sys.stderr)
         return 2
     return 0
 
 
-def _serve(settings: GatewaySettings, *, migrate: bool, demo: bool, bare: bool = False) -> int:
+def _serve(
+    settings: GatewaySettings,
+    *,
+    migrate: bool,
+    demo: bool,
+    bare: bool = False,
+    without: frozenset[str] = frozenset(),
+) -> int:
     import uvicorn
 
     from ._app import create_app, create_bare_app
 
+    app = create_bare_app(settings) if bare else create_app(settings, without=without)  # (bad names: exit 2)
     if migrate:
         done = upgrade(settings.database_url)
         logger.info("migrations applied", extra={"packages": done})
     if demo:
         created = asyncio.run(ensure_demo(settings))
         print(banner(settings, created), flush=True)
-    app = create_bare_app(settings) if bare else create_app(settings)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, server_header=False)
     return 0
 
