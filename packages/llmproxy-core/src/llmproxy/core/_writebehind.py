@@ -433,26 +433,21 @@ class WriteBehind(_Shared):
         while True:
             with self._lock:
                 if self._closed:
-                    accepted = False
                     break
                 if len(self._queue) < self.max_queue:
                     self._queue.append((command, script))
                     self._counter.stats.enqueued += 1
-                    accepted = True
                     if self._thread is None:
                         self._thread = threading.Thread(
                             target=self._run, name=f"llmproxy-write-behind-{self._counter.name}", daemon=True
                         )
                         self._thread.start()
-                    break
+                    self._wake.set()
+                    return True
             if not self._send_batch():  # full: back-pressure (a failed send is counted as failed)
-                accepted = False
                 break
-        if not accepted:
-            self._counter.lost("dropped", 1)
-            return False
-        self._wake.set()
-        return True
+        self._counter.lost("dropped", 1)
+        return False
 
     def call(self, command: Command, *, script: Script | None = None) -> Any:
         """Send ``command`` now, with what is queued in one pipeline (queued writes first); its reply."""
@@ -461,10 +456,7 @@ class WriteBehind(_Shared):
                 return self.line.call(command)
             except NoScriptError as exc:
                 return self._reloaded(command, script, exc)
-        with self._lock:
-            batch = self._queue[: self.max_batch - 1]
-            del self._queue[: self.max_batch - 1]
-            self._taken += len(batch)
+        batch = self._take(self.max_batch - 1)
         if not batch:
             return self._one(command, script)
         self._counter.stats.submitted += 1
@@ -493,17 +485,15 @@ class WriteBehind(_Shared):
                     return
 
     def _drain(self) -> None:
-        while self._send_batch():
+        while self._queue and self._send_batch():
             pass
 
     def _send_batch(self) -> bool:
-        """Send the oldest ``max_batch`` queued writes; False when nothing was queued or the send failed."""
-        with self._lock:
-            batch = self._queue[: self.max_batch]
-            del self._queue[: self.max_batch]
-            self._taken += len(batch)
+        """Send the oldest ``max_batch`` queued writes (none: another thread took them); False when the send
+        failed."""
+        batch = self._take(self.max_batch)
         if not batch:
-            return False
+            return True
         try:
             self._send(batch, own=False)
         except Exception:  # counted as failed by _send
@@ -511,6 +501,14 @@ class WriteBehind(_Shared):
         finally:
             self._settle(len(batch))
         return True
+
+    def _take(self, n: int) -> list[_SyncEntry]:
+        """The oldest ``n`` queued writes, counted as taken until :meth:`_settle`."""
+        with self._lock:
+            batch = self._queue[:n]
+            del self._queue[:n]
+            self._taken += len(batch)
+        return batch
 
     def _settle(self, n: int) -> None:
         with self._lock:
