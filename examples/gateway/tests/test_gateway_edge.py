@@ -6,7 +6,8 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -26,23 +27,41 @@ HELLO = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]
 ADMIN = {"authorization": "Bearer edge-admin-token"}
 
 
-@pytest.fixture
-async def in_process(backend: Backend) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
-    """The full gateway called in this test's own task (no server in between), and an API key."""
+@asynccontextmanager
+async def serving(backend: Backend, *, without: Collection[str] = ()) -> AsyncIterator[httpx.AsyncClient]:
+    """The gateway called in this test's own task (no server in between), its lifespan run around the test
+    (what the app starts, flags' loop and metering's flusher, stops with it)."""
     settings = GatewaySettings(
         redis_url=backend.redis_url,
         database_url=backend.database_url,
         admin_token="edge-admin-token",
         access_log=False,
     )
-    app = create_app(settings)
+    app = create_app(settings, without=without)
     async with (
-        lifespan(app),  # what the app starts (flags' loop, metering's flusher) stops with the test
+        lifespan(app),
         httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client,
     ):
-        tenant = (await client.post("/admin/tenants", json={"name": "edge"}, headers=ADMIN)).json()["id"]
-        issued = await client.post(f"/admin/tenants/{tenant}/api-keys", json={"name": "k"}, headers=ADMIN)
-        yield client, issued.json()["key"]
+        yield client
+
+
+async def new_tenant(client: httpx.AsyncClient, name: str) -> str:
+    response = await client.post("/admin/tenants", json={"name": name}, headers=ADMIN)
+    tenant: str = response.json()["id"]
+    return tenant
+
+
+async def new_key(client: httpx.AsyncClient, tenant: str) -> str:
+    issued = await client.post(f"/admin/tenants/{tenant}/api-keys", json={"name": "k"}, headers=ADMIN)
+    key: str = issued.json()["key"]
+    return key
+
+
+@pytest.fixture
+async def in_process(backend: Backend) -> AsyncIterator[tuple[httpx.AsyncClient, str]]:
+    """The full gateway called in-process, and an API key."""
+    async with serving(backend) as client:
+        yield client, await new_key(client, await new_tenant(client, "edge"))
 
 
 async def test_a_public_request_leaves_no_context_behind(in_process: tuple[httpx.AsyncClient, str]) -> None:
@@ -206,18 +225,9 @@ async def test_metering_audit_and_flags_add_no_redis_round_trip_to_a_request(
     next request's admit takes along when it comes within the write-behind's 5 ms), and nothing more: the
     usage record and the audit event leave in the settle's pipeline; flags evaluate in-process. (On a quiet
     machine, requests a millisecond or two apart, it is one write per request; under load, two.)"""
-    backend = real_backend  # the writes are counted on real connections
-    settings = GatewaySettings(
-        redis_url=backend.redis_url, database_url=backend.database_url, admin_token="edge-admin-token",
-        access_log=False,
-    )  # fmt: skip
-    app = create_app(settings)
     writes = 0
-    async with (
-        lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client,
-    ):
-        tenant = (await client.post("/admin/tenants", json={"name": "trips"}, headers=ADMIN)).json()["id"]
+    async with serving(real_backend) as client:  # (real: the writes are counted on real connections)
+        tenant = await new_tenant(client, "trips")
         big = {"requests_per_minute": 10**9, "tokens_per_minute": 10**12}
         limits = {
             "global_limit": {**big, "requests_per_day": 10**9, "tokens_per_day": 10**12},
@@ -225,8 +235,7 @@ async def test_metering_audit_and_flags_add_no_redis_round_trip_to_a_request(
         }
         put = await client.put(f"/admin/tenants/{tenant}/rate-limits", json=limits, headers=ADMIN)
         assert put.status_code == 200, put.text
-        issued = await client.post(f"/admin/tenants/{tenant}/api-keys", json={"name": "k"}, headers=ADMIN)
-        headers = {"authorization": f"Bearer {issued.json()['key']}"}
+        headers = {"authorization": f"Bearer {await new_key(client, tenant)}"}
         for _ in range(5):  # warm: the key in auth's cache, the scripts loaded, the held connection taken
             assert (await client.post("/v1/chat/completions", json=HELLO, headers=headers)).status_code == 200
         original = AsyncConnection.send_packed_command
@@ -250,19 +259,10 @@ async def test_metering_audit_and_flags_add_no_redis_round_trip_to_a_request(
 async def test_the_gateway_without_its_optional_middlewares_still_authenticates_and_limits(
     backend: Backend,
 ) -> None:
-    settings = GatewaySettings(
-        redis_url=backend.redis_url, database_url=backend.database_url, admin_token="edge-admin-token",
-        access_log=False,
-    )  # fmt: skip
-    app = create_app(settings, without={"audit", "flags", "metering", "telemetry"})
-    async with (
-        lifespan(app),
-        httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw") as client,
-    ):
+    async with serving(backend, without={"audit", "flags", "metering", "telemetry"}) as client:
         assert (await client.post("/v1/chat/completions", json=HELLO)).status_code == 401
-        tenant = (await client.post("/admin/tenants", json={"name": "lean"}, headers=ADMIN)).json()["id"]
-        issued = await client.post(f"/admin/tenants/{tenant}/api-keys", json={"name": "k"}, headers=ADMIN)
-        headers = {"authorization": f"Bearer {issued.json()['key']}"}
+        tenant = await new_tenant(client, "lean")
+        headers = {"authorization": f"Bearer {await new_key(client, tenant)}"}
         response = await client.post("/v1/chat/completions", json=HELLO, headers=headers)
         assert response.status_code == 200
         assert "x-ratelimit-limit-requests" in response.headers  # quota is still there
