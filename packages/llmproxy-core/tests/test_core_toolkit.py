@@ -12,7 +12,15 @@ from typing import Any
 import pytest
 from pydantic import Field, ValidationError
 
-from llmproxy.core import Flow, Options, arun_flow, fail_fast_redis_options, raise_if_cancelling, run_flow
+from llmproxy.core import (
+    Flow,
+    Options,
+    arun_flow,
+    cancel_and_wait,
+    fail_fast_redis_options,
+    raise_if_cancelling,
+    run_flow,
+)
 from llmproxy.core.testing import lifespan
 
 
@@ -263,3 +271,24 @@ async def test_lifespan_gives_up_on_an_app_that_never_answers() -> None:
     with pytest.raises(TimeoutError):
         async with lifespan(app, within=0.1):
             pass
+
+
+async def test_cancel_and_wait_asks_again_until_a_task_that_lost_a_cancel_stops() -> None:
+    swallowed = 0
+
+    async def loses_the_first_cancel() -> None:
+        nonlocal swallowed
+        while True:
+            try:
+                await asyncio.sleep(0.05)
+            except asyncio.CancelledError:
+                if swallowed:  # the second request goes through
+                    raise
+                swallowed += 1
+                asyncio.current_task().uncancel()  # type: ignore[union-attr]  # lost without a trace
+
+    task = asyncio.create_task(loses_the_first_cancel())
+    await asyncio.sleep(0.01)
+    assert await cancel_and_wait(task, within=2.0)
+    assert task.cancelled()
+    assert swallowed == 1

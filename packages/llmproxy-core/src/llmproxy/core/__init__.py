@@ -57,7 +57,7 @@ from ._redis import (
     redis_from_url,
 )
 from ._settings import LLMProxySettings
-from ._tasks import raise_if_cancelling
+from ._tasks import cancel_and_wait, raise_if_cancelling
 from ._types import ASGIApp, Message, Receive, Scope, Send, StartResponse, WSGIApp, WSGIEnviron
 from ._usage import (
     Usage,
@@ -184,6 +184,7 @@ __all__ = [
     "bind_context_to_scope",
     "bind_environ_usage",
     "bind_usage",
+    "cancel_and_wait",
     "closing",
     "content_length",
     "context_from_environ",

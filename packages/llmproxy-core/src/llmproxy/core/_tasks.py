@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
-__all__ = ["raise_if_cancelling"]
+__all__ = ["cancel_and_wait", "raise_if_cancelling"]
 
 
 def raise_if_cancelling() -> None:
@@ -22,3 +23,19 @@ def raise_if_cancelling() -> None:
         return
     if task is not None and task.cancelling():
         raise asyncio.CancelledError
+
+
+async def cancel_and_wait(task: asyncio.Task[Any], *, within: float = 5.0) -> bool:
+    """Cancel ``task`` and wait until it has ended, cancelling it again every 0.1 s (a cancellation a
+    library lost is asked for anew) for up to ``within`` seconds. True when it ended; its exception, if it
+    raised one, is retrieved (not re-raised)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while not task.done():
+        task.cancel()
+        left = deadline - asyncio.get_running_loop().time()
+        if left <= 0:
+            return False
+        await asyncio.wait({task}, timeout=min(0.1, left))
+    if not task.cancelled():
+        task.exception()
+    return True

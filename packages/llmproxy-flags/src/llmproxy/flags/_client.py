@@ -29,6 +29,7 @@ from llmproxy.core import (
     SyncRedis,
     arun_flow,
     async_redis_from_url,
+    cancel_and_wait,
     create_async_engine,
     create_engine,
     fail_fast_redis_options,
@@ -399,10 +400,8 @@ class AsyncFlagsClient(_ClientBase):
     async def aclose(self) -> None:
         self._closed = True
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if task is not None and not await cancel_and_wait(task):
+            logger.warning("flags: the background task did not stop within 5 s")
         if self._owned:
             await self.redis.aclose()
             await self.repository.engine.dispose()

@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from llmproxy.core import Flow, arun_flow, raise_if_cancelling, run_flow
+from llmproxy.core import Flow, arun_flow, cancel_and_wait, raise_if_cancelling, run_flow
 
 from ._flush import FlushOp, FlushResult, flush_flow, retry_delay
 from ._io import DEFAULT_FLUSHER, AsyncPerformer, SyncPerformer
@@ -156,9 +156,8 @@ class AsyncFlusher:
     async def stop(self, *, final_flush: bool = True) -> None:
         """Cancel the loop; with ``final_flush``, flush once more (errors logged, not raised)."""
         task, self._task = self._task, None
-        if task is not None:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+        if task is not None and not await cancel_and_wait(task):
+            logger.warning("the flusher task did not stop within 5 s")
         if final_flush:
             try:
                 await self.run_once()
