@@ -47,6 +47,8 @@ class GatewayAudit:
     publisher: AsyncAuditPublisher
     store: AsyncAuditStore
     consumer: AuditConsumer | None = None
+    #: Where events travel (the gateway's Redis, or ``amqp://…``).
+    transport_url: str = ""
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings, backends: Backends) -> GatewayAudit:
@@ -62,7 +64,7 @@ class GatewayAudit:
             audit.audit_consumer == "auto" and url == settings.redis_url and is_memory_url(url)
         )
         consumer = consumer_from_url(url, settings.database_url, options) if embedded else None
-        return cls(publisher, AsyncAuditStore(backends.engine), consumer)
+        return cls(publisher, AsyncAuditStore(backends.engine), consumer, url)
 
     async def start(self) -> None:
         if self.consumer is not None:
