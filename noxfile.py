@@ -169,6 +169,24 @@ def gateway(session: nox.Session) -> None:
     session.run("llmproxy-gateway", "serve", *session.posargs)
 
 
+#: The deployment's backends unless LLMPROXY_* says otherwise: the local Redis and PostgreSQL.
+DEPLOY_DEFAULTS = {
+    "LLMPROXY_REDIS_URL": "redis://127.0.0.1:6379/0",
+    "LLMPROXY_DATABASE_URL": "postgresql+psycopg://postgres:postgres@127.0.0.1:5432/postgres",
+}
+
+
+@nox.session
+def deploy(session: nox.Session) -> None:
+    """The deployment on one machine: migrate, then the gateway's Procfile under honcho (real services)."""
+    import os
+
+    install_workspace(session)
+    env = {name: os.environ.get(name, default) for name, default in DEPLOY_DEFAULTS.items()}
+    session.run("llmproxy-gateway", "migrate", env=env)
+    session.run("honcho", "start", "-f", "examples/gateway/Procfile", *session.posargs, env=env)
+
+
 @nox.session
 def bench(session: nox.Session) -> None:
     """Run a benchmark: `nox -s bench -- quota` runs bench/bench_quota.py (real services needed)."""

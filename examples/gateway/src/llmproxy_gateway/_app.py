@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Collection, Sequence
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from fastapi.responses import JSONResponse
 
 from llmproxy.audit import AuditMiddleware
 from llmproxy.auth import AuthMiddleware, add_exception_handlers
@@ -25,6 +27,8 @@ from ._edge import AccessLog, ErrorGuard, RequestBodyLimit
 from ._errors import install_error_handlers
 from ._estimate import token_estimator
 from ._flags import flags_middleware
+from ._health import checks, health
+from ._logging import configure_logging
 from ._metering import GatewayMetering
 from ._mock import MockProvider
 from ._openapi import document_errors_and_auth
@@ -56,16 +60,19 @@ def create_api(
     backends: Backends | None = None,
     provider: Provider | None = None,
     metering: GatewayMetering | None = None,
+    openai_api: bool = True,
 ) -> FastAPI:
     """The FastAPI app alone: OpenAI-compatible and admin routes, OpenAI-style errors; no middleware.
 
     Who may call ``/v1`` is the auth middleware's rule (``policies``); the admin routes, whose rule depends
-    on the tenant in their path, declare theirs with ``require``.
+    on the tenant in their path, declare theirs with ``require``. ``openai_api=False`` leaves ``/v1`` out
+    (the admin API's own app).
     """
     backends = backends or Backends.from_settings(settings)
-    provider = provider or create_provider(settings)
+    provider = provider or (create_provider(settings) if openai_api else None)
     audit = GatewayAudit.from_settings(settings, backends)
     metering = metering or GatewayMetering.from_backends(backends)
+    health_checks = checks(settings, backends, audit.transport_url)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
@@ -75,15 +82,18 @@ def create_api(
         try:
             yield
         finally:
-            await provider.aclose()
+            if provider is not None:
+                await provider.aclose()
             await audit.aclose()
             await metering.aclose()
             await backends.aclose()
 
     api = FastAPI(
-        title="llmproxy gateway",
+        title="llmproxy gateway" if openai_api else "llmproxy admin API",
         version=__version__,
-        description="An OpenAI-compatible LLM gateway composed of llmproxy middlewares.",
+        description="An OpenAI-compatible LLM gateway composed of llmproxy middlewares."
+        if openai_api
+        else "Tenants, API keys, limits, flags, prices, usage and the audit trail of llmproxy gateways.",
         lifespan=lifespan,
         **fastapi_native_telemetry_off(),
     )
@@ -96,7 +106,8 @@ def create_api(
     )
     install_error_handlers(api)
     add_exception_handlers(api)  # 401/403 from policies in OpenAI's shape
-    api.include_router(api_router)
+    if openai_api:
+        api.include_router(api_router)
     api.include_router(admin_router)
     api.include_router(admin_audit_router)
     api.include_router(flags_admin_router)
@@ -104,8 +115,9 @@ def create_api(
     document_errors_and_auth(api)
 
     @api.get("/healthz", include_in_schema=False)
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> JSONResponse:
+        status, body = await health(health_checks)
+        return JSONResponse(body, status_code=status, headers={"cache-control": "no-store"})
 
     return api
 
@@ -178,6 +190,32 @@ def create_app(settings: GatewaySettings | None = None, *, without: Collection[s
     )
     edged = with_edge(app, settings)
     return edged if "telemetry" in without else with_telemetry(edged, settings)
+
+
+def create_admin_app(settings: GatewaySettings | None = None) -> ASGIApp:
+    """The admin API as an app of its own (its own process in the deployment): ``/admin`` and ``/healthz``.
+
+    The same routes, packages and settings as the gateway's admin routes, behind observability, the edge
+    and auth (each route declares its policy); no ``/v1``, so no quota, flags, metering or request audit.
+    The gateway's processes can be scaled or restarted without it, and it without them.
+    """
+    settings = settings or GatewaySettings()
+    backends = Backends.from_settings(settings)
+    api = create_api(settings, backends=backends, openai_api=False)
+    app = AuthMiddleware(api, authenticator=backends.authenticator, public_paths=PUBLIC_PATHS)
+    return with_telemetry(with_edge(app, settings), settings)
+
+
+def create_app_from_environment() -> ASGIApp:
+    """``create_app()`` for a server that imports a factory (``uvicorn --factory``, ``serve --workers N``):
+    settings from ``LLMPROXY_*``, the middlewares to leave out from ``LLMPROXY_GATEWAY_WITHOUT``.
+    """
+    settings = GatewaySettings()
+    configure_logging(settings.log_level, settings.log_format)  # a spawned worker starts unconfigured
+    without = os.environ.get("LLMPROXY_GATEWAY_WITHOUT", "")
+    return create_app(
+        settings, without=frozenset(name.strip() for name in without.split(",") if name.strip())
+    )
 
 
 def create_bare_app(settings: GatewaySettings | None = None) -> ASGIApp:

@@ -1,10 +1,11 @@
-"""``llmproxy-gateway serve | migrate | create-tenant | create-key``."""
+"""``llmproxy-gateway serve | admin | workers | migrate | create-tenant | create-key``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import sys
 from collections.abc import Sequence
 
@@ -40,6 +41,21 @@ def _parser() -> argparse.ArgumentParser:
         help="leave out these middlewares, comma-separated: audit, flags, metering, telemetry (auth and quota"
         " stay); e.g. to measure what each costs",
     )
+    serve.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        metavar="N",
+        help="worker processes behind the one port (uvicorn's; default 1: this process serves)",
+    )
+    admin = sub.add_parser("admin", help="serve the admin API alone (its own process; no /v1)")
+    admin.add_argument("--host", help="bind address (default: $LLMPROXY_HOST or 127.0.0.1)")
+    admin.add_argument("--port", type=int, help="port (default: $LLMPROXY_ADMIN_PORT or 8001)")
+    admin.add_argument("--no-migrate", action="store_true", help="do not apply migrations on start")
+    workers = sub.add_parser(
+        "workers", help="run the audit consumer and/or the metering flusher until SIGTERM (default: both)"
+    )
+    workers.add_argument("names", nargs="*", metavar="WORKER", help="audit, metering (default: both)")
     sub.add_parser("migrate", help="apply every installed llmproxy package's migrations")
     tenant = sub.add_parser("create-tenant", help="create a tenant and print its id")
     tenant.add_argument("name")
@@ -51,8 +67,11 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    port_field = "admin_port" if args.command == "admin" else "port"
     overrides = {
-        k: v for k, v in (("host", getattr(args, "host", None)), ("port", getattr(args, "port", None))) if v
+        k: v
+        for k, v in (("host", getattr(args, "host", None)), (port_field, getattr(args, "port", None)))
+        if v
     }
     try:
         settings = GatewaySettings(**overrides)
@@ -72,10 +91,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.command == "create-key":
             upgrade(settings.database_url)
             print(asyncio.run(create_key(settings, args.tenant, args.name)))
+        elif args.command == "workers":
+            from ._workers import run_workers
+
+            return run_workers(settings, args.names)
+        elif args.command == "admin":
+            return _serve_admin(settings, migrate=not args.no_migrate)
         else:
+            if args.workers < 1:
+                raise ValueError("--workers must be >= 1")
             demo = settings.demo and not args.no_demo and not args.bare
             without = frozenset(name.strip() for name in args.without.split(",") if name.strip())
-            return _serve(settings, migrate=not args.no_migrate, demo=demo, bare=args.bare, without=without)
+            return _serve(
+                settings,
+                migrate=not args.no_migrate,
+                demo=demo,
+                bare=args.bare,
+                without=without,
+                workers=args.workers,
+            )
     except (MigrationError, TenantExists, LookupError, ValueError) as exc:
         print(f"llmproxy-gateway: {exc}", file=sys.stderr)
         return 2
@@ -89,19 +123,52 @@ def _serve(
     demo: bool,
     bare: bool = False,
     without: frozenset[str] = frozenset(),
+    workers: int = 1,
 ) -> int:
     import uvicorn
 
-    from ._app import create_app, create_bare_app
+    from ._app import OPTIONAL_MIDDLEWARES, create_app, create_bare_app
 
-    app = create_bare_app(settings) if bare else create_app(settings, without=without)  # (bad names: exit 2)
+    unknown = without - OPTIONAL_MIDDLEWARES
+    if unknown:
+        create_app(settings, without=without)  # raises the ValueError naming them (exit 2)
     if migrate:
         done = upgrade(settings.database_url)
         logger.info("migrations applied", extra={"packages": done})
     if demo:
         created = asyncio.run(ensure_demo(settings))
         print(banner(settings, created), flush=True)
+    if workers > 1:
+        # Each worker process builds its own app (clients, caches, write-behind) from the same environment.
+        os.environ["LLMPROXY_GATEWAY_WITHOUT"] = ",".join(sorted(without))
+        factory = "create_bare_app" if bare else "create_app_from_environment"
+        # uvicorn SIGKILLs a worker that does not answer its health ping within the timeout (default 5 s):
+        # a worker still importing on a busy machine would be killed with its queued writes.
+        uvicorn.run(
+            f"llmproxy_gateway._app:{factory}",
+            factory=True,
+            workers=workers,
+            timeout_worker_healthcheck=30,
+            host=settings.host,
+            port=settings.port,
+            log_config=None,
+            server_header=False,
+        )
+        return 0
+    app = create_bare_app(settings) if bare else create_app(settings, without=without)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None, server_header=False)
+    return 0
+
+
+def _serve_admin(settings: GatewaySettings, *, migrate: bool) -> int:
+    import uvicorn
+
+    from ._app import create_admin_app
+
+    if migrate:
+        upgrade(settings.database_url)
+    app = create_admin_app(settings)
+    uvicorn.run(app, host=settings.host, port=settings.admin_port, log_config=None, server_header=False)
     return 0
 
 

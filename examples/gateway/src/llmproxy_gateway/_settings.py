@@ -30,6 +30,8 @@ class GatewaySettings(LLMProxySettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8000, ge=0, le=65535)
+    #: The admin API's own app (``llmproxy-gateway admin``).
+    admin_port: int = Field(default=8001, ge=0, le=65535)
 
     #: ``mock`` (deterministic, built in) or ``openai`` (any OpenAI-compatible upstream).
     provider: Literal["mock", "openai"] = "mock"
