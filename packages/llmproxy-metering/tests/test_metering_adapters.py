@@ -126,6 +126,20 @@ async def test_anonymous_requests_and_other_scopes_are_not_metered(
     assert redis_from_url(redis_url).keys("metering:*") == []
 
 
+async def test_requests_outside_paths_are_not_metered(redis_url: str, clock: ManualClock) -> None:
+    client = AsyncMeteringClient(async_redis_from_url(redis_url), clock=clock)
+    app = with_tenant(MeteringMiddleware(chat, client=client, clock=clock.now, paths=["/v1/embeddings"]))
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://t") as http:
+        assert (await http.post("/v1/chat/completions")).status_code == 200
+        await client.flush()
+        assert client.stats.recorded == 0
+        assert (await http.post("/v1/embeddings")).status_code == 200
+    await client.flush()
+    assert client.stats.recorded == 1
+    with pytest.raises(ValueError, match="paths"):
+        MeteringMiddleware(chat, client=client, paths=["v1"])
+
+
 def wsgi_chat(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
     start_response("200 OK", [("content-type", "text/plain")])
 

@@ -233,3 +233,27 @@ async def test_a_starlette_stream_cancelled_by_disconnect_settles_what_was_repor
     assert 2 <= len(chunks) < 99
     assert 10 + 2 <= usage <= 10 + len(chunks) + 1  # what was reported when the stream was cancelled
     assert usage < 500
+
+
+async def test_a_request_outside_paths_passes_untouched(
+    middleware: Any, aclient: AsyncQuotaClient, tenant: uuid.UUID
+) -> None:
+    body = json.dumps({"max_tokens": 100}).encode()
+    status, headers, out = await call(middleware(echo_app, paths=["/admin/"]), tenant, body)
+    assert (status, out) == (200, body[:3])  # the app read the raw stream: its first chunk, not a replay
+    assert not any(name.startswith("x-ratelimit-") for name in headers)  # not admitted, not charged
+    assert (await aclient.check(tenant, "tokens_per_day", 0)).current_usage == 0
+    status, headers, _ = await call(middleware(echo_app, paths=["/admin/", "/v1/"]), tenant, body)
+    assert status == 200
+    assert headers["x-ratelimit-remaining-requests"] == "999"
+
+
+@pytest.mark.parametrize(
+    ("paths", "error"),
+    [("/v1/", TypeError), (["v1/"], ValueError), ([""], ValueError), ([None], ValueError)],
+)
+def test_paths_must_be_prefixes_starting_with_a_slash(
+    aclient: AsyncQuotaClient, paths: Any, error: type[Exception]
+) -> None:
+    with pytest.raises(error, match="paths"):
+        QuotaMiddleware(echo_app, client=aclient, paths=paths)

@@ -13,6 +13,7 @@ from llmproxy.core import (
     Send,
     bind_usage,
     ensure_context,
+    path_prefixes,
     reset_usage,
 )
 
@@ -35,7 +36,7 @@ class AuditMiddleware:
     ) -> None:
         self.app = app
         self.publisher = publisher
-        self.paths = tuple(paths)
+        self.paths = path_prefixes(paths)
         self.action = action
         self.entity_type = entity_type
 

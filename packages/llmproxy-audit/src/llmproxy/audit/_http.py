@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmproxy.core import Usage
+from llmproxy.core import Usage, path_under
 
 #: The seed's event name.
 LLM_REQUEST_COMPLETED = "llm_request_completed"
@@ -42,5 +42,5 @@ def completed_metadata(
     }
 
 
-def path_matches(path: str, prefixes: tuple[str, ...]) -> bool:
-    return not prefixes or path.startswith(prefixes)
+#: Whether a request's path is audited: core's rule for every middleware's ``paths`` option.
+path_matches = path_under

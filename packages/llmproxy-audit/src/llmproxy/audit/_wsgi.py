@@ -12,6 +12,7 @@ from llmproxy.core import (
     WSGIResponseWatch,
     bind_environ_usage,
     ensure_environ_context,
+    path_prefixes,
     reset_usage,
 )
 
@@ -33,7 +34,7 @@ class WSGIAuditMiddleware:
     ) -> None:
         self.app = app
         self.publisher = publisher
-        self.paths = tuple(paths)
+        self.paths = path_prefixes(paths)
         self.action = action
         self.entity_type = entity_type
 

@@ -209,3 +209,19 @@ def read_wsgi_body(environ: WSGIEnviron, max_bytes: int) -> bytes:
 def header_values(scope: Scope, name: bytes) -> list[bytes]:
     """Every value of header ``name`` (lower-case bytes) in an ASGI scope."""
     return [bytes(v) for k, v in scope.get("headers") or () if k == name or k.lower() == name]
+
+
+def path_prefixes(paths: Sequence[str], *, name: str = "paths") -> tuple[str, ...]:
+    """Validated path prefixes for a middleware's ``paths`` option (empty: every path)."""
+    if isinstance(paths, str):
+        raise TypeError(f"{name} must be a sequence of path prefixes, not one string")
+    prefixes = tuple(paths)
+    for prefix in prefixes:
+        if not isinstance(prefix, str) or not prefix.startswith("/"):
+            raise ValueError(f"{name}: every prefix must be a string starting with '/', got {prefix!r}")
+    return prefixes
+
+
+def path_under(path: str, prefixes: tuple[str, ...]) -> bool:
+    """True when ``prefixes`` is empty (every path) or ``path`` starts with one of them."""
+    return not prefixes or path.startswith(prefixes)

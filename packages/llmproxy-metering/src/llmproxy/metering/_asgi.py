@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from llmproxy.core import (
     ASGIApp,
@@ -13,6 +13,8 @@ from llmproxy.core import (
     Send,
     bind_usage,
     context_from_scope,
+    path_prefixes,
+    path_under,
     reset_usage,
 )
 
@@ -35,14 +37,16 @@ class MeteringMiddleware:
         client: Recording,
         provider: str | None = None,
         clock: Callable[[], float] = time.time,
+        paths: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.client = client
+        self.paths = path_prefixes(paths)  # path prefixes to meter (default: every path)
         self.provider = provider
         self.clock = clock
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not path_under(scope.get("path", ""), self.paths):
             await self.app(scope, receive, send)
             return
         started = self.clock()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 
 from llmproxy.core import (
     StartResponse,
@@ -12,6 +12,8 @@ from llmproxy.core import (
     WSGIResponseWatch,
     bind_environ_usage,
     context_from_environ,
+    path_prefixes,
+    path_under,
     reset_usage,
 )
 
@@ -28,13 +30,17 @@ class WSGIMeteringMiddleware:
         client: Recording,
         provider: str | None = None,
         clock: Callable[[], float] = time.time,
+        paths: Sequence[str] = (),
     ) -> None:
         self.app = app
         self.client = client
+        self.paths = path_prefixes(paths)  # path prefixes to meter (default: every path)
         self.provider = provider
         self.clock = clock
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
+        if not path_under(environ.get("PATH_INFO") or "/", self.paths):
+            return self.app(environ, start_response)
         started = self.clock()
         usage, token = bind_environ_usage(environ)
 

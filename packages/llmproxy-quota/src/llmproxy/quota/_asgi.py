@@ -15,6 +15,7 @@ from llmproxy.core import (
     Send,
     bind_usage,
     context_from_scope,
+    path_under,
     read_body,
     replay_body,
     reset_usage,
@@ -43,7 +44,8 @@ class QuotaMiddleware(Edge[ASGIApp, AsyncQuotaClient, Scope]):
       ``max_body_bytes``, larger bodies get 413, and re-fed to the app). None reserves 0 and charges what the
       handler reports.
     - Requests without a tenant pass through untouched (auth decides who must have one), or get 401 with
-      ``require_tenant=True``.
+      ``require_tenant=True``; so do requests outside ``paths`` (path prefixes; default: every path), e.g.
+      ``paths=["/v1/"]`` leaves an admin API beside the metered one alone.
     - Rejections: 429 with an OpenAI-style error (``rate_limit_exceeded`` / ``insufficient_quota``),
       ``Retry-After`` and ``x-ratelimit-*`` headers; 503 under the ``closed`` failure policy with Redis down;
       403 for a tenant the limits source does not know.
@@ -52,7 +54,7 @@ class QuotaMiddleware(Edge[ASGIApp, AsyncQuotaClient, Scope]):
     """
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or not path_under(scope.get("path", ""), self.paths):
             await self.app(scope, receive, send)
             return
         ctx = context_from_scope(scope)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Generic, TypeVar
 
-from llmproxy.core import EdgeError
+from llmproxy.core import EdgeError, path_prefixes
 
 from ._results import Admission, InvalidQuotaRequest, LimitResult, QuotaError
 
@@ -27,9 +27,11 @@ class Edge(Generic[App, Client, Request]):
         estimate_tokens: Callable[[Request, bytes], int] | None = None,
         max_body_bytes: int = 8 * 1024 * 1024,
         require_tenant: bool = False,
+        paths: Sequence[str] = (),
     ) -> None:
         if max_body_bytes <= 0:
             raise ValueError("max_body_bytes must be positive")
+        self.paths = path_prefixes(paths)
         self.app = app
         self.client = client
         self.estimate_tokens = estimate_tokens

@@ -14,6 +14,7 @@ from llmproxy.core import (
     WSGIResponseWatch,
     bind_environ_usage,
     context_from_environ,
+    path_under,
     read_wsgi_body,
     reset_usage,
     wsgi_error,
@@ -39,6 +40,8 @@ class QuotaWSGIMiddleware(Edge[WSGIApp, QuotaClient, WSGIEnviron]):
     Tokens are settled when the server closes the response iterable (end of body or client gone)."""
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
+        if not path_under(environ.get("PATH_INFO") or "/", self.paths):
+            return self.app(environ, start_response)
         ctx = context_from_environ(environ)
         if ctx is None or ctx.tenant_id is None:
             if self.require_tenant:
