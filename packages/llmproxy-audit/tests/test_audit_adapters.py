@@ -280,3 +280,37 @@ def test_publish_accepts_several_values_each_under_the_bound_though_larger_toget
     assert publisher.publish("ok", "thing", old_values=half, new_values=half)
     publisher.close()
     assert len(published(embedded_redis_url, options)) == 1
+
+
+def test_a_publisher_on_an_existing_client_shares_its_write_behind(
+    redis_url: str, options: AuditOptions
+) -> None:
+    from llmproxy.core import WriteBehind, redis_from_url
+
+    redis = redis_from_url(redis_url)
+    shared = WriteBehind.for_client(redis)
+    publisher = AuditPublisher.on_redis(redis, options)
+    assert publisher.sink.write_behind is shared  # type: ignore[attr-defined]
+    assert publisher.publish("x.done", "thing", "1", context=RequestContext(tenant_id=uuid.uuid4()))
+    publisher.close()  # sends what it queued, leaves the shared write-behind and the client open
+    assert [e.action for e in events(redis_url, options)] == ["x.done"]
+    assert redis.ping()
+    assert shared.enqueue(("PING",))
+    shared.close()
+    redis.close()
+
+
+async def test_an_async_publisher_on_an_existing_client_shares_its_write_behind(
+    redis_url: str, options: AuditOptions
+) -> None:
+    from llmproxy.core import AsyncWriteBehind, async_redis_from_url
+
+    redis = async_redis_from_url(redis_url)
+    publisher = AsyncAuditPublisher.on_redis(redis, options)
+    assert publisher.sink.write_behind is AsyncWriteBehind.for_client(redis)  # type: ignore[attr-defined]
+    assert publisher.publish("y.done", "thing", "2", context=RequestContext(tenant_id=uuid.uuid4()))
+    await publisher.aclose()
+    assert [e.action for e in events(redis_url, options)] == ["y.done"]
+    assert await redis.ping()
+    await AsyncWriteBehind.for_client(redis).aclose()
+    await redis.aclose()

@@ -71,8 +71,8 @@ class Backends:
             authenticator=Authenticator(api_keys=api_keys),
             flags=FlagsClient(redis, engine, defaults=FLAG_DEFAULTS),
             metering=MeteringClient(redis, engine=engine),
-            # Its own Redis client (of the same URL): the package offers no public sink over ours.
-            audit=AuditPublisher.from_url(settings.redis_url),
+            # Over the same client: events leave in the write-behind quota's settles and usage share.
+            audit=AuditPublisher.on_redis(redis),
         )
 
     def start(self) -> None:

@@ -221,6 +221,20 @@ class AuditPublisher(_PublisherBase):
         write_behind = WriteBehind(redis, max_queue=options.buffer_size, name="audit")
         return cls(StreamSink(write_behind, options, owned=True), redactor=redactor)
 
+    @classmethod
+    def on_redis(
+        cls, redis: Any, options: AuditOptions | None = None, *, redactor: Redactor = DEFAULT_REDACTOR
+    ) -> AuditPublisher:
+        """Redis Streams over an existing client: events leave in the write-behind every concern shares for
+        ``redis`` (:meth:`~llmproxy.core.WriteBehind.for_client`), in the same pipelines as quota's settles
+        and metering's records, so an event costs no round trip of its own. Closing the publisher leaves the
+        client and its write-behind to their owner."""
+        from llmproxy.core import WriteBehind
+
+        from ._redis_streams import StreamSink
+
+        return cls(StreamSink(WriteBehind.for_client(redis), options or AuditOptions()), redactor=redactor)
+
     def flush(self, timeout: float = 5.0) -> bool:
         return self.sink.flush(timeout)
 
@@ -261,6 +275,19 @@ class AsyncAuditPublisher(_PublisherBase):
         redis = async_redis_from_url(url, **fail_fast_redis_options(url))
         write_behind = AsyncWriteBehind(redis, max_queue=options.buffer_size, name="audit")
         return cls(AsyncStreamSink(write_behind, options, owned=True), redactor=redactor)
+
+    @classmethod
+    def on_redis(
+        cls, redis: Any, options: AuditOptions | None = None, *, redactor: Redactor = DEFAULT_REDACTOR
+    ) -> AsyncAuditPublisher:
+        """The asyncio :meth:`AuditPublisher.on_redis`: over the write-behind shared for this asyncio client
+        (:meth:`~llmproxy.core.AsyncWriteBehind.for_client`)."""
+        from llmproxy.core import AsyncWriteBehind
+
+        from ._redis_streams import AsyncStreamSink
+
+        sink = AsyncStreamSink(AsyncWriteBehind.for_client(redis), options or AuditOptions())
+        return cls(sink, redactor=redactor)
 
     async def flush(self) -> bool:
         return await self.sink.flush()
