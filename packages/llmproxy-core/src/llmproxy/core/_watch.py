@@ -34,7 +34,7 @@ class ResponseWatch:
     be extended until the response starts.
     """
 
-    __slots__ = ("_send", "body_bytes", "chunks", "ended", "headers", "on_body", "status")
+    __slots__ = ("_send", "body_bytes", "chunks", "ended", "headers", "on_body", "response_headers", "status")
 
     def __init__(
         self,
@@ -47,6 +47,8 @@ class ResponseWatch:
         self.headers: list[tuple[bytes, bytes]] = list(headers)
         self.on_body = on_body
         self.status: int | None = None
+        #: The headers the app started its response with (before ``headers`` were added).
+        self.response_headers: Sequence[tuple[bytes, bytes]] = ()
         self.ended = False
         self.body_bytes = 0
         self.chunks = 0
@@ -59,6 +61,7 @@ class ResponseWatch:
         kind = message["type"]
         if kind == "http.response.start":
             self.status = message["status"]
+            self.response_headers = message.get("headers") or ()
             if self.headers:
                 message = {**message, "headers": [*message.get("headers", ()), *self.headers]}
         elif kind == "http.response.body":
@@ -93,6 +96,7 @@ class WSGIResponseWatch:
         "headers",
         "on_body",
         "on_close",
+        "response_headers",
         "status",
     )
 
@@ -109,6 +113,8 @@ class WSGIResponseWatch:
         self.on_close = on_close
         self.on_body = on_body
         self.status: int | None = None
+        #: The headers the app started its response with (before ``headers`` were added).
+        self.response_headers: Sequence[tuple[str, str]] = ()
         self.ended = False
         self.failed = False
         self.body_bytes = 0
@@ -124,6 +130,7 @@ class WSGIResponseWatch:
             self.status = int(status[:3])
         except ValueError:
             self.status = 500
+        self.response_headers = headers
         if self.headers:
             headers = [*headers, *self.headers]
         if exc_info is not None:

@@ -43,7 +43,8 @@ class TelemetryMiddleware:
 
     - A SERVER span per request, child of the incoming W3C ``traceparent`` / ``tracestate``, named after
       the route template (``POST /v1/chat/completions``), with tenant, API key, user, request id and model
-      from the request context, and usage from the usage channel.
+      from the request context, usage from the usage channel, and what auth and quota decided
+      (``llmproxy.auth.outcome``, ``llmproxy.quota.*``: read off the context and ``x-ratelimit-*`` headers).
     - ``http.server.request.duration`` and ``http.server.active_requests``; for the paths in
       ``genai_routes`` (path -> ``gen_ai.operation.name``) the GenAI client metrics and the seed's
       ``llmproxy.*`` metrics too. A stream is measured to its last chunk or the client's disconnect.
@@ -125,7 +126,12 @@ class TelemetryMiddleware:
             raise
         finally:
             try:
-                request.finish(route_template(scope, root_path), failure, status=watch.status)
+                request.finish(
+                    route_template(scope, root_path),
+                    failure,
+                    status=watch.status,
+                    headers=watch.response_headers,
+                )
             except Exception:  # telemetry must never fail a request
                 logger.exception("telemetry: recording the request failed")
             reset_usage(usage_token)

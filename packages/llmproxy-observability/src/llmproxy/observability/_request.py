@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextvars
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -19,6 +19,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 from llmproxy.core import Usage, context_from_scope
 
 from . import _semconv as sc
+from ._decisions import decisions
 from ._setup import Telemetry
 
 Attributes = dict[str, Any]
@@ -239,11 +240,13 @@ class ServerRequest:
         *,
         status: int | None = None,
         failed: bool = False,
+        headers: Sequence[tuple[bytes, bytes]] | Sequence[tuple[str, str]] = (),
     ) -> None:
         """Close the span and record the request's metrics. Call once, when the response has ended.
 
         ``status`` is the response's (None: not started); ``failed`` marks a failure whose exception is gone
-        (a WSGI body that raised while the server iterated it)."""
+        (a WSGI body that raised while the server iterated it); ``headers`` are the response's (what auth
+        and quota decided is read off them and the context: ``_decisions.py``)."""
         duration = time.perf_counter() - self.started_at
         if status is not None:
             self.status = status
@@ -276,6 +279,7 @@ class ServerRequest:
         if self.disconnected:
             span_attributes[sc.LLMPROXY_CLIENT_DISCONNECTED] = True
         ctx = context_from_scope(self.source)  # type: ignore[arg-type]
+        span_attributes.update(decisions(ctx, status, headers))
         if ctx is not None:
             span_attributes[sc.LLMPROXY_REQUEST_ID] = ctx.request_id
             if ctx.tenant_id is not None:

@@ -104,6 +104,11 @@ LLMPROXY_API_KEY_ID: Final = "llmproxy.api_key.id"
 LLMPROXY_USER_ID: Final = "llmproxy.user.id"
 LLMPROXY_REQUEST_ID: Final = "llmproxy.request.id"
 LLMPROXY_CLIENT_DISCONNECTED: Final = "llmproxy.client.disconnected"
+#: What the llmproxy middlewares decided, read off the request context and the response (``_decisions.py``).
+LLMPROXY_AUTH_OUTCOME: Final = "llmproxy.auth.outcome"
+LLMPROXY_QUOTA_ALLOWED: Final = "llmproxy.quota.allowed"
+LLMPROXY_QUOTA_REMAINING_REQUESTS: Final = "llmproxy.quota.remaining_requests"
+LLMPROXY_QUOTA_REMAINING_TOKENS: Final = "llmproxy.quota.remaining_tokens"
 LLMPROXY_METRIC: Final = "llmproxy.metric"
 LLMPROXY_ATTRIBUTE: Final = "llmproxy.attribute"
 

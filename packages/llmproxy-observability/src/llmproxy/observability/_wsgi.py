@@ -93,7 +93,13 @@ class TelemetryWSGIMiddleware:
             # block: the exception is still the one being handled).
             failure = sys.exc_info()[1]
             try:
-                request.finish(_route(environ), failure, status=watch.status, failed=watch.failed)
+                request.finish(
+                    _route(environ),
+                    failure,
+                    status=watch.status,
+                    failed=watch.failed,
+                    headers=watch.response_headers,
+                )
             except Exception:
                 logger.exception("telemetry: recording the request failed")
             finally:
