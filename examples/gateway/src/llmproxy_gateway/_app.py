@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Collection, Sequence
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
@@ -11,7 +11,9 @@ from fastapi.responses import JSONResponse
 
 from llmproxy.audit import AuditMiddleware
 from llmproxy.auth import AuthMiddleware, add_exception_handlers
-from llmproxy.core import ASGIApp, Receive, Scope, Send
+from llmproxy.core import ASGIApp
+from llmproxy.flags import FlagsMiddleware
+from llmproxy.metering import MeteringMiddleware
 from llmproxy.quota import QuotaMiddleware
 
 from ._admin import router as admin_router
@@ -26,7 +28,7 @@ from ._backends import Backends
 from ._edge import AccessLog, ErrorGuard, RequestBodyLimit
 from ._errors import install_error_handlers
 from ._estimate import token_estimator
-from ._flags import flags_middleware
+from ._flags import LLM_GATEWAY, STREAMING
 from ._health import checks, health
 from ._logging import configure_logging
 from ._metering import GatewayMetering
@@ -38,6 +40,8 @@ from ._telemetry import fastapi_native_telemetry_off, with_telemetry
 from ._upstream import UpstreamProvider
 from ._version import __version__
 
+#: The OpenAI-compatible API: what quota, audit and metering apply to.
+API_PATHS = ("/v1/",)
 #: Reachable without credentials.
 PUBLIC_PATHS = ("/healthz", "/docs", "/docs/oauth2-redirect", "/redoc", "/openapi.json")
 
@@ -122,24 +126,6 @@ def create_api(
     return api
 
 
-class OnlyUnder:
-    """Send requests under ``prefixes`` through ``wrapped``, the others straight to ``app``.
-
-    The gateway meters ``/v1/`` only: an admin raising a tenant's limit must not wait for that tenant's quota.
-    """
-
-    def __init__(self, app: ASGIApp, *, wrapped: ASGIApp, prefixes: Sequence[str]) -> None:
-        self.app = app
-        self.wrapped = wrapped
-        self.prefixes = tuple(prefixes)
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and str(scope.get("path", "")).startswith(self.prefixes):
-            await self.wrapped(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
-
-
 def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
     """What every HTTP service wants at its edge: request id + access log, error guard, body limits."""
     limited = RequestBodyLimit(app, max_bytes=settings.max_body_bytes, max_json_depth=settings.max_json_depth)
@@ -166,22 +152,23 @@ def create_app(settings: GatewaySettings | None = None, *, without: Collection[s
     backends = Backends.from_settings(settings)
     metering = GatewayMetering.from_backends(backends)
     api = create_api(settings, backends=backends, metering=metering)
+    # Quota, audit and metering apply to the OpenAI-compatible API only: an admin raising a tenant's limit
+    # must not wait for that tenant's quota.
     app: ASGIApp = api
-    inner: ASGIApp = app if "metering" in without else metering.middleware(app)
+    if "metering" not in without:
+        app = MeteringMiddleware(app, client=metering.client, paths=API_PATHS)
     if "audit" not in without:
-        inner = AuditMiddleware(inner, publisher=api.state.audit.publisher)
-    app = OnlyUnder(
+        app = AuditMiddleware(app, publisher=api.state.audit.publisher, paths=API_PATHS)
+    app = QuotaMiddleware(
         app,
-        wrapped=QuotaMiddleware(
-            inner,
-            client=backends.quota,
-            estimate_tokens=token_estimator(settings.default_max_tokens),
-            max_body_bytes=settings.max_body_bytes,
-        ),
-        prefixes=("/v1/",),
+        client=backends.quota,
+        estimate_tokens=token_estimator(settings.default_max_tokens),
+        max_body_bytes=settings.max_body_bytes,
+        paths=API_PATHS,
     )
     if "flags" not in without:
-        app = flags_middleware(app, backends.flags)
+        # Inside auth (the tenant is known), outside quota: a refused tenant costs no quota round trip.
+        app = FlagsMiddleware(app, flags=backends.flags, require={"/v1/": LLM_GATEWAY}, expose=[STREAMING])
     app = AuthMiddleware(
         app,
         authenticator=backends.authenticator,

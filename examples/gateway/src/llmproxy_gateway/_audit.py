@@ -28,8 +28,7 @@ from llmproxy.audit import (
     AuditSettings,
     consumer_from_url,
 )
-from llmproxy.audit._redis_streams import AsyncStreamSink
-from llmproxy.core import AsyncWriteBehind, context_from_scope, is_memory_url
+from llmproxy.core import context_from_scope, is_memory_url
 
 from ._backends import Backends
 from ._settings import GatewaySettings
@@ -56,8 +55,7 @@ class GatewayAudit:
         options: AuditOptions = audit.options()
         url = audit.transport_url
         if url == settings.redis_url:
-            sink = AsyncStreamSink(AsyncWriteBehind.for_client(backends.redis), options)
-            publisher = AsyncAuditPublisher(sink)
+            publisher = AsyncAuditPublisher.on_redis(backends.redis, options)
         else:
             publisher = AsyncAuditPublisher.from_url(url, options)
         embedded = audit.audit_consumer == "embedded" or (

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from llmproxy.core import ASGIApp, AsyncRedis, RequestContext
-from llmproxy.flags import AsyncFlagsClient, Flag, FlagsMiddleware
+from llmproxy.core import AsyncRedis, RequestContext
+from llmproxy.flags import AsyncFlagsClient, Flag
 
 LLM_GATEWAY = "llm_gateway"
 STREAMING = "streaming"
@@ -30,11 +30,6 @@ DEFAULTS = (
 
 def build_flags(redis: AsyncRedis, engine: AsyncEngine) -> AsyncFlagsClient:
     return AsyncFlagsClient(redis, engine, defaults=DEFAULTS)
-
-
-def flags_middleware(app: ASGIApp, flags: AsyncFlagsClient) -> ASGIApp:
-    """Inside auth, outside quota: a refused tenant costs no quota round trip."""
-    return FlagsMiddleware(app, flags=flags, require={"/v1/": LLM_GATEWAY}, expose=[STREAMING])
 
 
 def streaming_allowed(ctx: RequestContext | None) -> bool:

@@ -1,4 +1,4 @@
-"""Metering in the gateway: the client every request records through, the flusher, the middleware.
+"""Metering in the gateway: the client every request records through (its middleware's), and the flusher.
 
 Recording shares the gateway's Redis client and so its write-behind: a request's metering record leaves in the
 same pipeline as its quota settle (no round trip of its own). The flusher runs in the gateway process by
@@ -14,12 +14,10 @@ from dataclasses import dataclass
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from llmproxy.core import ASGIApp
 from llmproxy.metering import (
     AsyncFlusher,
     AsyncMeteringClient,
     AsyncPriceOverrides,
-    MeteringMiddleware,
     MeteringOptions,
     PriceBook,
 )
@@ -71,9 +69,6 @@ class GatewayMetering:
             else None
         )
         return cls(client=client, overrides=AsyncPriceOverrides(backends.engine), flusher=flusher)
-
-    def middleware(self, app: ASGIApp) -> ASGIApp:
-        return MeteringMiddleware(app, client=self.client)
 
     async def start(self) -> None:
         try:

@@ -16,12 +16,11 @@ from fastapi import FastAPI
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from llmproxy.core import ASGIApp, Message, Receive, Scope, Send, context_from_scope
+from llmproxy.core import ASGIApp
 from llmproxy.observability import (
     Telemetry,
     TelemetryAlreadyConfigured,
     TelemetryMiddleware,
-    annotate,
     configure_telemetry,
     get_telemetry,
 )
@@ -82,53 +81,6 @@ def configure(settings: TelemetrySettings | None = None) -> Telemetry:
         return existing
 
 
-class ExplainRequest:
-    """Puts the auth outcome and the quota decision on the request span, from what the stack answered.
-
-    Auth and quota do not depend on llmproxy-observability; what they decided is visible at the edge — the
-    request context auth bound, the status, quota's ``x-ratelimit-*`` headers — so the gateway reads it here.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-
-        async def explaining_send(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                _explain(scope, message)
-            await send(message)
-
-        await self.app(scope, receive, explaining_send)
-
-
-def _explain(scope: Scope, start: Message) -> None:
-    status = int(start["status"])
-    ctx = context_from_scope(scope)
-    if status in (401, 403) and (ctx is None or not ctx.is_authenticated):
-        outcome = "rejected"
-    elif ctx is not None and ctx.is_authenticated:
-        outcome = "authenticated"
-    else:
-        outcome = "anonymous"
-    attributes: dict[str, str | int | bool] = {"llmproxy.auth.outcome": outcome}
-    quota = {
-        name.decode("latin-1")[len("x-ratelimit-") :]: value.decode("latin-1")
-        for name, value in start.get("headers") or ()
-        if name.startswith(b"x-ratelimit-")
-    }
-    if quota or status == 429:
-        attributes["llmproxy.quota.allowed"] = status != 429
-        for unit in ("requests", "tokens"):
-            remaining = quota.get(f"remaining-{unit}")
-            if remaining is not None and remaining.isdigit():
-                attributes[f"llmproxy.quota.remaining_{unit}"] = int(remaining)
-    annotate(attributes)
-
-
 def fastapi_native_telemetry_off() -> dict[str, Any]:
     """``FastAPI(**...)`` arguments that switch FastAPI's own OpenTelemetry instrumentation off.
 
@@ -148,7 +100,7 @@ def with_telemetry(app: ASGIApp, settings: GatewaySettings, telemetry: Telemetry
     options = TelemetrySettings()
     telemetry = telemetry or configure(options)
     return TelemetryMiddleware(
-        ExplainRequest(app),
+        app,
         telemetry=telemetry,
         provider_name="openai" if settings.provider == "openai" else "llmproxy.mock",
         metrics_path=options.metrics_path,
