@@ -12,7 +12,12 @@ p50/p99 latency side by side.
 
     .venv/bin/python bench/bench_gateway.py [--quick] [--duration S] [--concurrency N] [--loader raw|httpx]
 
-Targets (issue 5): the middlewares add <= 1 ms at p50 and keep >= 50% of the bare app's throughput. The
+The full app exports traces, metrics and logs over OTLP/HTTP to a local receiver (in this process), as a
+deployment exporting to a collector on the same host would. With real Redis, each run also counts the Redis
+server's read events (``INFO stats``), i.e. client round trips, per request.
+
+Targets (issues 5 and 16): the middlewares add <= 1 ms at p50 and keep >= 50% of the bare app's throughput,
+plain and streaming; the full stack makes <= 2 Redis round trips per request. The
 added latency is read at one connection (one request at a time: what a request pays, with no queueing), the
 throughput at ``--concurrency`` connections (both servers saturated: their capacity). The other figure of
 each run is printed too: at one connection throughput is just 1 / latency, and on a saturated server the p50
@@ -47,6 +52,7 @@ from llmproxy.core.testing import (
     free_port,
     postgres_available,
 )
+from llmproxy.observability.testing import OTLPReceiver
 
 GATEWAY = Path(sys.executable).with_name("llmproxy-gateway")
 BODY = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "Benchmark me, please."}]}
@@ -173,12 +179,14 @@ async def _load(
 
         warm_until = time.perf_counter() + max(1.0, duration / 3)
         await asyncio.gather(*(worker(warm_until) for _ in range(concurrency)))
+        warm_requests = len(latencies) + errors
         latencies.clear()
         errors = 0
         started = time.perf_counter()
         await asyncio.gather(*(worker(started + duration) for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return {"latencies": latencies, "errors": errors, "elapsed": elapsed}
+    total = warm_requests + len(latencies) + errors
+    return {"latencies": latencies, "errors": errors, "elapsed": elapsed, "requests": total}
 
 
 def run_loader(
@@ -189,14 +197,37 @@ def run_loader(
 
 def summarize(result: dict[str, Any]) -> dict[str, float]:
     lat = sorted(result["latencies"])
+    trips = result.get("redis_reads", float("nan")) / max(1, result["requests"])
     if not lat:
-        return {"rps": 0.0, "p50": float("nan"), "p99": float("nan"), "errors": result["errors"]}
+        return {
+            "rps": 0.0,
+            "p50": float("nan"),
+            "p99": float("nan"),
+            "errors": result["errors"],
+            "trips": trips,
+        }
     return {
         "rps": len(lat) / result["elapsed"],
         "p50": statistics.median(lat) * 1000,
         "p99": lat[min(len(lat) - 1, int(len(lat) * 0.99))] * 1000,
         "errors": result["errors"],
+        "trips": trips,
     }
+
+
+def redis_reads(url: str | None) -> int | None:
+    """The Redis server's read events so far (``INFO stats`` ``total_reads_processed``): one per batch of
+    commands a client sent in one go, so the difference over a run is the run's round trips (every process
+    on that server counted: the three apps' background polls too)."""
+    if url is None:
+        return None
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return int(client.info("stats")["total_reads_processed"])
+    finally:
+        client.close()
 
 
 def main() -> None:
@@ -214,15 +245,19 @@ def main() -> None:
 
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-gateway-")))
+        counted: str | None = None  # the Redis whose reads are counted (real Redis only)
         if postgres_available() is None:
             redis = RedisServer().start()
             stack.callback(redis.stop)
             database_url = create_postgres_database()
             stack.callback(drop_postgres_database, database_url)
             backends, redis_url = "real Redis + PostgreSQL", redis.url
+            counted = redis.url
         else:
             database_url = f"sqlite:///{workdir / 'bench.db'}"
             backends, redis_url = "embedded (memory:// + SQLite)", "memory://bench"
+        # The full stack exports traces, metrics and logs over OTLP/HTTP to a local receiver (this process).
+        receiver = stack.enter_context(OTLPReceiver())
         admin = secrets.token_urlsafe(16)
         env = {k: v for k, v in os.environ.items() if not k.startswith("LLMPROXY_")}
         env.update(
@@ -235,7 +270,7 @@ def main() -> None:
                 "LLMPROXY_LOG_LEVEL": "WARNING",
             }
         )
-        full = start_server(env, workdir)
+        full = start_server({**env, "LLMPROXY_OTLP_ENDPOINT": receiver.endpoint}, workdir)
         stack.callback(full.stop)
         bare = start_server(env, workdir, "--bare", "--no-migrate")
         stack.callback(bare.stop)
@@ -262,20 +297,31 @@ def main() -> None:
                 for concurrency in (1, args.concurrency):
                     figures = {}
                     for name, server in (("bare", bare), ("core", core), ("full", full)):
+                        before = redis_reads(counted)
                         job = pool.submit(
                             run_loader, server.url, secret, stream, duration, concurrency, args.loader
                         )
-                        figures[name] = summarize(job.result())
+                        result = job.result()
+                        after = redis_reads(counted)
+                        if before is not None and after is not None:
+                            result["redis_reads"] = after - before
+                        figures[name] = summarize(result)
                     rows.append((f"{'stream' if stream else 'plain'} c={concurrency}", figures))
 
-        head = f"{'scenario':15} {'app':5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6}"
+        head = (
+            f"{'scenario':15} {'app':5} {'req/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'errors':>6} "
+            f"{'redis trips/req':>15}"
+        )
         print(head)
         print("-" * len(head))
         for scenario, figures in rows:
             for name in ("bare", "core", "full"):
                 f = figures[name]
                 errors = int(f["errors"])
-                print(f"{scenario:15} {name:5} {f['rps']:9.0f} {f['p50']:8.2f} {f['p99']:8.2f} {errors:6d}")
+                print(
+                    f"{scenario:15} {name:5} {f['rps']:9.0f} {f['p50']:8.2f} {f['p99']:8.2f} {errors:6d} "
+                    f"{f['trips']:15.2f}"
+                )
             b, c, f = figures["bare"], figures["core"], figures["full"]
             ratio = f["rps"] / b["rps"] if b["rps"] else float("nan")
             added = f["p50"] - b["p50"]
@@ -296,6 +342,13 @@ def main() -> None:
                     f"{'met' if ratio >= 0.5 else 'MISSED'}); p50 added {added:+.2f} ms "
                     f"(queueing: {args.concurrency} connections / req/s)"
                 )
+        time.sleep(6.0)  # the last batch of spans (exported every 5 s)
+        print(
+            f"\nOTLP receiver: {len(receiver.spans())} spans, {len(receiver.metrics())} metric exports, "
+            f"{len(receiver.logs())} log records from the full app"
+        )
+        print("redis trips/req: the Redis server's read events over the run (warm-up included) per request;")
+        print("target for full (issue 16): <= 2 (the admit, then one write-behind pipeline)")
         print("\n" + json.dumps(dict(rows), default=float))
 
 
