@@ -240,6 +240,11 @@ def main() -> None:
     parser.add_argument(
         "--loader", choices=("raw", "httpx"), default="raw", help="HTTP client of the load process"
     )
+    parser.add_argument(
+        "--ablate",
+        action="store_true",
+        help="also serve the full app without each optional middleware in turn (plain requests)",
+    )
     args = parser.parse_args()
     duration = 3.0 if args.quick else args.duration
 
@@ -342,6 +347,8 @@ def main() -> None:
                     f"{'met' if ratio >= 0.5 else 'MISSED'}); p50 added {added:+.2f} ms "
                     f"(queueing: {args.concurrency} connections / req/s)"
                 )
+        if args.ablate:
+            ablation(args, env, receiver.endpoint, workdir, stack, secret, duration, rows)
         time.sleep(6.0)  # the last batch of spans (exported every 5 s)
         print(
             f"\nOTLP receiver: {len(receiver.spans())} spans, {len(receiver.metrics())} metric exports, "
@@ -350,6 +357,36 @@ def main() -> None:
         print("redis trips/req: the Redis server's read events over the run (warm-up included) per request;")
         print("target for full (issue 16): <= 2 (the admit, then one write-behind pipeline)")
         print("\n" + json.dumps(dict(rows), default=float))
+
+
+def ablation(
+    args: argparse.Namespace,
+    env: dict[str, str],
+    otlp_endpoint: str,
+    workdir: Path,
+    stack: ExitStack,
+    secret: str,
+    duration: float,
+    rows: list[tuple[str, dict[str, dict[str, float]]]],
+) -> None:
+    """The full app less one middleware at a time, against the full app of the same run (plain requests)."""
+    full_env = {**env, "LLMPROXY_OTLP_ENDPOINT": otlp_endpoint}
+    servers = {}
+    for name in ("telemetry", "audit", "metering", "flags"):
+        servers[name] = start_server(full_env, workdir, "--no-migrate", "--without", name)
+        stack.callback(servers[name].stop)
+    full = {scenario: figures["full"] for scenario, figures in rows if scenario.startswith("plain")}
+    print(f"\n{'without':10} {'c=1 p50 ms':>11} {'saves ms':>9} {'c=16 req/s':>11} {'gains req/s':>12}")
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        for name, server in servers.items():
+            figures = {}
+            for concurrency in (1, args.concurrency):
+                job = pool.submit(run_loader, server.url, secret, False, duration, concurrency, args.loader)
+                figures[concurrency] = summarize(job.result())
+            one, many = figures[1], figures[args.concurrency]
+            saves = full["plain c=1"]["p50"] - one["p50"]
+            gains = many["rps"] - full[f"plain c={args.concurrency}"]["rps"]
+            print(f"{name:10} {one['p50']:11.2f} {saves:+9.2f} {many['rps']:11.0f} {gains:+12.0f}")
 
 
 if __name__ == "__main__":

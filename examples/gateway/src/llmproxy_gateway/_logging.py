@@ -45,3 +45,6 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
         logger.propagate = True
     # The gateway writes its own access log (with request id and tenant); uvicorn's would duplicate it.
     logging.getLogger("uvicorn.access").disabled = True
+    # httpx logs every upstream call at INFO: one more line per request than the access log already says.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, root.level))
