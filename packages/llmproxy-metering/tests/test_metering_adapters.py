@@ -193,6 +193,25 @@ def test_track_records_one_event_for_a_block_of_work(redis_url: str, clock: Manu
     assert fields["model:batch-model"] == 2
 
 
+def test_track_inside_another_block_shares_its_usage_channel(redis_url: str, clock: ManualClock) -> None:
+    from llmproxy.core import Usage, reset_usage, use_usage
+
+    redis = redis_from_url(redis_url)
+    client = MeteringClient(redis, clock=clock)
+    outer = Usage()  # e.g. quota's guard around the block
+    token = use_usage(outer)
+    try:
+        with client.track(RequestContext(tenant_id=TENANT, endpoint="job"), model="m") as tracker:
+            assert tracker.usage is outer
+            report_usage(input_tokens=5, output_tokens=6)
+    finally:
+        reset_usage(token)
+    assert (outer.model, outer.total_tokens) == ("m", 11)  # the guard settles what metering records
+    client.flush()
+    fields = hash_of(redis, clock)
+    assert (fields["requests"], fields["input_tokens"], fields["output_tokens"]) == (1, 5, 6)
+
+
 def test_a_metered_function_is_tracked_with_the_current_context(redis_url: str, clock: ManualClock) -> None:
     from llmproxy.core import use_context
 

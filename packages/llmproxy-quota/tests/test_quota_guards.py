@@ -141,3 +141,21 @@ def test_the_sync_client_refuses_an_async_limits_source(redis_url: str, tenant: 
     with pytest.raises(TypeError, match="AsyncQuotaClient"):
         client.admit(RequestContext(tenant_id=str(tenant)))
     client.close()
+
+
+def test_a_guard_inside_another_block_shares_its_usage_channel(
+    client: QuotaClient, tenant: uuid.UUID
+) -> None:
+    from llmproxy.core import Usage, current_usage, reset_usage, use_usage
+
+    outer = Usage()  # e.g. metering's track around the guard
+    token = use_usage(outer)
+    try:
+        with client.guard(RequestContext(tenant_id=str(tenant)), cost=500) as guard:
+            assert guard.usage is outer
+            report_usage(input_tokens=30, output_tokens=12)
+        assert current_usage() is outer  # the guard's exit put the outer block's channel back
+    finally:
+        reset_usage(token)
+    assert outer.total_tokens == 42  # one report reached both blocks
+    assert client.check(tenant, "tokens_per_day", 0).current_usage == 42

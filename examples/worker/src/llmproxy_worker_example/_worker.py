@@ -173,31 +173,29 @@ class Worker:
         with (
             audit_block(self.audit, JOB_ACTION, entity_type="llm_job", entity_id=job.id, model=job.model),
             self.flags.guard(JOBS_FLAG),
-            self.quota.guard(cost=estimate) as admitted,
+            self.quota.guard(cost=estimate),
+            self.metering.track(model=job.model, provider=PROVIDER),
         ):
-            with self.metering.track(model=job.model, provider=PROVIDER) as tracked:
-                with genai_call(
-                    "chat",
-                    provider=PROVIDER,
-                    request_model=job.model,
-                    max_tokens=job.max_tokens,
-                    telemetry=self.telemetry,
-                ) as call:
-                    completion = self.llm(job.model, job.prompt, job.max_tokens)
-                    call.response(
-                        model=job.model,
-                        input_tokens=completion.input_tokens,
-                        output_tokens=completion.output_tokens,
-                        finish_reasons=[completion.finish_reason],
-                    )
-                report_usage(
+            with genai_call(
+                "chat",
+                provider=PROVIDER,
+                request_model=job.model,
+                max_tokens=job.max_tokens,
+                telemetry=self.telemetry,
+            ) as call:
+                completion = self.llm(job.model, job.prompt, job.max_tokens)
+                call.response(
                     model=job.model,
                     input_tokens=completion.input_tokens,
                     output_tokens=completion.output_tokens,
+                    finish_reasons=[completion.finish_reason],
                 )
-            # report_usage reached the innermost channel (metering's); quota's guard has one of its own,
-            # so it is told the same figure.
-            admitted.report(tracked.usage.total_tokens)
+            report_usage(
+                model=job.model,
+                input_tokens=completion.input_tokens,
+                output_tokens=completion.output_tokens,
+            )
+            # report_usage reached the one usage channel quota's guard and metering's track share.
         return completion
 
     def _over_quota(self, job: Job, admission: Admission) -> JobResult:

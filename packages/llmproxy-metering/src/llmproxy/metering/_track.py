@@ -10,7 +10,7 @@ from typing import ParamSpec, Protocol, TypeVar
 
 from pydantic import ValidationError
 
-from llmproxy.core import RequestContext, Usage, current_context, reset_usage, use_usage
+from llmproxy.core import RequestContext, Usage, current_context, current_usage, reset_usage, use_usage
 
 from ._models import EventOutsideWindow, UsageEvent
 
@@ -112,12 +112,17 @@ def track(
     """Meter one unit of work in a worker loop: one event when the block ends (also when it raises).
 
     ``ctx`` defaults to the current context. Inside the block ``report_usage(...)`` works as in a request
-    handler (the block opens a usage channel), and so does ``tracker.report(...)``."""
+    handler (the block opens a usage channel, or shares the one a surrounding block opened, e.g. quota's
+    ``guard``, so one report reaches both), and so does ``tracker.report(...)``."""
     import time
 
     now = clock or time.time
     ctx = ctx if ctx is not None else current_context()
-    usage = Usage(model=model)
+    usage = current_usage()  # nested in another concern's block (quota's guard): one channel for both
+    if usage is None:
+        usage = Usage(model=model)
+    elif model is not None and usage.model is None:
+        usage.model = model
     tracker = Tracker(usage)
     started = now()
     token = use_usage(usage)

@@ -13,7 +13,7 @@ from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass, field
 from typing import Any, ParamSpec, Protocol, TypeVar
 
-from llmproxy.core import RequestContext, Usage, current_context, reset_usage, use_usage
+from llmproxy.core import RequestContext, Usage, current_context, current_usage, reset_usage, use_usage
 
 from ._results import Admission, InvalidQuotaRequest, QuotaExceeded, Reservation, Settlement
 
@@ -51,7 +51,8 @@ class Guard:
         """The block's guard, its usage channel current; :class:`QuotaExceeded` if it was not admitted."""
         if not admission.allowed:
             raise QuotaExceeded(admission)
-        guard = cls(admission, estimate)
+        # Nested in another concern's block (metering's track): one usage channel for both.
+        guard = cls(admission, estimate, usage=current_usage() or Usage())
         guard._token = use_usage(guard.usage)
         return guard
 
