@@ -240,6 +240,26 @@ def test_audit_block_publishes_when_the_block_ends(options: AuditOptions, embedd
     assert event.entity_id == "e1"
 
 
+class Refused(Exception):
+    """Stands for flags' FeatureDisabled (403) or quota's QuotaExceeded (429): a refusal naming its status."""
+
+    def __init__(self, status: int) -> None:
+        super().__init__(f"refused with {status}")
+        self.status = status
+
+
+@pytest.mark.parametrize(("status", "outcome"), [(403, "denied"), (429, "denied"), (503, "failure")])
+def test_audit_block_records_a_refusal_as_denied(
+    options: AuditOptions, embedded_redis_url: str, status: int, outcome: str
+) -> None:
+    publisher = AuditPublisher.from_url(embedded_redis_url, options)
+    with pytest.raises(Refused), audit_block(publisher, "job.run", entity_type="job"):
+        raise Refused(status)
+    publisher.close()
+    (event,) = events(embedded_redis_url, options)
+    assert (event.outcome, event.metadata["error"], event.metadata["status"]) == (outcome, "Refused", status)
+
+
 def test_a_publish_that_does_not_validate_is_dropped_and_counted_not_raised(
     options: AuditOptions, embedded_redis_url: str
 ) -> None:

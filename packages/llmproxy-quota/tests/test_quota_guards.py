@@ -159,3 +159,10 @@ def test_a_guard_inside_another_block_shares_its_usage_channel(
         reset_usage(token)
     assert outer.total_tokens == 42  # one report reached both blocks
     assert client.check(tenant, "tokens_per_day", 0).current_usage == 42
+
+
+def test_quota_exceeded_names_its_http_status(client: QuotaClient, tenant: uuid.UUID) -> None:
+    ctx = RequestContext(tenant_id=str(tenant))
+    with pytest.raises(QuotaExceeded) as refused, client.guard(ctx, cost=10**12):
+        pass
+    assert refused.value.status == 429  # audit_block records it as "denied"

@@ -9,6 +9,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar, cast
 
+from ._http import outcome_of
 from ._publisher import AsyncAuditPublisher, AuditPublisher
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -17,9 +18,16 @@ EntityId = Callable[..., Any] | str | None
 
 def _outcome_metadata(started: float, error: BaseException | None) -> tuple[str, dict[str, Any]]:
     metadata: dict[str, Any] = {"duration_ms": round((time.perf_counter() - started) * 1000, 3)}
-    if error is not None:
-        metadata["error"] = type(error).__name__
-    return ("failure" if error is not None else "success"), metadata
+    if error is None:
+        return "success", metadata
+    metadata["error"] = type(error).__name__
+    # A refusal that names its HTTP status (core's EdgeError: flags' FeatureDisabled; quota's QuotaExceeded)
+    # is "denied", as the HTTP adapters record a 401/403/429; any other exception is a failure.
+    status = getattr(error, "status", None)
+    if isinstance(status, int) and not isinstance(status, bool):
+        metadata["status"] = status
+        return outcome_of(status), metadata
+    return "failure", metadata
 
 
 @contextmanager

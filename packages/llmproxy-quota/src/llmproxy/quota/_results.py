@@ -156,6 +156,11 @@ class QuotaExceeded(QuotaError):
     def retry_after(self) -> float | None:
         return self.admission.retry_after
 
+    @property
+    def status(self) -> int:
+        """The HTTP status this refusal answers as: 429, or 503 when quota could not be checked."""
+        return 503 if self.admission.unavailable else 429
+
 
 def seconds(ms: int) -> float:
     return ms / 1000.0
