@@ -205,7 +205,10 @@ def test_jobs_run_only_for_tenants_the_flag_is_on_for(harness: Harness) -> None:
     assert (refused.status, refused.reason) == ("refused", f"feature_disabled: {JOBS_FLAG}")
     assert usage_of(harness, paused, 0).totals.requests == 0
     [event] = audited(harness, paused, 1)
-    assert (event.outcome, event.metadata["error"]) == ("failure", "FeatureDisabled")
+    assert (event.outcome, event.metadata["error"]) == (
+        "denied",
+        "FeatureDisabled",
+    )  # a refusal, not a failure
 
 
 # -- bad input and failures ------------------------------------------------------------------------------
