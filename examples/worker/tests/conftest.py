@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from llmproxy.core import TenantRegistry
-from llmproxy.core.testing import Backend
+from llmproxy.core.testing import Backend, eventually
 from llmproxy.observability import configure_telemetry
 from llmproxy.ratelimit_config import ApiKeyLimit, GlobalLimit, TenantRateLimitConfiguration
 from llmproxy_worker_example import Job, Worker, run_worker
-
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], *, timeout: float = 10.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not seen within {timeout} s (last answer: {found!r})")
-        time.sleep(0.02)
 
 
 @dataclass

@@ -11,11 +11,12 @@ from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind
 
 from llmproxy.audit import AuditStore, StoredAuditEvent, consumer_from_url
+from llmproxy.core.testing import eventually
 from llmproxy.flags import Flag
 from llmproxy.metering import UsageReport
 from llmproxy_worker_example import JOB_ACTION, JOBS_FLAG, REJECTED_ACTION, Completion, Job, JobResult
 
-from .conftest import Harness, eventually
+from .conftest import Harness
 
 
 def result_of(harness: Harness, job: Job) -> JobResult:

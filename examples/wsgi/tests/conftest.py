@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TypeVar
 
 import httpx
 import pytest
@@ -16,21 +14,6 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from llmproxy.core.testing import Backend
 from llmproxy.observability import configure_telemetry
 from llmproxy_wsgi_example import WSGIGateway, create_wsgi_app, make_threaded_server
-
-T = TypeVar("T")
-
-
-def eventually(probe: Callable[[], T | None], *, timeout: float = 10.0) -> T:
-    """``probe()``'s first truthy answer, asked until ``timeout``: what the server records after the
-    response (metering, audit) happens when it closes the body, a moment after the client has read it."""
-    deadline = time.monotonic() + timeout
-    while True:
-        found = probe()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not seen within {timeout} s (last answer: {found!r})")
-        time.sleep(0.05)
 
 
 @dataclass

@@ -9,12 +9,13 @@ import httpx
 from opentelemetry.sdk.trace import ReadableSpan
 
 from llmproxy.audit import LLM_REQUEST_COMPLETED, AuditStore, StoredAuditEvent, consumer_from_url
+from llmproxy.core.testing import eventually
 from llmproxy.flags import Flag
 from llmproxy.metering import UsageReport
 from llmproxy.ratelimit_config import ApiKeyLimit, GlobalLimit, TenantRateLimitConfiguration
 from llmproxy_wsgi_example import CHAT_FLAG
 
-from .conftest import Served, eventually
+from .conftest import Served
 
 
 def error_code(response: httpx.Response) -> str | None:

@@ -137,6 +137,21 @@ def with_edge(app: ASGIApp, settings: GatewaySettings) -> ASGIApp:
 OPTIONAL_MIDDLEWARES = frozenset({"audit", "flags", "metering", "telemetry"})
 
 
+def parse_without(names: str) -> frozenset[str]:
+    """``"audit, flags"`` (``serve --without``, ``LLMPROXY_GATEWAY_WITHOUT``) as names, checked."""
+    without = frozenset(name.strip() for name in names.split(",") if name.strip())
+    check_without(without)
+    return without
+
+
+def check_without(without: Collection[str]) -> None:
+    """ValueError naming what :data:`OPTIONAL_MIDDLEWARES` does not hold."""
+    unknown = set(without) - OPTIONAL_MIDDLEWARES
+    if unknown:
+        names, known = ", ".join(sorted(unknown)), ", ".join(sorted(OPTIONAL_MIDDLEWARES))
+        raise ValueError(f"unknown middleware(s) {names}: choose from {known}")
+
+
 def create_app(settings: GatewaySettings | None = None, *, without: Collection[str] = ()) -> ASGIApp:
     """The full gateway. Outermost first: observability → edge → auth → flags → quota (limits from
     ratelimit-config) → audit → metering → app.
@@ -144,10 +159,7 @@ def create_app(settings: GatewaySettings | None = None, *, without: Collection[s
     ``without`` names middlewares of :data:`OPTIONAL_MIDDLEWARES` to leave out (to measure what each costs,
     or to run without one); their admin routes stay.
     """
-    unknown = set(without) - OPTIONAL_MIDDLEWARES
-    if unknown:
-        names, known = ", ".join(sorted(unknown)), ", ".join(sorted(OPTIONAL_MIDDLEWARES))
-        raise ValueError(f"unknown middleware(s) {names}: choose from {known}")
+    check_without(without)
     settings = settings or GatewaySettings()
     backends = Backends.from_settings(settings)
     metering = GatewayMetering.from_backends(backends)
@@ -199,10 +211,7 @@ def create_app_from_environment() -> ASGIApp:
     """
     settings = GatewaySettings()
     configure_logging(settings.log_level, settings.log_format)  # a spawned worker starts unconfigured
-    without = os.environ.get("LLMPROXY_GATEWAY_WITHOUT", "")
-    return create_app(
-        settings, without=frozenset(name.strip() for name in without.split(",") if name.strip())
-    )
+    return create_app(settings, without=parse_without(os.environ.get("LLMPROXY_GATEWAY_WITHOUT", "")))
 
 
 def create_bare_app(settings: GatewaySettings | None = None) -> ASGIApp:

@@ -101,7 +101,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             if args.workers < 1:
                 raise ValueError("--workers must be >= 1")
             demo = settings.demo and not args.no_demo and not args.bare
-            without = frozenset(name.strip() for name in args.without.split(",") if name.strip())
+            from ._app import parse_without
+
+            without = parse_without(args.without)  # unknown names: ValueError, exit 2
             return _serve(
                 settings,
                 migrate=not args.no_migrate,
@@ -127,11 +129,8 @@ def _serve(
 ) -> int:
     import uvicorn
 
-    from ._app import OPTIONAL_MIDDLEWARES, create_app, create_bare_app
+    from ._app import create_app, create_bare_app
 
-    unknown = without - OPTIONAL_MIDDLEWARES
-    if unknown:
-        create_app(settings, without=without)  # raises the ValueError naming them (exit 2)
     if migrate:
         done = upgrade(settings.database_url)
         logger.info("migrations applied", extra={"packages": done})

@@ -14,10 +14,11 @@ from llmproxy.core import (
     bind_usage,
     ensure_context,
     path_prefixes,
+    path_under,
     reset_usage,
 )
 
-from ._http import DEFAULT_PATHS, LLM_REQUEST_COMPLETED, completed_metadata, outcome_of, path_matches
+from ._http import DEFAULT_PATHS, LLM_REQUEST_COMPLETED, completed_metadata, outcome_of
 from ._publisher import AsyncAuditPublisher, AuditPublisher
 
 
@@ -41,7 +42,7 @@ class AuditMiddleware:
         self.entity_type = entity_type
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not path_matches(scope.get("path", ""), self.paths):
+        if scope["type"] != "http" or not path_under(scope.get("path", ""), self.paths):
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

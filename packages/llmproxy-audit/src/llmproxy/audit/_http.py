@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from llmproxy.core import Usage, path_under
+from llmproxy.core import Usage
 
 #: The seed's event name.
 LLM_REQUEST_COMPLETED = "llm_request_completed"
@@ -40,7 +40,3 @@ def completed_metadata(
         # False: the client went away (or the app failed) before the last chunk was sent
         "completed": ended,
     }
-
-
-#: Whether a request's path is audited: core's rule for every middleware's ``paths`` option.
-path_matches = path_under

@@ -13,10 +13,11 @@ from llmproxy.core import (
     bind_environ_usage,
     ensure_environ_context,
     path_prefixes,
+    path_under,
     reset_usage,
 )
 
-from ._http import DEFAULT_PATHS, LLM_REQUEST_COMPLETED, completed_metadata, outcome_of, path_matches
+from ._http import DEFAULT_PATHS, LLM_REQUEST_COMPLETED, completed_metadata, outcome_of
 from ._publisher import AuditPublisher
 
 
@@ -39,7 +40,7 @@ class WSGIAuditMiddleware:
         self.entity_type = entity_type
 
     def __call__(self, environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
-        if not path_matches(environ.get("PATH_INFO") or "/", self.paths):
+        if not path_under(environ.get("PATH_INFO") or "/", self.paths):
             return self.app(environ, start_response)
         started = time.perf_counter()
         usage, token = bind_environ_usage(environ)

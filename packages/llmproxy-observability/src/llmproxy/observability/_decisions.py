@@ -19,7 +19,11 @@ from llmproxy.core import RequestContext
 
 from . import _semconv as sc
 
-_PREFIX = "x-ratelimit-remaining-"
+#: The headers read into attributes (the others only tell that quota ran).
+_REMAINING = {
+    "x-ratelimit-remaining-requests": sc.LLMPROXY_QUOTA_REMAINING_REQUESTS,
+    "x-ratelimit-remaining-tokens": sc.LLMPROXY_QUOTA_REMAINING_TOKENS,
+}
 
 
 def decisions(
@@ -38,19 +42,14 @@ def decisions(
     attributes: dict[str, str | int | bool] = {sc.LLMPROXY_AUTH_OUTCOME: outcome}
     quota = False
     for raw_name, raw_value in headers:
-        name = raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name
-        if not name.lower().startswith("x-ratelimit-"):
+        name = (raw_name.decode("latin-1") if isinstance(raw_name, bytes) else raw_name).lower()
+        if not name.startswith("x-ratelimit-"):
             continue
         quota = True
-        unit = name.lower()[len(_PREFIX) :] if name.lower().startswith(_PREFIX) else None
-        if unit in ("requests", "tokens"):
+        key = _REMAINING.get(name)
+        if key is not None:
             value = raw_value.decode("latin-1") if isinstance(raw_value, bytes) else raw_value
             if value.isdigit():
-                key = (
-                    sc.LLMPROXY_QUOTA_REMAINING_REQUESTS
-                    if unit == "requests"
-                    else sc.LLMPROXY_QUOTA_REMAINING_TOKENS
-                )
                 attributes[key] = int(value)
     if quota or status == 429:
         attributes[sc.LLMPROXY_QUOTA_ALLOWED] = status != 429

@@ -14,6 +14,7 @@ from ._services import (
     service_unavailable,
     url_through,
 )
+from ._wait import eventually
 from .plugin import Backend
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "TcpProxy",
     "create_postgres_database",
     "drop_postgres_database",
+    "eventually",
     "free_port",
     "lifespan",
     "postgres_available",
