@@ -159,3 +159,33 @@ def test_the_upsert_keeps_the_greater_value_of_each_column(
         rows = repo.usage_rows(conn, tenant, 0, 10, ())
     assert rows == [(5, "m", "", "", 10, 9, 50, 0, 0, 0, 0)]
     engine.dispose()
+
+
+def test_token_price_is_what_quota_budgets_reserve_and_settle_with() -> None:
+    """``PriceBook.token_price`` (llmproxy-quota's PriceSource): the override for the tenant, then the model's
+    everywhere, then the catalog; the same figure as ``cost_micros`` of an equivalent event."""
+    tenant = uuid.uuid4()
+    book = PriceBook(
+        GenaiPricesCatalog(),
+        [
+            PriceOverride(model="gpt-4o", input_per_mtok=Decimal("3"), output_per_mtok=Decimal("12")),
+            PriceOverride(
+                tenant_id=tenant, model="gpt-4o", input_per_mtok=Decimal("1"), output_per_mtok=Decimal("4")
+            ),
+        ],
+    )
+    mine, others = book.token_price(tenant, "gpt-4o"), book.token_price(uuid.uuid4(), "gpt-4o")
+    assert mine is not None
+    assert others is not None
+    assert (mine.tokens_cost_micros(1000, 500), others.tokens_cost_micros(1000, 500)) == (3000, 9000)
+    catalog = book.token_price(tenant, "gpt-4o-mini")
+    assert catalog is not None
+    event = UsageEvent(
+        tenant_id=tenant,
+        occurred_at=datetime.now(UTC),
+        model="gpt-4o-mini",
+        input_tokens=1000,
+        output_tokens=500,
+    )
+    assert catalog.tokens_cost_micros(1000, 500) == book.cost_micros(event) == 450
+    assert book.token_price(tenant, "no-such-model") is None

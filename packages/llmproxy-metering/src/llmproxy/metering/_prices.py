@@ -13,7 +13,7 @@ import threading
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated, Any, Protocol
 
@@ -72,9 +72,18 @@ class LinearPrice:
             micros += event.requests * self.per_request * MILLION
         return int(micros.quantize(_ONE, rounding=ROUND_HALF_EVEN))
 
+    def tokens_cost_micros(self, input_tokens: int, output_tokens: int, /) -> int:
+        """One request of ``input_tokens`` (uncached) and ``output_tokens``: what quota's spend budgets
+        reserve and settle (llmproxy-quota's ``TokenPrice``)."""
+        micros = input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok
+        if self.per_request:
+            micros += self.per_request * MILLION
+        return int(micros.quantize(_ONE, rounding=ROUND_HALF_EVEN))
+
 
 class Price(Protocol):
     def cost_micros(self, event: UsageEvent) -> int: ...
+    def tokens_cost_micros(self, input_tokens: int, output_tokens: int, /) -> int: ...
 
 
 class PriceCatalog(Protocol):
@@ -102,6 +111,11 @@ class _TieredPrice:
         if event.requests != 1:  # genai-prices prices one request; tokens are this event's totals
             per_request = _decimal(getattr(self._model_price, "requests_kcount", None)) / 1000
             total += (event.requests - 1) * per_request
+        return int((total * MILLION).quantize(_ONE, rounding=ROUND_HALF_EVEN))
+
+    def tokens_cost_micros(self, input_tokens: int, output_tokens: int, /) -> int:
+        usage = self._usage(input_tokens=input_tokens, output_tokens=output_tokens)
+        total = Decimal(self._model_price.calc_price(usage)["total_price"])
         return int((total * MILLION).quantize(_ONE, rounding=ROUND_HALF_EVEN))
 
 
@@ -196,6 +210,19 @@ class PriceBook:
         if self.catalog is None:
             return None
         return self.catalog.price(model, event.provider, event.occurred_at)
+
+    def token_price(
+        self, tenant_id: uuid.UUID, model: str, /, provider: str | None = None, at: datetime | None = None
+    ) -> Price | None:
+        """The price of ``model`` for ``tenant_id`` now (or ``at``): what llmproxy-quota's spend budgets
+        estimate and settle requests with (its ``PriceSource``). None: the model has no price."""
+        overrides = self._overrides
+        price = overrides.get((tenant_id, model)) or overrides.get((None, model))
+        if price is not None:
+            return price
+        if self.catalog is None:
+            return None
+        return self.catalog.price(model, provider, at or datetime.now(UTC))
 
     def cost_micros(self, event: UsageEvent) -> int | None:
         """The event's cost, or None when no price is known for its model."""

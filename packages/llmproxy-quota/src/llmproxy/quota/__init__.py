@@ -6,17 +6,22 @@ from ._core import QuotaStats, QuotaUnavailable
 from ._guard import Guard
 from ._http import rate_limit_headers
 from ._options import QuotaOptions
+from ._prices import PerMillionTokens, PriceSource, StaticPrices, TokenPrice
 from ._results import (
     Admission,
+    BudgetAlert,
     FailurePolicy,
     InvalidQuotaRequest,
     LimitResult,
+    ModelNotAllowed,
+    ModelNotPriced,
     QuotaCheckResult,
     QuotaError,
     QuotaExceeded,
     QuotaType,
     Reservation,
     Settlement,
+    TokenEstimate,
     UnknownTenant,
 )
 from ._source import LimitsSource, StaticLimits
@@ -26,11 +31,16 @@ from ._wsgi import QuotaWSGIMiddleware
 __all__ = [
     "Admission",
     "AsyncQuotaClient",
+    "BudgetAlert",
     "FailurePolicy",
     "Guard",
     "InvalidQuotaRequest",
     "LimitResult",
     "LimitsSource",
+    "ModelNotAllowed",
+    "ModelNotPriced",
+    "PerMillionTokens",
+    "PriceSource",
     "QuotaCheckResult",
     "QuotaClient",
     "QuotaError",
@@ -44,6 +54,9 @@ __all__ = [
     "Reservation",
     "Settlement",
     "StaticLimits",
+    "StaticPrices",
+    "TokenEstimate",
+    "TokenPrice",
     "UnknownTenant",
     "__version__",
     "rate_limit_headers",

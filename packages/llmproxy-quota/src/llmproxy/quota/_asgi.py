@@ -27,12 +27,13 @@ from ._http import (
     MISSING_TENANT,
     Edge,
     check_estimate,
+    cost_to_settle,
     rate_limit_headers,
     refusal,
     rejection,
     tokens_to_settle,
 )
-from ._results import InvalidQuotaRequest, Reservation, UnknownTenant
+from ._results import QuotaError, Reservation, TokenEstimate
 
 logger = logging.getLogger("llmproxy.quota")
 
@@ -64,7 +65,7 @@ class QuotaMiddleware(Edge[ASGIApp, AsyncQuotaClient, Scope]):
             else:
                 await self.app(scope, receive, send)
             return
-        estimate = 0
+        estimate: int | TokenEstimate = 0
         if self.estimate_tokens is not None:
             try:
                 body = await read_body(scope, receive, self.max_body_bytes)
@@ -77,7 +78,7 @@ class QuotaMiddleware(Edge[ASGIApp, AsyncQuotaClient, Scope]):
             estimate = check_estimate(self.estimate_tokens(scope, body))
         try:
             admission = await self.client.admit(ctx, estimate)
-        except (UnknownTenant, InvalidQuotaRequest) as exc:
+        except QuotaError as exc:
             await send_error(send, refusal(exc))
             return
         now = self.client.core.wall()
@@ -96,16 +97,25 @@ class QuotaMiddleware(Edge[ASGIApp, AsyncQuotaClient, Scope]):
             raise
         finally:
             reset_usage(token)
-            if admission.reservation is not None:
+            reservation = admission.reservation
+            if reservation is not None:
                 tokens = tokens_to_settle(usage.reported, usage.total_tokens, estimate, watch.status, failed)
-                await _settle(self.client, admission.reservation, tokens)
+                cost = cost_to_settle(
+                    reservation,
+                    usage.reported,
+                    usage.input_tokens,
+                    usage.output_tokens,
+                    watch.status,
+                    failed,
+                )
+                await _settle(self.client, reservation, tokens, cost)
 
 
-async def _settle(client: AsyncQuotaClient, reservation: Reservation, tokens: int) -> None:
+async def _settle(client: AsyncQuotaClient, reservation: Reservation, tokens: int, cost: int | None) -> None:
     """Settle, never raising into the app. The client queues the settle before its first wait and sends it
     even if this task is cancelled (the client went away), so no task of its own is needed here."""
     try:
-        await client.settle(reservation, tokens)
+        await client.settle(reservation, tokens, cost)
     except asyncio.CancelledError:
         raise
     except Exception:

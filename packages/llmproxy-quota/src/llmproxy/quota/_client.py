@@ -26,7 +26,15 @@ from ._core import LimitsLookup, QuotaCore, QuotaOp, QuotaStats, ScriptCall
 from ._guard import AsyncGuardMixin, GuardMixin
 from ._options import QuotaOptions
 from ._plan import SCRIPT
-from ._results import Admission, QuotaCheckResult, QuotaType, Reservation, Settlement
+from ._results import (
+    Admission,
+    LimitResult,
+    QuotaCheckResult,
+    QuotaType,
+    Reservation,
+    Settlement,
+    TokenEstimate,
+)
 from ._source import LimitsSource
 
 
@@ -78,13 +86,22 @@ class QuotaClient(_Shell, GuardMixin):
             return self._wb.call(op.command, script=SCRIPT)
         _refuse_async_source(op)
 
-    def admit(self, ctx: RequestContext, estimate_tokens: int = 0) -> Admission:
-        """Admit or reject a request against every limit that applies; reserve ``estimate_tokens``."""
+    def admit(self, ctx: RequestContext, estimate_tokens: int | TokenEstimate = 0) -> Admission:
+        """Admit or reject a request against every limit that applies; reserve ``estimate_tokens`` (and,
+        under a spend budget, their cost). Raises ``ModelNotAllowed`` / ``ModelNotPriced`` before consuming
+        anything."""
         return run_flow(self.core.admit(ctx, estimate_tokens), self._perform)
 
-    def settle(self, reservation: Reservation | None, actual_tokens: int) -> Settlement:
-        """Charge the difference between actual and estimated tokens, or refund it. At most once."""
-        return run_flow(self.core.settle(reservation, actual_tokens), self._perform)
+    def settle(
+        self, reservation: Reservation | None, actual_tokens: int, actual_cost_micros: int | None = None
+    ) -> Settlement:
+        """Charge the difference between actual and estimated tokens (and cost: None keeps the estimated
+        cost), or refund it. At most once. ``reservation.cost_of(input, output)`` prices the actual usage."""
+        return run_flow(self.core.settle(reservation, actual_tokens, actual_cost_micros), self._perform)
+
+    def spend(self, tenant_id: uuid.UUID | str, api_key_id: str | None = None) -> tuple[LimitResult, ...]:
+        """The tenant's spend budgets (and ``api_key_id``'s): spent and reserved in the current periods."""
+        return run_flow(self.core.spend(tenant_id, api_key_id), self._perform)
 
     def check(
         self, tenant_id: uuid.UUID | str, quota_type: QuotaType | str, requested_amount: int
@@ -117,13 +134,26 @@ class AsyncQuotaClient(_Shell, AsyncGuardMixin):
             return wb.submit(op.command, script=SCRIPT) if op.detached else wb.call(op.command, script=SCRIPT)
         return op.pending
 
-    async def admit(self, ctx: RequestContext, estimate_tokens: int = 0) -> Admission:
-        """Admit or reject a request against every limit that applies; reserve ``estimate_tokens``."""
+    async def admit(self, ctx: RequestContext, estimate_tokens: int | TokenEstimate = 0) -> Admission:
+        """Admit or reject a request against every limit that applies; reserve ``estimate_tokens`` (and,
+        under a spend budget, their cost). Raises ``ModelNotAllowed`` / ``ModelNotPriced`` before consuming
+        anything."""
         return await arun_flow(self.core.admit(ctx, estimate_tokens), self._perform)
 
-    async def settle(self, reservation: Reservation | None, actual_tokens: int) -> Settlement:
-        """Charge the difference between actual and estimated tokens, or refund it. At most once."""
-        return await arun_flow(self.core.settle(reservation, actual_tokens), self._perform)
+    async def settle(
+        self, reservation: Reservation | None, actual_tokens: int, actual_cost_micros: int | None = None
+    ) -> Settlement:
+        """Charge the difference between actual and estimated tokens (and cost: None keeps the estimated
+        cost), or refund it. At most once. ``reservation.cost_of(input, output)`` prices the actual usage."""
+        return await arun_flow(
+            self.core.settle(reservation, actual_tokens, actual_cost_micros), self._perform
+        )
+
+    async def spend(
+        self, tenant_id: uuid.UUID | str, api_key_id: str | None = None
+    ) -> tuple[LimitResult, ...]:
+        """The tenant's spend budgets (and ``api_key_id``'s): spent and reserved in the current periods."""
+        return await arun_flow(self.core.spend(tenant_id, api_key_id), self._perform)
 
     async def check(
         self, tenant_id: uuid.UUID | str, quota_type: QuotaType | str, requested_amount: int

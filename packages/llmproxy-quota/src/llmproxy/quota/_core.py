@@ -28,22 +28,28 @@ from llmproxy.ratelimit_config import TenantRateLimitConfiguration
 
 from . import _plan
 from ._denials import DenyCache
-from ._limits import request_limits, tenant_limit
+from ._limits import LimitSpec, request_limits, spend_budgets, tenant_limit
 from ._options import QuotaOptions
 from ._plan import Mode, Plan
+from ._prices import estimate_cost
 from ._results import (
     Admission,
+    BudgetAlert,
     FailurePolicy,
     InvalidQuotaRequest,
+    LimitResult,
+    ModelNotAllowed,
+    ModelNotPriced,
     QuotaCheckResult,
     QuotaError,
     QuotaType,
     Reservation,
     Settlement,
+    TokenEstimate,
     UnknownTenant,
 )
 from ._source import LimitsSource
-from ._validate import amount, clock_time, quota_type, tenant_id
+from ._validate import amount, check_id, check_model, clock_time, quota_type, tenant_id
 
 logger = logging.getLogger("llmproxy.quota")
 
@@ -86,6 +92,8 @@ class QuotaStats:
     deny_cache_hits: int = 0
     shadow_rejections: int = 0
     settle_failures: int = 0
+    budget_alerts: int = 0
+    unpriced_admissions: int = 0  # admitted under a spend budget without a price (``unpriced="allow"``)
 
     def as_dict(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}
@@ -115,6 +123,7 @@ Call: TypeAlias = Flow[QuotaOp, R] | R
 #: what to do with a tenant's limits (and two arguments)
 Then: TypeAlias = Callable[[Config, A, B], Call[R]]
 Single: TypeAlias = tuple[QuotaType, int]  # check / increment: the quota and the amount
+Estimate: TypeAlias = tuple[int, TokenEstimate | None]  # admit: the tokens, and their split if known
 _new_tuple = tuple.__new__
 
 
@@ -127,6 +136,9 @@ class QuotaCore:
         self.clock = options.clock
         self.lease_ms = int(options.reservation_ttl * 1000)
         self.monthly = dict(options.monthly_limits)
+        self.prices = options.prices
+        self.allow_unpriced = options.unpriced == "allow"
+        self.on_budget_alert = options.on_budget_alert
         self.stats = QuotaStats()
         self._denials = (
             DenyCache(options.deny_cache_max_ttl, self._monotonic, self.wall)
@@ -141,19 +153,32 @@ class QuotaCore:
 
     # -- the calls ------------------------------------------------------------------------------------------
 
-    def admit(self, ctx: RequestContext, estimate: int) -> Call[Admission]:
+    def admit(self, ctx: RequestContext, estimate: int | TokenEstimate) -> Call[Admission]:
+        split: TokenEstimate | None = None
         if type(estimate) is not int or not 0 <= estimate <= 2**47:  # the common case checked cheaply
-            estimate = amount("estimate_tokens", estimate)
+            if isinstance(estimate, TokenEstimate):
+                split = TokenEstimate(
+                    amount("estimate_tokens.input_tokens", estimate.input_tokens),
+                    amount("estimate_tokens.output_tokens", estimate.output_tokens),
+                    None if estimate.model is None else check_model(estimate.model),
+                )
+                estimate = amount("estimate_tokens", split.total)
+            else:
+                estimate = amount("estimate_tokens", estimate)
         tenant = ctx.tenant_id
         if tenant is None:
             raise InvalidQuotaRequest("tenant_id", "the request context has no tenant")
-        return self._with_limits(tenant, self._admit, ctx, estimate)
+        return self._with_limits(tenant, self._admit, ctx, (estimate, split))
 
-    def settle(self, reservation: Reservation | None, actual: int) -> Call[Settlement]:
+    def settle(
+        self, reservation: Reservation | None, actual: int, actual_cost: int | None = None
+    ) -> Call[Settlement]:
         actual = amount("actual_tokens", actual)
+        if actual_cost is not None:
+            actual_cost = amount("actual_cost_micros", actual_cost)
         if reservation is None:
             return Settlement(settled=False)
-        plan = _plan.settle_plan(reservation, actual)
+        plan = _plan.settle_plan(reservation, actual, actual_cost)
         if reservation.local:  # held by the local limiter: settled there
             return self.settlement(plan, self.run_local(plan), degraded=True)
         return self._execute(plan, self.settlement, self.settle_failure)
@@ -208,23 +233,79 @@ class QuotaCore:
             result = yield from result
         return cast(R, result)
 
-    def _admit(self, config: Config, ctx: RequestContext, estimate: int) -> Call[Admission]:
-        cache_key = (ctx.tenant_id, ctx.api_key_id, ctx.endpoint)
+    def _admit(self, config: Config, ctx: RequestContext, request: Estimate) -> Call[Admission]:
+        estimate, split = request
+        model = split.model if split is not None and split.model is not None else ctx.model
+        key = ctx.api_key_id
+        if model is not None and key is not None and config.api_keys:
+            policy = config.api_keys.get(key)
+            if policy is not None and not policy.allows(model):
+                raise ModelNotAllowed(model, key)  # before anything is consumed
+        # the model is part of the shape only where it has limits: any string a client sends must not grow
+        # the cache
+        limited = model if model is not None and model in config.model_limits else None
+        cache_key = (ctx.tenant_id, key, ctx.endpoint, limited)
         shape = self._shapes.get(cache_key)
         if shape is None or shape.config is not config:
             tenant = str(ctx.tenant_id)
-            specs = request_limits(tenant, config, ctx, self.monthly)
+            specs = request_limits(tenant, config, ctx, self.monthly, limited)
             if len(self._shapes) >= 10_000:
                 self._shapes.clear()
             shape = self._shapes[cache_key] = _plan.AdmitShape.build(config, tenant, specs)
-        plan = _plan.admit_plan(shape, estimate, self.lease_ms)
+        priced: _Priced | None = None
+        if not shape.spends:
+            plan = _plan.admit_plan(shape, estimate, self.lease_ms)
+        else:
+            price = None
+            if model is not None and self.prices is not None:
+                price = self.prices.token_price(ctx.tenant_id, check_model(model))
+            spend = 0
+            if price is not None:
+                spend = estimate_cost(price, estimate, split)
+            elif not self.allow_unpriced:
+                raise ModelNotPriced(model)
+            else:
+                self._count("unpriced_admissions")
+            plan = _plan.admit_plan(shape, estimate, self.lease_ms, spend)
+            priced = _Priced(self, price, key)
         denials = self._denials
         if denials is not None and denials.entries:  # (no call while nothing is denied)
             cached = denials.lookup(plan)
             if cached is not None:
                 self._count("deny_cache_hits", "rejected")
                 return cached
+        if priced is not None:
+            return self._execute(plan, priced.reply, priced.failure)
         return self._execute(plan, self.admission, self.admit_failure)
+
+    def spend(self, tenant: uuid.UUID | str, api_key_id: str | None) -> Call[tuple[LimitResult, ...]]:
+        """The spend budgets of the tenant (and of ``api_key_id``): spent and reserved so far, consuming
+        nothing."""
+        tid = tenant_id(tenant)
+        if api_key_id is not None:
+            check_id("api_key_id", api_key_id)
+        return self._with_limits(tid, self._spend, tid, api_key_id)
+
+    def _spend(self, config: Config, tid: uuid.UUID, api_key_id: str | None) -> Call[tuple[LimitResult, ...]]:
+        tenant = str(tid)
+        specs = spend_budgets(tenant, config.budgets)
+        if api_key_id is not None:
+            policy = config.api_key_policy(api_key_id)
+            if policy is not None:
+                specs += spend_budgets(tenant, policy.budgets, api_key_id)
+        if not specs:
+            return ()
+        plan = _plan.multi_plan(Mode.CHECK, tenant, specs)
+        return self._execute(plan, self.spend_results, self.spend_failure)
+
+    def spend_results(self, plan: Plan, raw: Any) -> tuple[LimitResult, ...]:
+        return _plan.parse(plan, raw)[2]
+
+    def spend_failure(self, plan: Plan, exc: BaseException | None) -> tuple[LimitResult, ...]:
+        self._failed(exc)
+        if self.failure_policy is FailurePolicy.LOCAL:
+            return self.spend_results(plan, self.run_local(plan))
+        raise QuotaUnavailable(f"cannot read the spend budgets: Redis unreachable ({exc})") from exc
 
     def _check(self, config: Config, tid: uuid.UUID, request: Single) -> Call[QuotaCheckResult]:
         plan = self._single(config, tid, Mode.CHECK, request)
@@ -271,7 +352,59 @@ class QuotaCore:
 
     def settlement(self, plan: Plan, raw: Any, *, degraded: bool = False) -> Settlement:
         settled = len(raw) > 16  # more than "<ok> <now>": the reservation existed
-        return Settlement(settled=settled, charged=plan.token_cost if settled else 0, degraded=degraded)
+        if not settled:
+            return Settlement(settled=False, degraded=degraded)
+        alerts: tuple[BudgetAlert, ...] = ()
+        if plan.spend_cost > 0:
+            figures = _plan.values(raw)
+            alerts = self.raise_alerts(plan, figures)
+        return Settlement(
+            settled=True,
+            charged=plan.token_cost,
+            degraded=degraded,
+            charged_cost=plan.spend_cost,
+            alerts=alerts,
+        )
+
+    def raise_alerts(self, plan: Plan, figures: tuple[int, ...]) -> tuple[BudgetAlert, ...]:
+        """The budget alerts the script reported for ``plan``, counted and handed to ``on_budget_alert``."""
+        positions = _plan.alerted(plan, figures)
+        if not positions:
+            return ()
+        now_ms = figures[1]
+        alerts = []
+        for i in positions:
+            spec: LimitSpec = plan.specs[i]
+            usage, reset_in = figures[2 + 3 * i], figures[3 + 3 * i]
+            alerts.append(
+                BudgetAlert(
+                    tenant_id=plan.tenant_id,
+                    api_key_id=spec.api_key_id,
+                    name=spec.name,
+                    window=spec.window,
+                    limit_micros=spec.limit,
+                    threshold_micros=spec.burst,
+                    spent_micros=usage,
+                    reset_at=(now_ms + reset_in) / 1000,
+                )
+            )
+        with self._lock:
+            self.stats.budget_alerts += len(alerts)
+        hook = self.on_budget_alert
+        for alert in alerts:
+            logger.info(
+                "quota: %s of tenant %s reached its soft threshold (%d of %d micro-units)",
+                alert.name,
+                alert.tenant_id,
+                alert.spent_micros,
+                alert.limit_micros,
+            )
+            if hook is not None:
+                try:
+                    hook(alert)
+                except Exception:
+                    logger.exception("quota: on_budget_alert failed")
+        return tuple(alerts)
 
     def check_result(self, plan: Plan, raw: Any) -> QuotaCheckResult:
         _, _, (result,), _ = _plan.parse(plan, raw)
@@ -367,6 +500,32 @@ class QuotaCore:
         with self._lock:
             for name in names:
                 setattr(self.stats, name, getattr(self.stats, name) + 1)
+
+
+class _Priced:
+    """``admission`` of an admit under spend budgets: the reservation remembers the price it was estimated
+    with (settled with the same), and the alerts the script reported are raised."""
+
+    __slots__ = ("api_key_id", "core", "price")
+
+    def __init__(self, core: QuotaCore, price: Any, api_key_id: str | None) -> None:
+        self.core, self.price, self.api_key_id = core, price, api_key_id
+
+    def reply(self, plan: Plan, raw: Any) -> Admission:
+        admission = self._priced(self.core.admission(plan, raw))
+        if admission.allowed and not admission.shadow_rejected:
+            admission.alerts = self.core.raise_alerts(plan, _plan.values(raw))
+        return admission
+
+    def failure(self, plan: Plan, exc: BaseException | None) -> Admission:
+        return self._priced(self.core.admit_failure(plan, exc))
+
+    def _priced(self, admission: Admission) -> Admission:
+        reservation = admission.reservation
+        if reservation is not None:
+            reservation.price = self.price
+            reservation.api_key_id = self.api_key_id
+        return admission
 
 
 def _unknown(tenant: uuid.UUID, exc: LookupError) -> UnknownTenant:

@@ -15,7 +15,14 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 
 from llmproxy.core import RequestContext, Usage, current_context, current_usage, reset_usage, use_usage
 
-from ._results import Admission, InvalidQuotaRequest, QuotaExceeded, Reservation, Settlement
+from ._results import (
+    Admission,
+    InvalidQuotaRequest,
+    QuotaExceeded,
+    Reservation,
+    Settlement,
+    TokenEstimate,
+)
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -31,7 +38,7 @@ class Guard:
     """
 
     admission: Admission
-    estimate: int
+    estimate: int | TokenEstimate
     usage: Usage = field(default_factory=Usage)
     actual: int | None = None
     _token: contextvars.Token[Usage | None] | None = field(default=None, repr=False, compare=False)
@@ -44,10 +51,23 @@ class Guard:
             return self.actual
         if self.usage.reported:
             return self.usage.total_tokens
-        return 0 if failed else self.estimate
+        if failed:
+            return 0
+        return self.estimate if isinstance(self.estimate, int) else self.estimate.total
+
+    def cost_used(self, failed: bool) -> int | None:
+        """The spend to settle (None: the estimate stands, or no spend budget applies)."""
+        reservation = self.admission.reservation
+        if reservation is None or not any(spec.unit == "spend" for spec in reservation.limits):
+            return None
+        if self.usage.reported:
+            return reservation.cost_of(self.usage.input_tokens, self.usage.output_tokens)
+        if self.actual is not None:  # a bare token count: priced like the estimate of one
+            return reservation.cost_of(0, self.actual) if self.actual else 0
+        return 0 if failed else None
 
     @classmethod
-    def _enter(cls, admission: Admission, estimate: int) -> Guard:
+    def _enter(cls, admission: Admission, estimate: int | TokenEstimate) -> Guard:
         """The block's guard, its usage channel current; :class:`QuotaExceeded` if it was not admitted."""
         if not admission.allowed:
             raise QuotaExceeded(admission)
@@ -56,12 +76,12 @@ class Guard:
         guard._token = use_usage(guard.usage)
         return guard
 
-    def _exit(self, failed: bool) -> tuple[Reservation | None, int]:
+    def _exit(self, failed: bool) -> tuple[Reservation | None, int, int | None]:
         """The block ended (``failed``: it raised): what to settle."""
         if self._token is not None:
             reset_usage(self._token)
             self._token = None
-        return self.admission.reservation, self.tokens_used(failed)
+        return self.admission.reservation, self.tokens_used(failed), self.cost_used(failed)
 
 
 def _context(ctx: RequestContext | None) -> RequestContext:
@@ -72,18 +92,24 @@ def _context(ctx: RequestContext | None) -> RequestContext:
 
 
 class _SyncClient(Protocol):
-    def admit(self, ctx: RequestContext, estimate_tokens: int = 0) -> Admission: ...
-    def settle(self, reservation: Reservation | None, actual_tokens: int) -> Settlement: ...
+    def admit(self, ctx: RequestContext, estimate_tokens: int | TokenEstimate = 0) -> Admission: ...
+    def settle(
+        self, reservation: Reservation | None, actual_tokens: int, actual_cost_micros: int | None = None
+    ) -> Settlement: ...
 
 
 class _AsyncClient(Protocol):
-    async def admit(self, ctx: RequestContext, estimate_tokens: int = 0) -> Admission: ...
-    async def settle(self, reservation: Reservation | None, actual_tokens: int) -> Settlement: ...
+    async def admit(self, ctx: RequestContext, estimate_tokens: int | TokenEstimate = 0) -> Admission: ...
+    async def settle(
+        self, reservation: Reservation | None, actual_tokens: int, actual_cost_micros: int | None = None
+    ) -> Settlement: ...
 
 
 class GuardMixin:
     @contextmanager
-    def guard(self: _SyncClient, ctx: RequestContext | None = None, *, cost: int = 0) -> Iterator[Guard]:
+    def guard(
+        self: _SyncClient, ctx: RequestContext | None = None, *, cost: int | TokenEstimate = 0
+    ) -> Iterator[Guard]:
         """Admit (raising :class:`QuotaExceeded` if rejected), run the block, settle the tokens it used."""
         guard = Guard._enter(self.admit(_context(ctx), cost), cost)
         failed = True
@@ -93,7 +119,7 @@ class GuardMixin:
         finally:
             self.settle(*guard._exit(failed))
 
-    def guarded(self, *, cost: int = 0) -> Callable[[Callable[P, R]], Callable[P, R]]:
+    def guarded(self, *, cost: int | TokenEstimate = 0) -> Callable[[Callable[P, R]], Callable[P, R]]:
         """Decorate a function so every call runs under :meth:`guard` with the current RequestContext."""
 
         def decorate(fn: Callable[P, R]) -> Callable[P, R]:
@@ -111,7 +137,7 @@ class GuardMixin:
 class AsyncGuardMixin:
     @asynccontextmanager
     async def guard(
-        self: _AsyncClient, ctx: RequestContext | None = None, *, cost: int = 0
+        self: _AsyncClient, ctx: RequestContext | None = None, *, cost: int | TokenEstimate = 0
     ) -> AsyncIterator[Guard]:
         """Admit (raising :class:`QuotaExceeded` if rejected), run the block, settle the tokens it used."""
         guard = Guard._enter(await self.admit(_context(ctx), cost), cost)
@@ -122,7 +148,9 @@ class AsyncGuardMixin:
         finally:
             await self.settle(*guard._exit(failed))
 
-    def guarded(self, *, cost: int = 0) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
+    def guarded(
+        self, *, cost: int | TokenEstimate = 0
+    ) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]:
         """Decorate a coroutine function so every call runs under :meth:`guard` with the current context."""
 
         def decorate(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:

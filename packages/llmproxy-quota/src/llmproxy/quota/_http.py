@@ -8,7 +8,16 @@ from typing import Generic, TypeVar
 
 from llmproxy.core import EdgeError, path_prefixes
 
-from ._results import Admission, InvalidQuotaRequest, LimitResult, QuotaError
+from ._results import (
+    Admission,
+    InvalidQuotaRequest,
+    LimitResult,
+    ModelNotAllowed,
+    ModelNotPriced,
+    QuotaError,
+    Reservation,
+    TokenEstimate,
+)
 
 Headers = list[tuple[str, str]]
 App = TypeVar("App")
@@ -24,7 +33,7 @@ class Edge(Generic[App, Client, Request]):
         app: App,
         *,
         client: Client,
-        estimate_tokens: Callable[[Request, bytes], int] | None = None,
+        estimate_tokens: Callable[[Request, bytes], int | TokenEstimate] | None = None,
         max_body_bytes: int = 8 * 1024 * 1024,
         require_tenant: bool = False,
         paths: Sequence[str] = (),
@@ -62,7 +71,9 @@ def _binding(results: tuple[LimitResult, ...], unit: str) -> LimitResult | None:
 
 
 def rate_limit_headers(admission: Admission, now: float) -> Headers:
-    """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` for the most binding limit of each unit."""
+    """``x-ratelimit-{limit,remaining,reset}-{requests,tokens}`` for the most binding limit of each unit;
+    under a spend budget, ``x-budget-{limit,remaining,reset}`` (micro-units of currency) for the most
+    binding one, and ``x-budget-warning`` once its soft threshold is reached."""
     headers: Headers = []
     for unit in ("requests", "tokens"):
         r = _binding(admission.results, unit)
@@ -72,7 +83,25 @@ def rate_limit_headers(admission: Admission, now: float) -> Headers:
                 (f"x-ratelimit-remaining-{unit}", str(r.remaining)),
                 (f"x-ratelimit-reset-{unit}", duration(r.reset_at - now)),
             ]
+    budget = _binding(admission.results, "spend")
+    if budget is not None:
+        headers += [
+            ("x-budget-limit", str(budget.limit)),
+            ("x-budget-remaining", str(budget.remaining)),
+            ("x-budget-reset", duration(budget.reset_at - now)),
+        ]
+        if budget.usage >= _soft_threshold(admission, budget.name):
+            headers.append(("x-budget-warning", f"{budget.name} is past its soft threshold"))
     return headers
+
+
+def _soft_threshold(admission: Admission, name: str) -> float:
+    """The soft threshold of the budget ``name`` (from the spec its reservation holds), else infinity."""
+    reservation = admission.reservation
+    for spec in reservation.limits if reservation is not None else ():
+        if spec.name == name and spec.burst > 0:
+            return float(spec.burst)
+    return math.inf
 
 
 def rejection(admission: Admission, now: float) -> EdgeError:
@@ -108,14 +137,19 @@ MISSING_TENANT = EdgeError(401, "No tenant: authenticate first.", code="missing_
 
 
 def refusal(exc: QuotaError) -> EdgeError:
-    """The answer to an admit that raised: an unknown tenant (403) or a malformed request (400)."""
+    """The answer to an admit that raised: a malformed request (400), a model the key may not use or that
+    has no price under a spend budget (403), an unknown tenant (403)."""
     if isinstance(exc, InvalidQuotaRequest):
         return EdgeError(400, str(exc), code="invalid_quota_request", param=exc.field)
+    if isinstance(exc, ModelNotAllowed):
+        return EdgeError(403, str(exc), type="invalid_request_error", code="model_not_allowed", param="model")
+    if isinstance(exc, ModelNotPriced):
+        return EdgeError(403, str(exc), type="invalid_request_error", code="model_not_priced", param="model")
     return EdgeError(403, str(exc), code="unknown_tenant")
 
 
 def tokens_to_settle(
-    reported: bool, reported_tokens: int, estimate: int, status: int | None, failed: bool
+    reported: bool, reported_tokens: int, estimate: int | TokenEstimate, status: int | None, failed: bool
 ) -> int:
     """What a finished request is charged: the reported usage (for a stream cut short, what was streamed
     so far); with nothing reported, the estimate for a success, 0 when the app failed or answered an error."""
@@ -123,10 +157,32 @@ def tokens_to_settle(
         return reported_tokens
     if failed or status is None or status >= 400:
         return 0
-    return estimate
+    return estimate if isinstance(estimate, int) else estimate.total
 
 
-def check_estimate(value: object) -> int:
+def cost_to_settle(
+    reservation: Reservation,
+    reported: bool,
+    input_tokens: int,
+    output_tokens: int,
+    status: int | None,
+    failed: bool,
+) -> int | None:
+    """The spend a finished request is charged, at the price it was admitted with (as
+    :func:`tokens_to_settle`): the reported usage's cost; with nothing reported, the estimate (None) for a
+    success, 0 when the app failed or answered an error. None without a spend budget."""
+    if not any(spec.unit == "spend" for spec in reservation.limits):
+        return None
+    if reported:
+        return reservation.cost_of(input_tokens, output_tokens)
+    if failed or status is None or status >= 400:
+        return 0
+    return None
+
+
+def check_estimate(value: object) -> int | TokenEstimate:
+    if isinstance(value, TokenEstimate):
+        return value
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise TypeError(f"estimate_tokens must return a non-negative int, got {value!r}")
+        raise TypeError(f"estimate_tokens must return a non-negative int or a TokenEstimate, got {value!r}")
     return value

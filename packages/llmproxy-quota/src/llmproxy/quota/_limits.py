@@ -9,12 +9,13 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 
 from llmproxy.core import RequestContext
-from llmproxy.ratelimit_config import TenantRateLimitConfiguration
+from llmproxy.ratelimit_config import Budget, BudgetPeriod, Budgets, TenantRateLimitConfiguration
 
 from ._results import InvalidQuotaRequest, QuotaType
-from ._validate import check_endpoint, check_id
+from ._validate import check_endpoint, check_id, check_model
 
 MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
 #: limits above this are sent as this (the script's doubles are exact below 2^53; no cost can come near it)
 _EXACT = 2**53
 #: each limit's figures before its window end: kind, unit, limit, burst, period (see quota.lua)
@@ -26,8 +27,8 @@ class LimitKind(enum.IntEnum):
     """How a limit counts (the values are the script's codes)."""
 
     RATE = 0  # a per-minute rate (GCRA: a steady refill, ``burst`` at once)
-    DAY = 1  # a UTC calendar day's budget
-    MONTH = 2  # a UTC calendar month's budget
+    DAY = 1  # a calendar day's budget (UTC, or a budget's whole-hour offset)
+    MONTH = 2  # a calendar month's budget
 
     @property
     def window(self) -> str:
@@ -42,6 +43,10 @@ class Unit(enum.StrEnum):
 
     REQUESTS = "requests"
     TOKENS = "tokens"
+    SPEND = "spend"  # micro-units of currency (a spend budget)
+
+
+_UNIT_CODES = {Unit.REQUESTS: 0, Unit.TOKENS: 1, Unit.SPEND: 2}
 
 
 _QUOTA_SHAPE: dict[QuotaType, tuple[Unit, LimitKind]] = {
@@ -64,8 +69,10 @@ class LimitSpec:
     key: str  # the limit's identity: its tenant's state key and its field (the deny cache's key)
     field: str  # its field in the tenant's state hash
     limit: int
-    burst: int = 0
-    period_ms: int = MINUTE_MS
+    burst: int = 0  # a rate's burst; a spend budget's soft threshold (0: none)
+    period_ms: int = MINUTE_MS  # a rate's period; a budget's UTC offset (ms)
+    #: the API key a key-scoped limit belongs to (None: the tenant's, the endpoint's or the model's)
+    api_key_id: str | None = None
     # derived once, read by every reply's parsing: "minute"/"day"/"month", and what usage is measured against
     window: str = dataclasses.field(init=False, compare=False)
     capacity: int = dataclasses.field(init=False, compare=False)
@@ -77,7 +84,7 @@ class LimitSpec:
         object.__setattr__(self, "window", self.kind.window)
         capacity = 0 if self.limit <= 0 else (self.burst if self.kind is LimitKind.RATE else self.limit)
         object.__setattr__(self, "capacity", capacity)
-        unit = 0 if self.unit is Unit.REQUESTS else 1
+        unit = _UNIT_CODES[self.unit]
         limit, burst = min(self.limit, _EXACT), min(self.burst, _EXACT)
         head = _SPEC_HEAD.pack(self.kind, unit, limit, burst, self.period_ms)
         object.__setattr__(self, "encoded_field", encode_field(self.field))
@@ -102,10 +109,20 @@ def state_key(tenant: str) -> str:
 
 
 def _spec(
-    tenant: str, field: str, *, name: str, unit: Unit, kind: LimitKind, limit: int, burst: int = 0
+    tenant: str,
+    field: str,
+    *,
+    name: str,
+    unit: Unit,
+    kind: LimitKind,
+    limit: int,
+    burst: int = 0,
+    period_ms: int = MINUTE_MS,
 ) -> LimitSpec:
     key = f"{state_key(tenant)} {field}"
-    return LimitSpec(name=name, unit=unit, kind=kind, key=key, field=field, limit=limit, burst=burst)
+    return LimitSpec(
+        name=name, unit=unit, kind=kind, key=key, field=field, limit=limit, burst=burst, period_ms=period_ms
+    )
 
 
 def _rate(tenant: str, name: str, scope: str, unit: Unit, limit: int, burst: int | None = None) -> LimitSpec:
@@ -117,7 +134,33 @@ def _rate(tenant: str, name: str, scope: str, unit: Unit, limit: int, burst: int
 def _budget(tenant: str, unit: Unit, kind: LimitKind, limit: int) -> LimitSpec:
     window = kind.window
     name = f"tenant.{unit}_per_{window}"
-    return _spec(tenant, f"budget:{unit}:{window}", name=name, unit=unit, kind=kind, limit=limit)
+    return _spec(tenant, f"budget:{unit}:{window}", name=name, unit=unit, kind=kind, limit=limit, period_ms=0)
+
+
+_BUDGET_KINDS = {BudgetPeriod.DAY: LimitKind.DAY, BudgetPeriod.MONTH: LimitKind.MONTH}
+
+
+def spend_budgets(tenant: str, budgets: Budgets, api_key_id: str | None = None) -> list[LimitSpec]:
+    """The spend budgets of the tenant (``api_key_id`` None) or of one of its keys, as the script sees
+    them."""
+    return [_spend(tenant, period, budget, api_key_id) for period, budget in budgets.items()]
+
+
+def _spend(tenant: str, period: BudgetPeriod, budget: Budget, api_key_id: str | None) -> LimitSpec:
+    kind = _BUDGET_KINDS[period]
+    scope = "tenant" if api_key_id is None else f"key:{api_key_id}"
+    field = f"budget:spend:{kind.window}:{scope}"
+    return LimitSpec(
+        name=f"{'tenant' if api_key_id is None else 'api_key'}.spend_per_{kind.window}",
+        unit=Unit.SPEND,
+        kind=kind,
+        key=f"{state_key(tenant)} {field}",
+        field=field,
+        limit=budget.limit_micros,
+        burst=max(1, budget.soft_limit_micros) if budget.limit_micros > 0 else 0,
+        period_ms=budget.utc_offset_hours * HOUR_MS,
+        api_key_id=api_key_id,
+    )
 
 
 def tenant_limit(
@@ -139,9 +182,14 @@ def tenant_limit(
 
 
 def request_limits(
-    tenant: str, config: TenantRateLimitConfiguration, ctx: RequestContext, monthly: Mapping[QuotaType, int]
+    tenant: str,
+    config: TenantRateLimitConfiguration,
+    ctx: RequestContext,
+    monthly: Mapping[QuotaType, int],
+    model: str | None = None,
 ) -> list[LimitSpec]:
-    """Every limit that applies to a request: tenant rates and budgets, its API key's, its endpoint's.
+    """Every limit that applies to a request: tenant rates and budgets, its API key's, its endpoint's, its
+    model's, and the spend budgets of the tenant and of the key.
 
     A limit whose value is None (possible in a custom limits source, e.g. built with ``model_construct``) is
     not configured and not evaluated; 0 still means "nothing allowed"."""
@@ -177,4 +225,32 @@ def request_limits(
             specs.append(_rate(tenant, "endpoint.requests_per_minute", scope, Unit.REQUESTS, rpm, burst))
         if tpm is not None:
             specs.append(_rate(tenant, "endpoint.tokens_per_minute", scope, Unit.TOKENS, tpm))
+    limit = config.model_limit(model) if model is not None else None
+    if limit is not None and model is not None:
+        check_model(model)
+        scope, prefix = f"model:{model}", f"model[{model}]"
+        if limit.requests_per_minute is not None:
+            rpm = limit.requests_per_minute
+            specs.append(_rate(tenant, f"{prefix}.requests_per_minute", scope, Unit.REQUESTS, rpm))
+        if limit.tokens_per_minute is not None:
+            tpm = limit.tokens_per_minute
+            specs.append(_rate(tenant, f"{prefix}.tokens_per_minute", scope, Unit.TOKENS, tpm))
+        if limit.tokens_per_day is not None:
+            specs.append(
+                _spec(
+                    tenant,
+                    f"budget:tokens:day:{scope}",
+                    name=f"{prefix}.tokens_per_day",
+                    unit=Unit.TOKENS,
+                    kind=LimitKind.DAY,
+                    limit=limit.tokens_per_day,
+                    period_ms=0,
+                )
+            )
+    if config.budgets:
+        specs += spend_budgets(tenant, config.budgets)
+    if ctx.api_key_id is not None:
+        policy = config.api_key_policy(ctx.api_key_id)
+        if policy is not None and policy.budgets:
+            specs += spend_budgets(tenant, policy.budgets, ctx.api_key_id)
     return specs

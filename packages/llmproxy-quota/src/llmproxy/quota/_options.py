@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Annotated, Any
+from collections.abc import Callable, Mapping
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
 from llmproxy.core import Clock, Options
 
-from ._results import FailurePolicy, InvalidQuotaRequest, QuotaType
+from ._results import BudgetAlert, FailurePolicy, InvalidQuotaRequest, QuotaType
 from ._validate import monthly_limits
 
 #: the longest lease of an unsettled reservation (seconds): a stream lasts minutes; the bound keeps what the
@@ -32,6 +32,14 @@ class QuotaOptions(Options):
     - ``monthly_limits``: tenant-wide calendar-month budgets (``tokens_per_month``, ``requests_per_month``).
     - ``retry_redis_after``: after a Redis failure, apply the failure policy for this many seconds before
       trying Redis again (0: try every call).
+    - ``prices``: where spend budgets get a model's price (a :class:`~llmproxy.quota.PriceSource`, such as
+      llmproxy-metering's ``PriceBook`` or :class:`~llmproxy.quota.StaticPrices`). Without one, every model
+      is unpriced.
+    - ``unpriced``: a request under a spend budget whose model has no price is refused (``deny``: 403
+      ``model_not_priced``) or admitted at no cost and counted in ``stats.unpriced_admissions`` (``allow``).
+    - ``on_budget_alert``: called with a :class:`~llmproxy.quota.BudgetAlert` when a spend budget reaches
+      its soft threshold, once per budget and period (the gateway writes an audit event and a metric). It
+      runs on the request path: it must not block. Its exceptions are logged.
 
     A bad value raises :class:`~llmproxy.quota.InvalidQuotaRequest` naming the option.
     """
@@ -45,12 +53,24 @@ class QuotaOptions(Options):
     reservation_ttl: Annotated[Seconds, Field(gt=0, le=MAX_RESERVATION_TTL)] = 3600.0
     monthly_limits: Mapping[QuotaType, int] = Field(default_factory=dict)
     retry_redis_after: Annotated[Seconds, Field(ge=0, le=86400)] = 1.0
+    prices: Any = None
+    unpriced: Literal["deny", "allow"] = "deny"
+    on_budget_alert: Callable[[BudgetAlert], None] | None = None
 
     def __init__(self, **values: Any) -> None:
         try:
             super().__init__(**values)
         except ValidationError as exc:
             raise _invalid(exc) from None
+
+    @field_validator("prices")
+    @classmethod
+    def _prices(cls, value: object) -> object:
+        if value is not None and not callable(getattr(value, "token_price", None)):
+            raise InvalidQuotaRequest(
+                "prices", f"must have a token_price(tenant_id, model) method, got {type(value).__name__}"
+            )
+        return value
 
     @field_validator("monthly_limits", mode="before")
     @classmethod

@@ -18,8 +18,8 @@ from ._results import LimitResult, Reservation
 #: The one Lua script (package data): admit, check, force (increment) and settle.
 SCRIPT = Script(files("llmproxy.quota").joinpath("lua/quota.lua").read_text(encoding="utf-8"))
 
-#: the script's header: mode, number of limits, lease, request cost, token cost, now (see quota.lua)
-_HEADER = struct.Struct(">BBqqqq")
+#: the script's header: mode, number of limits, lease, request cost, token cost, spend cost, now (quota.lua)
+_HEADER = struct.Struct(">BBqqqqq")
 _END = struct.Struct(">q")
 _ZERO_END = _END.pack(0)
 _NO_FIELD = encode_field("")
@@ -51,8 +51,9 @@ class Plan:
     reservation_id: str | None = None
     lease_ms: int = 0
     estimate: int = 0
-    held: tuple[int, ...] = ()  # the positions of the token limits a reservation holds
+    held: tuple[int, ...] = ()  # the positions of the token limits and spend budgets a reservation holds
     ends: Sequence[int] | None = None  # settle: each limit's window end (see encode)
+    spend_cost: int = 0  # of each spend budget (micro-units); signed when settling
 
     def argument(self, now_ms: int | None) -> bytes:
         """The script's ARGV[1]: the header, the reservation's field, the limits (quota.lua)."""
@@ -64,6 +65,7 @@ class Plan:
                 self.lease_ms,
                 self.request_cost,
                 self.token_cost,
+                self.spend_cost,
                 -1 if now_ms is None else now_ms,
             )
             + (_NO_FIELD if rid is None else encode_field(reservation_field(rid)))
@@ -76,7 +78,10 @@ class Plan:
         return ["EVALSHA", SCRIPT.sha, b"1", self.state_key, self.argument(now_ms)]
 
     def cost(self, spec: LimitSpec) -> int:
-        return self.request_cost if spec.unit is Unit.REQUESTS else self.token_cost
+        unit = spec.unit
+        if unit is Unit.REQUESTS:
+            return self.request_cost
+        return self.token_cost if unit is Unit.TOKENS else self.spend_cost
 
     def scaled(self, processes: int) -> Plan:
         """This call with every limit divided among ``processes`` (the ``local`` failure policy)."""
@@ -94,6 +99,7 @@ class Plan:
             estimate=self.estimate,
             held=self.held,
             ends=self.ends,
+            spend_cost=self.spend_cost,
         )
 
 
@@ -124,13 +130,14 @@ class AdmitShape:
     specs: tuple[LimitSpec, ...]
     encoded: bytes
     state_key: bytes
-    reserves: bool  # a token limit applies: admits hold a reservation
-    held: tuple[int, ...]  # the positions of the token limits
+    reserves: bool  # a token limit or a spend budget applies: admits hold a reservation
+    held: tuple[int, ...]  # the positions of the token limits and spend budgets
+    spends: bool  # a spend budget applies: admits estimate the request's cost
 
     @classmethod
     def build(cls, config: object, tenant: str, specs: Sequence[LimitSpec]) -> AdmitShape:
         specs = tuple(specs)
-        held = tuple(i for i, s in enumerate(specs) if s.unit is Unit.TOKENS)
+        held = tuple(i for i, s in enumerate(specs) if s.unit is not Unit.REQUESTS)
         return cls(
             config=config,
             tenant=tenant,
@@ -139,6 +146,7 @@ class AdmitShape:
             state_key=state_key(tenant).encode(),
             reserves=bool(held),
             held=held,
+            spends=any(s.unit is Unit.SPEND for s in specs),
         )
 
 
@@ -166,8 +174,9 @@ _ADMIT = Mode.ADMIT  # (an enum member read through its class costs ~1k instruct
 _new_plan = object.__new__
 
 
-def admit_plan(shape: AdmitShape, estimate: int, lease_ms: int) -> Plan:
-    """Requests cost 1; tokens cost the estimate and are held under a reservation settled later.
+def admit_plan(shape: AdmitShape, estimate: int, lease_ms: int, spend: int = 0) -> Plan:
+    """Requests cost 1; tokens cost the estimate, spend budgets the estimated cost (``spend``), both held
+    under a reservation settled later.
 
     (Built field by field, not through the keyword-only constructor: its eleven keywords cost an admit ~5k
     instructions more, measured with callgrind, on a path of ~160k.)"""
@@ -184,6 +193,7 @@ def admit_plan(shape: AdmitShape, estimate: int, lease_ms: int) -> Plan:
     plan.estimate = estimate
     plan.held = shape.held
     plan.ends = None
+    plan.spend_cost = spend
     return plan
 
 
@@ -200,8 +210,25 @@ def single_plan(mode: Mode, tenant: str, spec: LimitSpec, cost: int) -> Plan:
     )
 
 
-def settle_plan(reservation: Reservation, actual: int) -> Plan:
+def multi_plan(mode: Mode, tenant: str, specs: Sequence[LimitSpec]) -> Plan:
+    """A call over several limits at no cost (``check`` of a tenant's spend budgets)."""
+    specs = tuple(specs)
+    return Plan(
+        mode=mode,
+        tenant_id=tenant,
+        specs=specs,
+        encoded=encode(specs),
+        request_cost=0,
+        token_cost=0,
+        state_key=state_key(tenant).encode(),
+    )
+
+
+def settle_plan(reservation: Reservation, actual: int, actual_cost: int | None = None) -> Plan:
+    """Charge (or refund) the difference between the actual and the estimated tokens and cost (None: the
+    estimated cost stands)."""
     specs = reservation.limits
+    spend = 0 if actual_cost is None else actual_cost - reservation.estimate_cost
     return Plan(
         mode=Mode.SETTLE,
         tenant_id=reservation.tenant_id,
@@ -213,6 +240,7 @@ def settle_plan(reservation: Reservation, actual: int) -> Plan:
         reservation_id=reservation.id,
         estimate=reservation.estimate,
         ends=reservation.ends,
+        spend_cost=spend,
     )
 
 
@@ -230,7 +258,9 @@ def make_reservation(plan: Plan, now_ms: int, values: Sequence[int], local: bool
     else:
         specs = tuple([plan.specs[i] for i in held])
         ends = tuple([now_ms + values[3 + 3 * i] for i in held])
-    return Reservation(rid, plan.tenant_id, reservation_field(rid), plan.estimate, specs, local, ends)
+    return Reservation(
+        rid, plan.tenant_id, reservation_field(rid), plan.estimate, specs, local, ends, plan.spend_cost
+    )
 
 
 # -- results ------------------------------------------------------------------------------------------------
@@ -243,6 +273,12 @@ def values(raw: bytes) -> tuple[int, ...]:
     if reply is None:
         reply = _REPLIES[n] = struct.Struct(f">{n}q")
     return reply.unpack(raw)
+
+
+def alerted(plan: Plan, figures: Sequence[int]) -> list[int]:
+    """The positions of the spend budgets whose soft threshold the call reached (the reply's last integer)."""
+    bits = figures[2 + 3 * len(plan.specs)] if len(figures) > 2 + 3 * len(plan.specs) else 0
+    return [i for i in range(len(plan.specs)) if bits >> i & 1] if bits else []
 
 
 def parse(plan: Plan, raw: bytes) -> tuple[bool, int, tuple[LimitResult, ...], tuple[int, ...]]:

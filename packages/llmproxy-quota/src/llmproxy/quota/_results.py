@@ -39,6 +39,26 @@ class InvalidQuotaRequest(QuotaError, ValueError):
         self.field = field
 
 
+class ModelNotAllowed(QuotaError):
+    """The request's API key may not use the request's model (its allow-list lacks it). Nothing was
+    consumed."""
+
+    def __init__(self, model: str, api_key_id: str) -> None:
+        super().__init__(f"the API key {api_key_id} may not use the model {model[:200]!r}")
+        self.model = model
+        self.api_key_id = api_key_id
+
+
+class ModelNotPriced(QuotaError):
+    """A spend budget applies, the model has no price, and unpriced models are refused
+    (``unpriced="deny"``)."""
+
+    def __init__(self, model: str | None) -> None:
+        what = "a request without a model" if model is None else f"the model {model[:200]!r}"
+        super().__init__(f"a spend budget applies and {what} has no price")
+        self.model = model
+
+
 class UnknownTenant(QuotaError, LookupError):
     """The limits source knows no such tenant."""
 
@@ -52,7 +72,7 @@ class LimitResult(NamedTuple):
     can never fit (its cost exceeds the limit or burst). (A NamedTuple: built on every request, cheaply.)"""
 
     name: str
-    unit: str  # "requests" or "tokens"
+    unit: str  # "requests", "tokens" or "spend" (micro-units of currency)
     window: str  # "minute", "day" or "month"
     allowed: bool
     limit: int
@@ -72,19 +92,65 @@ class LimitResult(NamedTuple):
 # object.__setattr__).
 
 
+class TokenEstimate(NamedTuple):
+    """What a request will cost at most: its prompt's tokens and the output tokens it may produce (its
+    ``max_tokens``), and its model when the request names one (else the RequestContext's is used).
+
+    Quota reserves ``input_tokens + output_tokens`` against token limits and, where a spend budget applies,
+    ``price.input * input_tokens + price.output * output_tokens`` against it."""
+
+    input_tokens: int
+    output_tokens: int
+    model: str | None = None
+
+    @property
+    def total(self) -> int:
+        return self.input_tokens + self.output_tokens
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetAlert:
+    """A spend budget reached its soft threshold: raised once per budget and period (the script marks it)."""
+
+    tenant_id: str
+    api_key_id: str | None  # None: the tenant's budget
+    name: str  # "tenant.spend_per_month", "api_key.spend_per_day"
+    window: str  # "day" or "month"
+    limit_micros: int
+    threshold_micros: int
+    spent_micros: int  # spent (and reserved) when the threshold was reached
+    reset_at: float  # epoch seconds: when the period ends
+
+    @property
+    def remaining_micros(self) -> int:
+        return max(0, self.limit_micros - self.spent_micros)
+
+
 @dataclass(slots=True)
 class Reservation:
-    """Estimated tokens held by an admitted request until :meth:`settle` charges the actual figure."""
+    """Estimated tokens (and spend) held by an admitted request until :meth:`settle` charges the actual
+    figures."""
 
     id: str
     tenant_id: str
     key: str  # its field in the tenant's state hash, "reservation:<id>", held until settled or the lease ends
     estimate: int
-    limits: tuple[Any, ...]  # the token limits held (LimitSpec)
+    limits: tuple[Any, ...]  # the token limits and spend budgets held (LimitSpec)
     local: bool = False
     #: per held limit (ms since the epoch): a budget's window the estimate was counted in; a per-minute rate's
     #: charge end (the key's TAT after the admit), which caps a refund at settle to what has not drained yet
     ends: tuple[int, ...] = ()
+    #: the spend reserved (micro-units), and the price it was estimated with: the actual cost is computed
+    #: with the same price, so a price changed meanwhile applies to later requests only
+    estimate_cost: int = 0
+    price: Any = None
+    api_key_id: str | None = None
+
+    def cost_of(self, input_tokens: int, output_tokens: int) -> int:
+        """What ``input_tokens`` and ``output_tokens`` cost at the price this request was admitted with."""
+        if self.price is None:
+            return 0
+        return int(self.price.tokens_cost_micros(input_tokens, output_tokens))
 
 
 @dataclass(slots=True)
@@ -103,6 +169,13 @@ class Admission:
     shadow_rejected: bool = False
     from_deny_cache: bool = False
     request_id: str | None = field(default=None, compare=False)
+    #: the spend budgets whose soft threshold this admission reached (each once per period)
+    alerts: tuple[BudgetAlert, ...] = ()
+
+    @property
+    def budgets(self) -> tuple[LimitResult, ...]:
+        """The spend budgets' results (unit ``spend``)."""
+        return tuple(r for r in self.results if r.unit == "spend")
 
     @property
     def rejected(self) -> tuple[LimitResult, ...]:
@@ -131,6 +204,8 @@ class Settlement:
     settled: bool
     charged: int = 0  # actual - estimate: positive charged more, negative refunded
     degraded: bool = False
+    charged_cost: int = 0  # the same for spend (micro-units)
+    alerts: tuple[BudgetAlert, ...] = ()  # soft thresholds the actual cost reached
 
 
 @dataclass(frozen=True, slots=True)

@@ -49,6 +49,19 @@ def check_endpoint(value: str) -> None:
         raise InvalidQuotaRequest("endpoint", f"must be at most {MAX_ENDPOINT_BYTES} bytes long")
 
 
+#: a model name as a limit's field (what the configuration allows, a custom source may exceed)
+MAX_MODEL_BYTES = 800
+
+
+def check_model(value: object) -> str:
+    """A request's model name, where a model limit, allow-list or price applies to it."""
+    if not isinstance(value, str) or not value:
+        raise InvalidQuotaRequest("model", "must be a non-empty string")
+    if len(value.encode()) > MAX_MODEL_BYTES:
+        raise InvalidQuotaRequest("model", f"must be at most {MAX_MODEL_BYTES} bytes long")
+    return value
+
+
 def clock_time(value: float) -> float:
     """What an injected clock says, if it is a time the engine can compute with."""
     if not 0 <= value <= MAX_TIME:  # (NaN fails too)

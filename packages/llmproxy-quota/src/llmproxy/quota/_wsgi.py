@@ -25,12 +25,13 @@ from ._http import (
     MISSING_TENANT,
     Edge,
     check_estimate,
+    cost_to_settle,
     rate_limit_headers,
     refusal,
     rejection,
     tokens_to_settle,
 )
-from ._results import InvalidQuotaRequest, UnknownTenant
+from ._results import QuotaError, TokenEstimate
 
 logger = logging.getLogger("llmproxy.quota")
 
@@ -47,7 +48,7 @@ class QuotaWSGIMiddleware(Edge[WSGIApp, QuotaClient, WSGIEnviron]):
             if self.require_tenant:
                 return wsgi_error(start_response, MISSING_TENANT)
             return self.app(environ, start_response)
-        estimate = 0
+        estimate: int | TokenEstimate = 0
         if self.estimate_tokens is not None:
             try:
                 body = read_wsgi_body(environ, self.max_body_bytes)
@@ -57,7 +58,7 @@ class QuotaWSGIMiddleware(Edge[WSGIApp, QuotaClient, WSGIEnviron]):
             estimate = check_estimate(self.estimate_tokens(environ, body))
         try:
             admission = self.client.admit(ctx, estimate)
-        except (UnknownTenant, InvalidQuotaRequest) as exc:
+        except QuotaError as exc:
             return wsgi_error(start_response, refusal(exc))
         now = self.client.core.wall()
         if not admission.allowed:
@@ -67,13 +68,22 @@ class QuotaWSGIMiddleware(Edge[WSGIApp, QuotaClient, WSGIEnviron]):
         def settle(watch: WSGIResponseWatch) -> None:
             # the server closed the body (its end, or the client gone): this request is over in this thread
             reset_usage(token)
-            if admission.reservation is None:
+            reservation = admission.reservation
+            if reservation is None:
                 return
             tokens = tokens_to_settle(
                 usage.reported, usage.total_tokens, estimate, watch.status, watch.failed
             )
+            cost = cost_to_settle(
+                reservation,
+                usage.reported,
+                usage.input_tokens,
+                usage.output_tokens,
+                watch.status,
+                watch.failed,
+            )
             try:
-                self.client.settle(admission.reservation, tokens)
+                self.client.settle(reservation, tokens, cost)
             except Exception:
                 logger.exception("quota: settling failed")
 

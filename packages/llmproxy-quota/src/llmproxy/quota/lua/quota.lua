@@ -6,7 +6,7 @@
 -- KEYS[1] the tenant's state: a HASH with one field per limit, one per unsettled reservation, and "_expires", the
 --         hash's own expiry (ms since the epoch), so that the TTL is extended only when a write needs it
 -- ARGV[1] one string (every argument costs the client's encoder more than its bytes do): the header, the
---         reservation's field, each limit's field, then each limit's figures. The header ">BBi8i8i8i8":
+--         reservation's field, each limit's field, then each limit's figures. The header ">BBi8i8i8i8i8":
 --   mode:        1 admit   all-or-nothing: consume every limit or none; hold the reservation (if any)
 --                2 check   dry run: evaluate, write nothing, report the state before the cost
 --                3 force   consume every limit unconditionally (increment)
@@ -14,22 +14,28 @@
 --                          signed costs
 --   n:           the number of limits
 --   lease:       the reservation's lifetime in ms (admit)
---   costs:       of each request limit and of each token limit (signed when settling)
+--   costs:       of each request limit, of each token limit and of each spend budget (micro-units of
+--                currency; all three signed when settling)
 --   now:         ms since the epoch, or -1 to use Redis TIME (so gateway instances with skewed clocks agree)
 --         The reservation's field ">Hc0" (2-byte length, bytes; empty when none), then each limit's field
---         ">Hc0", then each limit's figures ">BBi8i8i8i8": kind (0 GCRA, 1 UTC day, 2 UTC month), unit
---         (0 requests, 1 tokens), limit, burst, period ms, window end ms. Window end (settle only, else 0): a
+--         ">Hc0", then each limit's figures ">BBi8i8i8i8": kind (0 GCRA, 1 calendar day, 2 calendar month),
+--         unit (0 requests, 1 tokens, 2 spend), limit, burst, period ms, window end ms. A day/month budget
+--         reads its "burst" as its soft threshold (spend only; 0: none) and its "period" as the UTC offset of
+--         its calendar (ms; 0: UTC). Window end (settle only, else 0): a
 --         day/month budget's window the reserved cost was counted in; a GCRA's charge end, the field's TAT right
 --         after the admit (ms, rounded up): a refund is capped by what of the reservation's charge has not drained
 --
 -- GCRA field ">i8i8" tat_ms, rem: the theoretical arrival time TAT = tat_ms + rem / limit, kept exact.
--- Budget field ">i8i8" window end ms, used: a budget whose window is not the current one counts as 0.
+-- Budget field ">i8i8" window end ms, used: a budget whose window is not the current one counts as 0; a spend
+-- budget's ">i8i8i8" adds 1 once its soft threshold was reached in that window (so it alerts once a window),
+-- and a spend budget overrun in the window just ended starts the next one with the overrun as its debt.
 -- Reservation field ">i8" the end of its lease (ms): an unsettled reservation, held until then.
 -- Any of them is dead (the same as absent) once its first number lies in the past. When the script extends the
 -- hash's expiry (about once an hour, or per day/month window) it deletes the dead fields, so a tenant's hash does
 -- not collect the fields of API keys and endpoints no longer used, nor of reservations never settled.
 -- Returns ">i8i8" ok, now_ms, then per limit ">i8i8i8" usage, reset_in_ms, retry_after_ms; retry_after is 0 when
--- the limit admits and -1 when the cost can never fit. Remaining = (burst or limit) - usage.
+-- the limit admits and -1 when the cost can never fit. Remaining = (burst or limit) - usage. Then ">i8" the
+-- spend budgets whose soft threshold this call reached (bit i-1 for limit i; written only if the call was).
 
 local pack, unpack_
 if struct then
@@ -91,7 +97,7 @@ else
 end
 
 local args = ARGV[1]
-local mode, n, lease, rcost, tcost, now, resv, pos = unpack_(">BBi8i8i8i8Hc0", args)
+local mode, n, lease, rcost, tcost, scost, now, resv, pos = unpack_(">BBi8i8i8i8i8Hc0", args)
 if now < 0 then
   local t = redis.call("TIME")
   now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -145,7 +151,8 @@ local function days_from_civil(y, m, d)
   return era * 146097 + doe - 719468
 end
 
-local function month_end(day)
+-- the first day (as days since the epoch) of the month holding ``day``, and of the month after it
+local function month_bounds(day)
   local z = day + 719468
   local era = floor(z / 146097)
   local doe = z - era * 146097
@@ -155,8 +162,9 @@ local function month_end(day)
   local mp = floor((5 * doy + 2) / 153)
   local m = (mp < 10) and (mp + 3) or (mp - 9)
   if m <= 2 then y = y + 1 end
+  local first = days_from_civil(y, m, 1)
   if m == 12 then y, m = y + 1, 1 else m = m + 1 end
-  return days_from_civil(y, m, 1) * DAY
+  return first, days_from_civil(y, m, 1)
 end
 
 local ok_all = true
@@ -165,12 +173,13 @@ local no = 0
 local writes = {}
 local nw = 0
 local need = 0 -- the latest instant a written field must survive to
+local alerts = 0 -- the spend budgets whose soft threshold this call reached (bits)
 
 for i = 1, n do
   local kind, unit, limit, burst, period, end_ms
   kind, unit, limit, burst, period, end_ms, pos = unpack_(">BBi8i8i8i8", args, pos)
   local raw = stored[i + 1]
-  local cost = unit == 0 and rcost or tcost
+  local cost = unit == 0 and rcost or (unit == 1 and tcost or scost)
   local ok, reset_in, retry, usage = true, 0, 0, 0
 
   if kind == 0 then
@@ -214,12 +223,24 @@ for i = 1, n do
       end
     end
   else
-    local day = floor(now / DAY)
-    local wend = (kind == 1) and (day + 1) * DAY or month_end(day)
-    local used = 0
+    local off = period -- the calendar's UTC offset (ms)
+    local day = floor((now + off) / DAY)
+    local wstart, wend
+    if kind == 1 then
+      wstart, wend = day * DAY - off, (day + 1) * DAY - off
+    else
+      local first, after = month_bounds(day)
+      wstart, wend = first * DAY - off, after * DAY - off
+    end
+    local used, alerted, carried = 0, 0, false
     if raw then
       local w, u = unpack_(">i8i8", raw)
-      if w == wend then used = u end
+      if w == wend then
+        used = u
+        if #raw >= 24 then alerted = unpack_(">i8", raw, 17) end
+      elseif unit == 2 and w == wstart and u > limit then
+        used, carried = u - limit, true -- the overrun of the window just ended: this one starts in debt
+      end
     end
     local new_used = used + cost
     if cost < 0 then
@@ -235,9 +256,19 @@ for i = 1, n do
     if mode == 2 then new_used = used end
     reset_in = wend - now
     usage = new_used
-    if ok and new_used ~= used then
+    local alert = unit == 2 and ok and mode ~= 2 and burst > 0 and alerted == 0 and new_used >= burst
+    if alert then
+      alerted = 1
+      alerts = alerts + 2 ^ (i - 1)
+    end
+    -- (a carried debt is written even at no cost: the old window's field may be dropped as dead any moment)
+    if ok and (new_used ~= used or alert or carried) then
       writes[nw + 1] = fields[i]
-      writes[nw + 2] = pack(">i8i8", wend, min(new_used, BOUND))
+      if unit == 2 then
+        writes[nw + 2] = pack(">i8i8i8", wend, min(new_used, BOUND), alerted)
+      else
+        writes[nw + 2] = pack(">i8i8", wend, min(new_used, BOUND))
+      end
       nw = nw + 2
       if wend + 60000 > need then need = wend + 60000 end
     end
@@ -258,6 +289,7 @@ if mode == 1 and ok_all and resv ~= "" then
   nw = nw + 2
   if now + lease > need then need = now + lease end
 end
+if not ((ok_all or mode ~= 1) and mode ~= 2) then alerts = 0 end -- nothing is written: nothing was reached
 if nw > 0 and (ok_all or mode ~= 1) and mode ~= 2 then
   local expires = stored[1] and unpack_(">i8", stored[1])
   if expires and expires >= need then
@@ -281,4 +313,5 @@ if nw > 0 and (ok_all or mode ~= 1) and mode ~= 2 then
   end
 end
 
-return pack(">i8i8" .. string.rep("i8", no), ok_all and 1 or 0, now, unpack(out, 1, no))
+out[no + 1] = alerts
+return pack(">i8i8" .. string.rep("i8", no + 1), ok_all and 1 or 0, now, unpack(out, 1, no + 1))
