@@ -121,3 +121,24 @@ async def test_async_subscriber_starts_lazily_and_stops_on_aclose(
     assert await wait_for(subscribed, deadline_seconds=5.0)
     await service.aclose()
     assert not service._subscriber.running
+
+
+async def test_async_model_limits_budgets_and_key_policies_reach_another_instance_through_redis(
+    backend: Backend, create_tenant: NewTenant, make_config: ConfigFactory
+) -> None:
+    tenant_id = create_tenant(backend.database_url)
+    config = make_config(tenant_id)
+    urls = (backend.redis_url, backend.database_url)
+    async with (
+        AsyncRateLimitConfigService.from_urls(*urls, subscribe=False) as writer,
+        AsyncRateLimitConfigService.from_urls(*urls, subscribe=False) as filler,
+        AsyncRateLimitConfigService.from_urls(*urls, subscribe=False) as reader,
+    ):
+        await writer.upsert(config)
+        assert await filler.get_with_source(tenant_id) == (config, "database")
+
+        from_redis = await reader.get_with_source(tenant_id)
+        from_l1 = await reader.get_with_source(tenant_id)
+
+    assert (from_redis.source, from_l1.source) == ("redis", "l1")
+    assert from_redis.config == from_l1.config == config

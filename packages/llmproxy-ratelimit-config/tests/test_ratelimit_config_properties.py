@@ -1,4 +1,5 @@
-"""Properties: any valid configuration survives the repository, the Redis cache and L1 unchanged."""
+"""Properties: any valid configuration (model limits, budgets and key policies included) survives the
+repository, the Redis cache and L1 unchanged."""
 
 from __future__ import annotations
 
@@ -13,9 +14,14 @@ from llmproxy.core import ManualClock
 from llmproxy.core.testing import Backend
 from llmproxy.ratelimit_config import (
     MAX_LIMIT,
+    MAX_MODEL_LENGTH,
     ApiKeyLimit,
+    ApiKeyPolicy,
+    Budget,
+    Budgets,
     EndpointLimit,
     GlobalLimit,
+    ModelLimit,
     RateLimitConfigService,
     TenantRateLimitConfiguration,
 )
@@ -29,6 +35,29 @@ paths = st.text(
 ).map(lambda rest: "/" + "".join(ch for ch in rest if not ch.isspace()))
 endpoint_limits = st.builds(
     EndpointLimit, requests_per_minute=limits, tokens_per_minute=limits, burst_capacity=limits
+)
+# Model names and key ids: printable, no whitespace (no category C or Z), up to the column's 200 characters.
+names = st.text(
+    alphabet=st.characters(codec="utf-8", exclude_categories=("C", "Z")),
+    min_size=1,
+    max_size=MAX_MODEL_LENGTH,
+).filter(lambda name: not any(ch.isspace() for ch in name))
+optional_limits = st.none() | limits
+model_limits = st.builds(
+    ModelLimit,
+    requests_per_minute=optional_limits,
+    tokens_per_minute=optional_limits,
+    tokens_per_day=optional_limits,
+)
+budget = st.builds(
+    Budget,
+    limit_micros=limits,
+    soft_threshold_percent=st.integers(min_value=1, max_value=100),
+    utc_offset_hours=st.integers(min_value=-12, max_value=14),
+)
+budgets = st.builds(Budgets, day=st.none() | budget, month=st.none() | budget)
+policies = st.builds(
+    ApiKeyPolicy, allowed_models=st.none() | st.frozensets(names, max_size=4), budgets=budgets
 )
 
 
@@ -45,6 +74,9 @@ def configurations(tenant_id: uuid.UUID) -> st.SearchStrategy[TenantRateLimitCon
         ),
         api_key_limit=st.builds(ApiKeyLimit, requests_per_minute=limits, tokens_per_minute=limits),
         endpoint_limits=st.dictionaries(paths, endpoint_limits, max_size=5),
+        model_limits=st.dictionaries(names, model_limits, max_size=5),
+        budgets=budgets,
+        api_keys=st.dictionaries(names, policies, max_size=4),
     )
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
 
 import pydantic
 import pytest
@@ -11,13 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from llmproxy.core import (
-    AsyncTenantRegistry,
-    TenantNotFound,
-    TenantRegistry,
-    create_async_engine,
-    create_engine,
-)
+from llmproxy.core import AsyncTenantRegistry, TenantNotFound, TenantRegistry
 from llmproxy.ratelimit_config import (
     MAX_LIMIT,
     ApiKeyLimit,
@@ -45,25 +38,6 @@ def make_config(
         api_key_limit=ApiKeyLimit(requests_per_minute=5 * scale, tokens_per_minute=6 * scale),
         endpoint_limits={"/" + name.replace("_", "/"): limit for name, limit in endpoints.items()},
     )
-
-
-@pytest.fixture
-def engine(database_url: str) -> Iterator[Engine]:
-    engine = create_engine(database_url)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
-async def async_engine(database_url: str) -> AsyncIterator[AsyncEngine]:
-    engine = create_async_engine(database_url)
-    yield engine
-    await engine.dispose()
-
-
-@pytest.fixture
-def tenant_id(engine: Engine) -> uuid.UUID:
-    return TenantRegistry(engine).create(f"tenant-{uuid.uuid4().hex[:8]}").id
 
 
 def row_counts(engine: Engine) -> tuple[int, int]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 import uuid
@@ -363,3 +364,34 @@ def test_a_read_that_raced_a_write_caches_nothing_and_the_write_wins(
     assert done.value.value.config == old  # this one call still answers with what it read
     assert raw_redis.get(cache_key(tenant_id)) is None  # type: ignore[attr-defined]
     assert service.get_with_source(tenant_id) == (new, "database")  # and L1 did not keep the old value
+
+
+def test_model_limits_budgets_and_key_policies_reach_another_instance_unchanged_through_redis(
+    backend: Backend, raw_redis: object, create_tenant: NewTenant, make_config: ConfigFactory
+) -> None:
+    tenant_id = create_tenant(backend.database_url)
+    config = make_config(tenant_id)
+    assert config.model_limits
+    assert config.budgets
+    assert config.api_keys
+    open_service = functools.partial(
+        RateLimitConfigService.from_urls, backend.redis_url, backend.database_url, subscribe=False
+    )
+    with open_service() as writer, open_service() as filler, open_service() as reader:
+        writer.upsert(config)
+        assert filler.get_with_source(tenant_id) == (config, "database")  # fills Redis
+
+        from_redis = reader.get_with_source(tenant_id)
+        from_l1 = reader.get_with_source(tenant_id)
+
+    assert (from_redis.source, from_l1.source) == ("redis", "l1")
+    assert from_redis.config == from_l1.config == config
+    cached = json.loads(raw_redis.get(cache_key(tenant_id)))  # type: ignore[attr-defined]
+    assert cached["model_limits"]["gpt-4o"] == {
+        "requests_per_minute": 100,
+        "tokens_per_minute": None,
+        "tokens_per_day": 0,
+    }
+    assert cached["budgets"]["day"]["limit_micros"] == 50_000_000
+    assert cached["api_keys"]["key-locked"]["allowed_models"] == []
+    assert cached["api_keys"]["key-spend"]["allowed_models"] is None

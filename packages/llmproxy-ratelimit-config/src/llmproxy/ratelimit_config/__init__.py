@@ -3,6 +3,7 @@
 from ._cache import INVALIDATION_CHANNEL, SOURCES, CacheStats, Loaded, Source, cache_key
 from ._defaults import DEFAULTS, RateLimitDefaults
 from ._models import (
+    MAX_ENTRIES,
     MAX_LIMIT,
     MAX_MODEL_LENGTH,
     NO_BUDGETS,
@@ -23,12 +24,19 @@ from ._models import (
 from ._options import RateLimitConfigOptions
 from ._repository import AsyncRateLimitConfigRepository, RateLimitConfigRepository
 from ._service import AsyncRateLimitConfigService, RateLimitConfigService
-from ._tables import configurations_table, endpoint_limits_table
+from ._tables import (
+    api_key_model_allowlists_table,
+    configurations_table,
+    endpoint_limits_table,
+    model_limits_table,
+    spend_budgets_table,
+)
 from ._version import __version__
 
 __all__ = [
     "DEFAULTS",
     "INVALIDATION_CHANNEL",
+    "MAX_ENTRIES",
     "MAX_LIMIT",
     "MAX_MODEL_LENGTH",
     "NO_BUDGETS",
@@ -56,7 +64,10 @@ __all__ = [
     "Source",
     "TenantRateLimitConfiguration",
     "__version__",
+    "api_key_model_allowlists_table",
     "cache_key",
     "configurations_table",
     "endpoint_limits_table",
+    "model_limits_table",
+    "spend_budgets_table",
 ]

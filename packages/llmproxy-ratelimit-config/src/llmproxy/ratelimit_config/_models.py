@@ -159,6 +159,12 @@ class ApiKeyPolicy(BaseModel):
         return self.allowed_models is None or model in self.allowed_models
 
 
+def _drop_unrestricted(policies: dict[str, ApiKeyPolicy]) -> dict[str, ApiKeyPolicy]:
+    # A policy restricting nothing (every model, no budgets) means what no policy means. Keeping one spelling
+    # of "unrestricted" lets a configuration equal itself after storage, which keeps no rows for such a key.
+    return {key: p for key, p in policies.items() if p.allowed_models is not None or p.budgets}
+
+
 class TenantRateLimitConfiguration(BaseModel):
     """Every rate limit that applies to one tenant."""
 
@@ -175,9 +181,10 @@ class TenantRateLimitConfiguration(BaseModel):
     #: the tenant's spend budgets (every key together)
     budgets: Budgets = NO_BUDGETS
     #: per API key (its ``api_key_id``): a model allow-list and its own budgets
-    api_keys: Annotated[dict[ApiKeyId, ApiKeyPolicy], Field(max_length=MAX_ENTRIES)] = Field(
-        default_factory=dict
-    )
+    #: (a policy that restricts nothing is dropped: absent and unrestricted are the same)
+    api_keys: Annotated[
+        dict[ApiKeyId, ApiKeyPolicy], Field(max_length=MAX_ENTRIES), AfterValidator(_drop_unrestricted)
+    ] = Field(default_factory=dict)
 
     def endpoint_limit(self, path: str) -> EndpointLimit | None:
         return self.endpoint_limits.get(path)

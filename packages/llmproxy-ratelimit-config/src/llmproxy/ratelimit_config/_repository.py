@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -19,9 +19,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from llmproxy.core import TenantNotFound, tenants_table
 
-from ._models import ApiKeyLimit, EndpointLimit, GlobalLimit, TenantRateLimitConfiguration
+from ._children import Children, load_children, replace_children
+from ._models import ApiKeyLimit, GlobalLimit, TenantRateLimitConfiguration
 from ._tables import configurations_table as configs
-from ._tables import endpoint_limits_table as endpoints
 
 MAX_PAGE = 1000
 
@@ -49,34 +49,20 @@ def _config_values(config: TenantRateLimitConfiguration) -> dict[str, Any]:
     return values
 
 
-def _to_model(row: sa.Row[Any], endpoint_rows: Iterable[sa.Row[Any]]) -> TenantRateLimitConfiguration:
+def _to_model(row: sa.Row[Any], children: Children) -> TenantRateLimitConfiguration:
     return TenantRateLimitConfiguration(
         tenant_id=row.tenant_id,
         global_limit=GlobalLimit(**{f: getattr(row, c) for f, c in _GLOBAL_COLUMNS.items()}),
         api_key_limit=ApiKeyLimit(**{f: getattr(row, c) for f, c in _API_KEY_COLUMNS.items()}),
-        endpoint_limits={
-            e.endpoint_path: EndpointLimit(
-                requests_per_minute=e.requests_per_minute,
-                tokens_per_minute=e.tokens_per_minute,
-                burst_capacity=e.burst_capacity,
-            )
-            for e in endpoint_rows
-        },
+        **children.fields(),
     )
 
 
 def _load_many(conn: Connection, rows: Sequence[sa.Row[Any]]) -> list[TenantRateLimitConfiguration]:
     if not rows:
         return []
-    by_config: dict[uuid.UUID, list[sa.Row[Any]]] = {row.id: [] for row in rows}
-    stmt = (
-        sa.select(endpoints)
-        .where(endpoints.c.configuration_id.in_(list(by_config)))
-        .order_by(endpoints.c.endpoint_path)
-    )
-    for endpoint_row in conn.execute(stmt):
-        by_config[endpoint_row.configuration_id].append(endpoint_row)
-    return [_to_model(row, by_config[row.id]) for row in rows]
+    children = load_children(conn, (row.id for row in rows))
+    return [_to_model(row, children[row.id]) for row in rows]
 
 
 # -- operations (one copy, sync Connection)
@@ -112,24 +98,8 @@ def upsert_config(conn: Connection, config: TenantRateLimitConfiguration) -> Ten
         config_id = _insert_or_update(conn, config, now)
     except sa.exc.IntegrityError as exc:  # the tenant was deleted between the check and the write
         raise TenantNotFound(config.tenant_id) from exc
-    # Endpoint limits are replaced as a set.
-    conn.execute(sa.delete(endpoints).where(endpoints.c.configuration_id == config_id))
-    if config.endpoint_limits:
-        conn.execute(
-            sa.insert(endpoints),
-            [
-                {
-                    "id": uuid.uuid4(),
-                    "configuration_id": config_id,
-                    "endpoint_path": path,
-                    "requests_per_minute": limit.requests_per_minute,
-                    "tokens_per_minute": limit.tokens_per_minute,
-                    "burst_capacity": limit.burst_capacity,
-                    "created_at": now,
-                }
-                for path, limit in config.endpoint_limits.items()
-            ],
-        )
+    # Endpoint limits, model limits, budgets and allow-lists are replaced as sets, in this transaction.
+    replace_children(conn, config_id, config, now)
     return config
 
 
@@ -148,7 +118,9 @@ def list_configs(conn: Connection, limit: int, offset: int) -> list[TenantRateLi
 def _checked(config: TenantRateLimitConfiguration) -> TenantRateLimitConfiguration:
     if not isinstance(config, TenantRateLimitConfiguration):
         raise TypeError(f"expected a TenantRateLimitConfiguration, got {type(config).__name__}")
-    return config
+    # Validated again: model_copy(update=...) and model_construct skip validation, and the database must
+    # not hold what the model rejects (nor a value that would not read back equal).
+    return TenantRateLimitConfiguration.model_validate(config.model_dump())
 
 
 # -- shells
@@ -165,7 +137,8 @@ class RateLimitConfigRepository:
             return get_config(conn, tenant_id)
 
     def upsert(self, config: TenantRateLimitConfiguration) -> TenantRateLimitConfiguration:
-        """Insert or replace the tenant's configuration (endpoint limits as a set); ``TenantNotFound``."""
+        """Insert or replace the tenant's configuration (its child limits, budgets and allow-lists as sets);
+        ``TenantNotFound``."""
         config = _checked(config)
         with self.engine.begin() as conn:
             return upsert_config(conn, config)
@@ -190,7 +163,8 @@ class AsyncRateLimitConfigRepository:
             return await conn.run_sync(get_config, tenant_id)
 
     async def upsert(self, config: TenantRateLimitConfiguration) -> TenantRateLimitConfiguration:
-        """Insert or replace the tenant's configuration (endpoint limits as a set); ``TenantNotFound``."""
+        """Insert or replace the tenant's configuration (its child limits, budgets and allow-lists as sets);
+        ``TenantNotFound``."""
         config = _checked(config)
         async with self.engine.begin() as conn:
             return await conn.run_sync(upsert_config, config)
