@@ -41,8 +41,16 @@ from limits.storage import RedisStorage
 from llmproxy.core import RequestContext
 from llmproxy.core._line import AsyncDirectLine, DirectLine
 from llmproxy.core.testing import RedisServer
-from llmproxy.quota import AsyncQuotaClient, QuotaClient, StaticLimits
-from llmproxy.ratelimit_config import ApiKeyLimit, EndpointLimit, GlobalLimit, TenantRateLimitConfiguration
+from llmproxy.quota import AsyncQuotaClient, QuotaClient, StaticLimits, StaticPrices, TokenEstimate
+from llmproxy.ratelimit_config import (
+    ApiKeyLimit,
+    Budget,
+    Budgets,
+    EndpointLimit,
+    GlobalLimit,
+    ModelLimit,
+    TenantRateLimitConfiguration,
+)
 
 BIG = 10**9
 ESTIMATE = 500
@@ -77,11 +85,29 @@ def issue_config(tenant: uuid.UUID) -> TenantRateLimitConfiguration:
     )
 
 
+def model_config(tenant: uuid.UUID, *, budget: bool) -> TenantRateLimitConfiguration:
+    """The issue's 4 limits plus a per-model limit (gpt-4o: rpm + tpm), and with ``budget`` a monthly spend
+    budget (its cost estimated from the price table on every admit)."""
+    base = issue_config(tenant)
+    return base.model_copy(
+        update={
+            "model_limits": {"gpt-4o": ModelLimit(requests_per_minute=BIG, tokens_per_minute=BIG)},
+            "budgets": Budgets(month=Budget(limit_micros=BIG * 1000)) if budget else Budgets(),
+        }
+    )
+
+
+PRICES = StaticPrices({"gpt-4o": ("2.5", "10")})
+#: the model rows' estimate: the same 500 tokens, split into prompt and reserved output, naming the model
+MODEL_ESTIMATE = TokenEstimate(400, ESTIMATE - 400, "gpt-4o")
+
 HELD_PING = "PING on a held connection (the path admit takes)"
 PING = ("PING",)
 OURS4 = "llmproxy admit, 4 limits (issue: tenant rpm+rpd+tpm, endpoint rpm)"
 OURS4T = "llmproxy admit, 4 limits (tenant rpm+rpd+tpm+tpd)"
 OURS6 = "llmproxy admit, 6 limits (tenant 4 + endpoint rpm+tpm)"
+OURS4M = "llmproxy admit, 4 limits (issue) + model rpm+tpm"
+OURS4MB = "llmproxy admit, 4 limits (issue) + model rpm+tpm + spend budget"
 
 
 # the peer's same limits: tenant rpm + rpd + tpm (cost = estimate), endpoint rpm
@@ -189,18 +215,27 @@ def main() -> None:
 
 
 def run(url: str, n: int) -> None:
-    tenant, issue_tenant = uuid.uuid4(), uuid.uuid4()
-    source = StaticLimits({tenant: config(tenant), issue_tenant: issue_config(issue_tenant)})
+    tenant, issue_tenant, model_tenant, budget_tenant = (uuid.uuid4() for _ in range(4))
+    source = StaticLimits(
+        {
+            tenant: config(tenant),
+            issue_tenant: issue_config(issue_tenant),
+            model_tenant: model_config(model_tenant, budget=False),
+            budget_tenant: model_config(budget_tenant, budget=True),
+        }
+    )
     admin = redis.Redis.from_url(url)
     ctxs = (
         RequestContext(tenant_id=str(issue_tenant), endpoint=CHAT),
         RequestContext(tenant_id=str(tenant)),
         RequestContext(tenant_id=str(tenant), endpoint=CHAT),
+        RequestContext(tenant_id=str(model_tenant), endpoint=CHAT),
+        RequestContext(tenant_id=str(budget_tenant), endpoint=CHAT),
     )
-    ctx4, ctx4t, ctx6 = ctxs
+    ctx4, ctx4t, ctx6, ctx4m, ctx4mb = ctxs
 
     ours_redis, ours_trips = counting_connections(url)
-    ours = QuotaClient(ours_redis, source)
+    ours = QuotaClient(ours_redis, source, prices=PRICES)
     ping_client, ping_trips = counting_connections(url)
     held_client, held_trips = counting_connections(url)
     held = DirectLine(held_client)  # the connection the quota client sends its script calls on
@@ -221,6 +256,8 @@ def run(url: str, n: int) -> None:
         (OURS4, lambda: ours.admit(ctx4, ESTIMATE), ours_trips),
         (OURS4T, lambda: ours.admit(ctx4t, ESTIMATE), ours_trips),
         (OURS6, lambda: ours.admit(ctx6, ESTIMATE), ours_trips),
+        (OURS4M, lambda: ours.admit(ctx4m, MODEL_ESTIMATE), ours_trips),
+        (OURS4MB, lambda: ours.admit(ctx4mb, MODEL_ESTIMATE), ours_trips),
         ("limits fixed window, 4 limits (hit each)", peer(fixed), fixed_trips),
         ("limits moving window, 4 limits (hit each)", peer(moving), moving_trips),
     ]
@@ -241,8 +278,8 @@ def run(url: str, n: int) -> None:
 async def run_async(
     url: str, source: StaticLimits, ctxs: tuple[RequestContext, ...], admin: redis.Redis, n: int
 ) -> list[tuple[str, str, float, float, float, float, float]]:
-    ctx4, ctx4t, ctx6 = ctxs
-    ours = AsyncQuotaClient(redis.asyncio.Redis.from_url(url), source)
+    ctx4, ctx4t, ctx6, ctx4m, ctx4mb = ctxs
+    ours = AsyncQuotaClient(redis.asyncio.Redis.from_url(url), source, prices=PRICES)
     ping_client = redis.asyncio.Redis.from_url(url)
     held = AsyncDirectLine(redis.asyncio.Redis.from_url(url))
     fixed = aio_strategies.FixedWindowRateLimiter(
@@ -264,6 +301,8 @@ async def run_async(
         (OURS4, lambda: ours.admit(ctx4, ESTIMATE)),
         (OURS4T, lambda: ours.admit(ctx4t, ESTIMATE)),
         (OURS6, lambda: ours.admit(ctx6, ESTIMATE)),
+        (OURS4M, lambda: ours.admit(ctx4m, MODEL_ESTIMATE)),
+        (OURS4MB, lambda: ours.admit(ctx4mb, MODEL_ESTIMATE)),
         ("limits fixed window, 4 limits (hit each)", peer(fixed)),
         ("limits moving window, 4 limits (hit each)", peer(moving)),
     ]
@@ -301,6 +340,13 @@ def print_table(rows: list[tuple[str, str, float, float, float, float, float]]) 
             f"{mode}: admit p50 / PING p50 = {ours4[0] / ping:.2f} (4 limits, issue), "
             f"{ours4t[0] / ping:.2f} (4 limits, tenant), {ours6[0] / ping:.2f} (6 limits); "
             f"admit(4, issue) / PING on a held connection = {ours4[0] / by[HELD_PING][0]:.2f}"
+        )
+        m, mb = by[OURS4M][0] / ping, by[OURS4MB][0] / ping
+        base = ours4[0] / ping
+        print(
+            f"{mode}: with a model limit admit p50 / PING p50 = {m:.2f} ({m - base:+.2f}); "
+            f"with a model limit and a spend budget {mb:.2f} ({mb - base:+.2f}; "
+            "target: within +0.10 of the 4-limit figure)"
         )
     print(
         "cmds = Redis commands per check incl. those inside scripts; "

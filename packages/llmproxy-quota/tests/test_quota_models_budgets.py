@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import threading
 import uuid
-from decimal import Decimal
+from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from llmproxy.core import ManualClock, RequestContext, redis_from_url
 from llmproxy.quota import (
@@ -16,6 +18,7 @@ from llmproxy.quota import (
     InvalidQuotaRequest,
     ModelNotAllowed,
     ModelNotPriced,
+    PerMillionTokens,
     QuotaClient,
     StaticLimits,
     StaticPrices,
@@ -396,3 +399,15 @@ async def test_the_middlewares_answer_model_not_allowed_and_insufficient_quota(
     assert error["code"] == "insufficient_quota"
     assert "retry-after" in headers
     await client.aclose()
+
+
+@given(
+    st.decimals(min_value=0, max_value=1000, places=9),
+    st.decimals(min_value=0, max_value=1000, allow_nan=False, allow_infinity=False),
+    st.integers(0, 10**7),
+    st.integers(0, 10**7),
+)
+def test_a_price_costs_what_decimal_arithmetic_says(inp: Decimal, out: Decimal, i: int, o: int) -> None:
+    """The integer fast path (prices of at most 9 decimals) and the Decimal one agree, half to even."""
+    want = int((i * inp + o * out).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    assert PerMillionTokens(inp, out).tokens_cost_micros(i, o) == want

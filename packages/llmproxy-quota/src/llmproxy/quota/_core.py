@@ -59,6 +59,7 @@ B = TypeVar("B")
 Config = TenantRateLimitConfiguration
 _CONFIG = TenantRateLimitConfiguration
 _SETTLE = Mode.SETTLE  # (read once: an enum member read through its class costs ~1k instructions)
+_NO_ALERTS = bytes(8)  # the reply's last integer when no soft threshold was reached
 
 #: Errors that mean "Redis is unreachable", as opposed to a bug (a script error is not caught).
 REDIS_UNAVAILABLE: tuple[type[BaseException], ...] = (
@@ -156,7 +157,17 @@ class QuotaCore:
     def admit(self, ctx: RequestContext, estimate: int | TokenEstimate) -> Call[Admission]:
         split: TokenEstimate | None = None
         if type(estimate) is not int or not 0 <= estimate <= 2**47:  # the common case checked cheaply
-            if isinstance(estimate, TokenEstimate):
+            if (
+                type(estimate) is TokenEstimate
+                and type(estimate[0]) is int
+                and type(estimate[1]) is int
+                and 0 <= estimate[0] <= 2**46
+                and 0 <= estimate[1] <= 2**46
+                and (estimate[2] is None or (type(estimate[2]) is str and 0 < len(estimate[2]) <= 200))
+            ):  # the common TokenEstimate, checked as cheaply
+                split = estimate
+                estimate = estimate[0] + estimate[1]
+            elif isinstance(estimate, TokenEstimate):
                 split = TokenEstimate(
                     amount("estimate_tokens.input_tokens", estimate.input_tokens),
                     amount("estimate_tokens.output_tokens", estimate.output_tokens),
@@ -258,7 +269,9 @@ class QuotaCore:
         else:
             price = None
             if model is not None and self.prices is not None:
-                price = self.prices.token_price(ctx.tenant_id, check_model(model))
+                if len(model) > 200:
+                    check_model(model)
+                price = self.prices.token_price(ctx.tenant_id, model)
             spend = 0
             if price is not None:
                 spend = estimate_cost(price, estimate, split)
@@ -356,8 +369,7 @@ class QuotaCore:
             return Settlement(settled=False, degraded=degraded)
         alerts: tuple[BudgetAlert, ...] = ()
         if plan.spend_cost > 0:
-            figures = _plan.values(raw)
-            alerts = self.raise_alerts(plan, figures)
+            alerts = self.raise_alerts(plan, raw)
         return Settlement(
             settled=True,
             charged=plan.token_cost,
@@ -366,8 +378,11 @@ class QuotaCore:
             alerts=alerts,
         )
 
-    def raise_alerts(self, plan: Plan, figures: tuple[int, ...]) -> tuple[BudgetAlert, ...]:
+    def raise_alerts(self, plan: Plan, raw: bytes) -> tuple[BudgetAlert, ...]:
         """The budget alerts the script reported for ``plan``, counted and handed to ``on_budget_alert``."""
+        if raw[-8:] == _NO_ALERTS:  # (nearly always: no call reached a threshold)
+            return ()
+        figures = _plan.values(raw)
         positions = _plan.alerted(plan, figures)
         if not positions:
             return ()
@@ -514,7 +529,7 @@ class _Priced:
     def reply(self, plan: Plan, raw: Any) -> Admission:
         admission = self._priced(self.core.admission(plan, raw))
         if admission.allowed and not admission.shadow_rejected:
-            admission.alerts = self.core.raise_alerts(plan, _plan.values(raw))
+            admission.alerts = self.core.raise_alerts(plan, raw)
         return admission
 
     def failure(self, plan: Plan, exc: BaseException | None) -> Admission:
