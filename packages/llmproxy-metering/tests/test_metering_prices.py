@@ -10,11 +10,14 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import genai_prices
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from llmproxy.core import ManualClock, create_engine, redis_from_url
 from llmproxy.metering import GenaiPricesCatalog, MeteringClient, PriceBook, PriceOverride, UsageEvent
 from llmproxy.metering import _repository as repo
+from llmproxy.metering._prices import LinearPrice
 
 AT = datetime(2026, 6, 1, 12, tzinfo=UTC)
 
@@ -189,3 +192,19 @@ def test_token_price_is_what_quota_budgets_reserve_and_settle_with() -> None:
     )
     assert catalog.tokens_cost_micros(1000, 500) == book.cost_micros(event) == 450
     assert book.token_price(tenant, "no-such-model") is None
+
+
+@given(
+    st.decimals(min_value=0, max_value=1000, places=9),
+    st.decimals(min_value=0, max_value=1000, allow_nan=False, allow_infinity=False),
+    st.decimals(min_value=0, max_value=1, places=9),
+    st.integers(0, 10**7),
+    st.integers(0, 10**7),
+)
+def test_tokens_cost_is_decimals_figure(
+    inp: Decimal, out: Decimal, per_request: Decimal, i: int, o: int
+) -> None:
+    """The integer path of ``tokens_cost_micros`` (prices of at most 9 decimals) equals Decimal's."""
+    price = LinearPrice(inp, inp, out, per_request)
+    want = int((i * inp + o * out + per_request * 1_000_000).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
+    assert price.tokens_cost_micros(i, o) == want

@@ -74,11 +74,39 @@ class LinearPrice:
 
     def tokens_cost_micros(self, input_tokens: int, output_tokens: int, /) -> int:
         """One request of ``input_tokens`` (uncached) and ``output_tokens``: what quota's spend budgets
-        reserve and settle (llmproxy-quota's ``TokenPrice``)."""
+        reserve and settle (llmproxy-quota's ``TokenPrice``). On every admit under a budget: prices of at most
+        9 decimals (every price an override can hold) are computed in integers, the same figure as Decimal's
+        half-to-even rounding."""
+        scaled = _scaled(self)
+        if scaled is not None:
+            total = input_tokens * scaled[0] + output_tokens * scaled[1] + scaled[2]
+            q, r = divmod(total, _NANO)
+            if 2 * r > _NANO or (2 * r == _NANO and q & 1):
+                q += 1
+            return q
         micros = input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok
         if self.per_request:
             micros += self.per_request * MILLION
         return int(micros.quantize(_ONE, rounding=ROUND_HALF_EVEN))
+
+
+_NANO = 10**9
+_SCALED: dict[LinearPrice, tuple[int, int, int] | None] = {}
+
+
+def _scaled(price: LinearPrice) -> tuple[int, int, int] | None:
+    """The price's input, output and per-request figures x 10^9 as ints (None: not exact in 9 decimals)."""
+    try:
+        return _SCALED[price]
+    except KeyError:
+        pass
+    parts = (price.input_per_mtok * _NANO, price.output_per_mtok * _NANO, price.per_request * MILLION * _NANO)
+    exact = all(p == p.to_integral_value() for p in parts)
+    found = (int(parts[0]), int(parts[1]), int(parts[2])) if exact else None
+    if len(_SCALED) >= 10_000:
+        _SCALED.clear()
+    _SCALED[price] = found
+    return found
 
 
 class Price(Protocol):
