@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from llmproxy.core import ManualClock, RequestContext, redis_from_url
+from llmproxy.core import ManualClock, RequestContext, redis_from_url, report_usage
 from llmproxy.quota import (
     BudgetAlert,
     InvalidQuotaRequest,
@@ -354,7 +354,7 @@ async def test_the_middlewares_answer_model_not_allowed_and_insufficient_quota(
 ) -> None:
     import json
 
-    from llmproxy.core import async_redis_from_url, report_usage
+    from llmproxy.core import async_redis_from_url
     from llmproxy.quota import AsyncQuotaClient, QuotaMiddleware
 
     from .test_quota_asgi_middleware import call
@@ -411,3 +411,61 @@ def test_a_price_costs_what_decimal_arithmetic_says(inp: Decimal, out: Decimal, 
     """The integer fast path (prices of at most 9 decimals) and the Decimal one agree, half to even."""
     want = int((i * inp + o * out).quantize(Decimal(1), rounding=ROUND_HALF_EVEN))
     assert PerMillionTokens(inp, out).tokens_cost_micros(i, o) == want
+
+
+def test_the_wsgi_middleware_settles_the_real_cost_and_refuses_unallowed_models(
+    make: Any, tenant: uuid.UUID
+) -> None:
+    import json
+
+    from llmproxy.quota import QuotaWSGIMiddleware
+
+    from .test_quota_wsgi_middleware import run
+
+    limits = configure(tenant, budgets=Budgets(day=Budget(limit_micros=100_000)))
+    client = make(limits, prices=StaticPrices(PRICES))
+
+    def app(environ: Any, start_response: Any) -> Any:
+        report_usage(input_tokens=10, output_tokens=40)  # 25 + 400 = 425 at gpt-4o's price
+        start_response("200 OK", [])
+        return [b"{}"]
+
+    def estimate(environ: Any, body: bytes) -> TokenEstimate:
+        request = json.loads(body)
+        return TokenEstimate(10, request["max_tokens"], request["model"])
+
+    edge = QuotaWSGIMiddleware(app, client=client, estimate_tokens=estimate)
+    status, headers, _ = run(edge, tenant, json.dumps({"model": "gpt-4o", "max_tokens": 1000}).encode())
+    assert status.startswith("200")
+    assert headers["x-budget-remaining"] == str(100_000 - 10_025)
+    assert client.spend(tenant)[0].usage == 425
+    status, _, answer = run(edge, tenant, json.dumps({"model": "mystery", "max_tokens": 1}).encode())
+    assert status.startswith("403")
+    assert json.loads(answer)["error"]["code"] == "model_not_priced"
+
+
+async def test_guards_reserve_and_settle_spend(
+    make: Any, tenant: uuid.UUID, redis_url: str, clock: ManualClock
+) -> None:
+    from llmproxy.core import async_redis_from_url
+    from llmproxy.quota import AsyncQuotaClient, QuotaExceeded
+
+    limits = configure(tenant, budgets=Budgets(month=Budget(limit_micros=20_000)))
+    client = make(limits, prices=StaticPrices(PRICES))
+    with client.guard(ctx(tenant), cost=TokenEstimate(0, 1000, "gpt-4o")) as guard:  # reserves 10 000
+        assert client.spend(tenant)[0].usage == 10_000
+        report_usage(input_tokens=0, output_tokens=300)
+    assert guard.admission.reservation is not None
+    assert client.spend(tenant)[0].usage == 3000  # the real cost replaced the estimate
+    aclient = AsyncQuotaClient(
+        async_redis_from_url(redis_url), limits, clock=clock, prices=StaticPrices(PRICES)
+    )
+    with pytest.raises(QuotaExceeded) as refused:
+        async with aclient.guard(ctx(tenant), cost=TokenEstimate(0, 1800, "gpt-4o")):
+            pass
+    assert refused.value.status == 429
+    with pytest.raises(RuntimeError):
+        async with aclient.guard(ctx(tenant), cost=TokenEstimate(0, 1000, "gpt-4o")):
+            raise RuntimeError("the LLM call failed")
+    assert (await aclient.spend(tenant))[0].usage == 3000  # a failed block is charged nothing
+    await aclient.aclose()
