@@ -86,12 +86,12 @@ def issue_config(tenant: uuid.UUID) -> TenantRateLimitConfiguration:
 
 
 def model_config(tenant: uuid.UUID, *, budget: bool) -> TenantRateLimitConfiguration:
-    """The issue's 4 limits plus a per-model limit (gpt-4o: rpm + tpm), and with ``budget`` a monthly spend
-    budget (its cost estimated from the price table on every admit)."""
+    """The issue's 4 limits plus a per-model limit (gpt-4o's tokens per minute), and with ``budget`` a monthly
+    spend budget (its cost estimated from the price table on every admit)."""
     base = issue_config(tenant)
     return base.model_copy(
         update={
-            "model_limits": {"gpt-4o": ModelLimit(requests_per_minute=BIG, tokens_per_minute=BIG)},
+            "model_limits": {"gpt-4o": ModelLimit(tokens_per_minute=BIG)},
             "budgets": Budgets(month=Budget(limit_micros=BIG * 1000)) if budget else Budgets(),
         }
     )
@@ -106,8 +106,8 @@ PING = ("PING",)
 OURS4 = "llmproxy admit, 4 limits (issue: tenant rpm+rpd+tpm, endpoint rpm)"
 OURS4T = "llmproxy admit, 4 limits (tenant rpm+rpd+tpm+tpd)"
 OURS6 = "llmproxy admit, 6 limits (tenant 4 + endpoint rpm+tpm)"
-OURS4M = "llmproxy admit, 4 limits (issue) + model rpm+tpm"
-OURS4MB = "llmproxy admit, 4 limits (issue) + model rpm+tpm + spend budget"
+OURS4M = "llmproxy admit, 4 limits (issue) + a model limit (tpm)"
+OURS4MB = "llmproxy admit, 4 limits (issue) + a model limit (tpm) + a spend budget"
 
 
 # the peer's same limits: tenant rpm + rpd + tpm (cost = estimate), endpoint rpm
