@@ -37,8 +37,13 @@ class _Schedule:
         self.failures = 0
         if result.swept:
             self._swept_at = time.monotonic()
-        logger.info(
-            "flushed %d bucket(s) of %d tenant(s): %d row(s)", result.buckets, result.tenants, result.rows
+        # an idle interval (nothing to flush) is not news: DEBUG, so a quiet gateway's log stays quiet
+        logger.log(
+            logging.INFO if result.buckets else logging.DEBUG,
+            "flushed %d bucket(s) of %d tenant(s): %d row(s)",
+            result.buckets,
+            result.tenants,
+            result.rows,
         )
         return self.options.flush_interval
 
