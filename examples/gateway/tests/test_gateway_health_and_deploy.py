@@ -148,6 +148,7 @@ def test_workers_run_until_sigterm_and_exit_cleanly(backend: Backend, tmp_path: 
             "LLMPROXY_REDIS_URL": backend.redis_url,
             "LLMPROXY_METERING_FLUSH_INTERVAL": "0.2",
             "LLMPROXY_LOG_FORMAT": "text",
+            "LLMPROXY_LOG_LEVEL": "DEBUG",  # an idle flush round logs at DEBUG
         }
     )
     log = tmp_path / "workers.log"
