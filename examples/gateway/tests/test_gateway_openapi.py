@@ -13,7 +13,7 @@ import uuid
 from datetime import timedelta
 from functools import cache
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote
 
 import httpx
 from hypothesis import HealthCheck, given, settings
@@ -129,6 +129,18 @@ def limit_body(**fields: st.SearchStrategy[Any]) -> st.SearchStrategy[dict[str, 
     return st.fixed_dictionaries({name: limits for name in fields}, optional={"extra": anything})
 
 
+budget = st.fixed_dictionaries(
+    {"limit_micros": limits},
+    optional={
+        "soft_threshold_percent": limits,
+        "utc_offset_hours": limits,
+        "currency": st.sampled_from(["USD", "EUR", "usd", ""]) | anything,
+        "extra": anything,
+    },
+)
+models = st.lists(texts | st.sampled_from(["gpt-4o", "gpt-4o-mini", "m" * 10_000]), max_size=4)
+budgets = st.fixed_dictionaries({}, optional={"day": budget | st.none(), "month": budget | st.none(),
+                                              "week": budget})  # fmt: skip
 rate_limits = st.fixed_dictionaries(
     {
         "global_limit": limit_body(
@@ -146,7 +158,28 @@ rate_limits = st.fixed_dictionaries(
             limit_body(requests_per_minute=limits, tokens_per_minute=limits, burst_capacity=limits),
             max_size=3,
         )
-        | anything
+        | anything,
+        "model_limits": st.dictionaries(
+            texts | st.sampled_from(["gpt-4o", "m" * 10_000]),
+            st.fixed_dictionaries(
+                {},
+                optional={
+                    "requests_per_minute": limits,
+                    "tokens_per_minute": limits,
+                    "tokens_per_day": limits,
+                },
+            )
+            | anything,
+            max_size=3,
+        )
+        | anything,
+        "budgets": budgets | anything,
+        "api_keys": st.dictionaries(
+            st.uuids().map(str) | texts,
+            st.fixed_dictionaries({}, optional={"allowed_models": models | st.none(), "budgets": budgets}),
+            max_size=2,
+        )
+        | anything,
     },
 )
 path_ids = st.uuids().map(str) | st.text(max_size=40).map(lambda t: quote(t, safe=""))
@@ -202,11 +235,51 @@ def test_fuzzed_rate_limits_answer_a_documented_status(gateway: GatewayProcess) 
     fuzz()
 
 
+def test_fuzzed_budgets_and_allow_lists_answer_a_documented_status(gateway: GatewayProcess) -> None:
+    tenant_id = gateway.create_tenant(f"fuzzed-budgets-{uuid.uuid4().hex[:8]}")
+    key_id, _ = gateway.issue_key(tenant_id)
+    periods = st.sampled_from(["day", "month"]) | st.text(max_size=8).map(lambda t: quote(t, safe=""))
+
+    @FUZZ
+    @given(
+        body=budget | anything,
+        period=periods,
+        scope=st.sampled_from(["", f"/api-keys/{key_id}"]),
+        allow_list=st.fixed_dictionaries({}, optional={"allowed_models": models | st.none(), "x": anything})
+        | anything,
+    )
+    def fuzz(body: Any, period: str, scope: str, allow_list: Any) -> None:
+        template = "/admin/tenants/{tenant_id}" + ("/api-keys/{key_id}" if scope else "")
+        response = gateway.admin(
+            "PUT",
+            f"/tenants/{tenant_id}{scope}/budgets/{period}",
+            content=json.dumps(body, allow_nan=ALLOW_NAN),
+        )
+        if unquote(period) not in ("", ".", "..") and "/" not in unquote(period):
+            check_answer(gateway, response, "put", template + "/budgets/{period}")
+        else:  # a period that changed the path's shape: another route or none
+            assert response.status_code < 500
+        response = gateway.admin("GET", f"/tenants/{tenant_id}{scope}/budgets")
+        assert response.status_code == 200, response.text
+        check_answer(gateway, response, "get", template + "/budgets")
+        response = gateway.admin(
+            "PUT",
+            f"/tenants/{tenant_id}/api-keys/{key_id}/models",
+            content=json.dumps(allow_list, allow_nan=ALLOW_NAN),
+        )
+        check_answer(gateway, response, "put", "/admin/tenants/{tenant_id}/api-keys/{key_id}/models")
+
+    fuzz()
+
+
 def test_fuzzed_path_ids_answer_a_documented_status(gateway: GatewayProcess) -> None:
     routes = [
         ("get", "/admin/tenants/{tenant_id}"),
         ("get", "/admin/tenants/{tenant_id}/api-keys"),
         ("get", "/admin/tenants/{tenant_id}/usage"),
+        ("get", "/admin/tenants/{tenant_id}/budgets"),
+        ("get", "/admin/tenants/{tenant_id}/api-keys/{key_id}/budgets"),
+        ("get", "/admin/tenants/{tenant_id}/api-keys/{key_id}/models"),
         ("delete", "/admin/tenants/{tenant_id}/rate-limits"),
         ("delete", "/admin/tenants/{tenant_id}/api-keys/{key_id}"),
     ]

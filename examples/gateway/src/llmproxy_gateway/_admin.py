@@ -1,4 +1,6 @@
-"""The admin API under ``/admin``: tenants, API keys, rate-limit configuration, current usage.
+"""The admin API under ``/admin``: tenants and API keys, and what the other admin routers share (the
+backends dependency, the policies, the 404s of a tenant and of a key). The rate-limit configuration is in
+``_admin_limits.py``, budgets and model allow-lists in ``_admin_budgets.py``.
 
 Every route names its policy (see ``_auth.py``): the platform admin (bootstrap token) may do everything, a
 tenant admin (JWT with role ``tenant_admin``) only reads and manages their own tenant.
@@ -16,14 +18,6 @@ from pydantic import AfterValidator, AwareDatetime, BaseModel, ConfigDict, Field
 
 from llmproxy.auth import ApiKey, ApiKeyNotFound, require
 from llmproxy.core import RequestContext, Tenant, TenantExists, TenantNotFound
-from llmproxy.quota import QuotaType
-from llmproxy.ratelimit_config import (
-    ApiKeyLimit,
-    EndpointLimit,
-    EndpointPath,
-    GlobalLimit,
-    TenantRateLimitConfiguration,
-)
 
 from ._audit import audit_admin_change
 from ._auth import PLATFORM_ADMIN_ROLE, AnyAdmin, PlatformAdmin, TenantScoped
@@ -71,10 +65,6 @@ Name = Annotated[
 ]
 Scope = Annotated[str, Field(json_schema_extra={"pattern": _SCOPE}), AfterValidator(_scope)]
 FutureTime = Annotated[AwareDatetime, AfterValidator(_in_the_future)]
-#: llmproxy-ratelimit-config's rule for an endpoint path, written down for the OpenAPI document.
-LimitedPath = Annotated[
-    EndpointPath, Field(json_schema_extra={"pattern": r"^/[^\s\x00-\x1f\x7f]*$", "maxLength": 500})
-]
 
 
 class TenantCreate(BaseModel):
@@ -123,37 +113,6 @@ class ApiKeyIssued(ApiKeyInfo):
     key: str = Field(description="The secret. Shown this once; only its hash is stored.")
 
 
-class RateLimits(BaseModel):
-    """A tenant's limits (the body of PUT; GET adds ``tenant_id`` and ``source``)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    global_limit: GlobalLimit
-    api_key_limit: ApiKeyLimit
-    # additionalProperties false: pydantic writes the key pattern as patternProperties, which alone would
-    # let any other key through.
-    endpoint_limits: dict[LimitedPath, EndpointLimit] = Field(
-        default_factory=dict, json_schema_extra={"additionalProperties": False}
-    )
-
-
-class TenantRateLimits(RateLimits):
-    tenant_id: uuid.UUID
-    source: str = Field(description="Where the answer came from: database, default, redis, l1 or last_known.")
-
-
-class QuotaUsage(BaseModel):
-    current_usage: int
-    limit: int
-    remaining: int
-    reset_at: float
-
-
-class TenantUsage(BaseModel):
-    tenant_id: uuid.UUID
-    quotas: dict[str, QuotaUsage]
-
-
 async def get_backends(request: Request) -> Backends:
     backends: Backends = request.app.state.backends
     return backends
@@ -180,6 +139,21 @@ async def _existing_tenant(backends: Backends, tenant_id: uuid.UUID) -> Tenant:
         return await backends.tenants.get(tenant_id)
     except TenantNotFound:
         raise tenant_not_found(tenant_id) from None
+
+
+def api_key_not_found(key_id: uuid.UUID) -> GatewayError:
+    return GatewayError(404, f"API key {key_id} does not exist", code="api_key_not_found", param="key_id")
+
+
+async def existing_key(backends: Backends, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
+    """The tenant's key ``key_id`` (revoked or not), else 404: another tenant's key is not found either."""
+    try:
+        key = await backends.api_keys.get(key_id)
+    except ApiKeyNotFound:
+        raise api_key_not_found(key_id) from None
+    if key.tenant_id != tenant_id:
+        raise api_key_not_found(key_id)
+    return key
 
 
 # -- tenants ------------------------------------------------------------------------------------------------
@@ -287,87 +261,9 @@ async def list_api_keys(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantSc
 async def revoke_api_key(
     tenant_id: uuid.UUID, key_id: uuid.UUID, request: Request, backends: BackendsDep, _: TenantScopedDep
 ) -> Response:
-    try:
-        key = await backends.api_keys.get(key_id)
-    except ApiKeyNotFound:
-        key = None
-    if key is None or key.tenant_id != tenant_id:
-        raise GatewayError(404, f"API key {key_id} does not exist", code="api_key_not_found", param="key_id")
+    key = await existing_key(backends, tenant_id, key_id)
     await backends.api_keys.revoke(key_id)
     old = ApiKeyInfo.of(key)
     new = old.model_copy(update={"revoked_at": datetime.now(UTC)})
     audit_admin_change(request, "api_key.revoke", "api_key", key_id, old, new, tenant_id=tenant_id)
     return Response(status_code=204)
-
-
-# -- rate limits and usage ----------------------------------------------------------------------------------
-
-
-@router.get(
-    "/tenants/{tenant_id}/rate-limits",
-    summary="The tenant's rate limits (its own or the defaults)",
-    responses=_READ_ERRORS,
-)
-async def get_rate_limits(
-    tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep
-) -> TenantRateLimits:
-    await _existing_tenant(backends, tenant_id)
-    loaded = await backends.limits.get_with_source(tenant_id)
-    return TenantRateLimits(**loaded.config.model_dump(), source=str(loaded.source))
-
-
-@router.put(
-    "/tenants/{tenant_id}/rate-limits",
-    summary="Set the tenant's rate limits (platform admin; every process obeys within a second)",
-    responses=_WRITE_ERRORS,
-)
-async def put_rate_limits(
-    tenant_id: uuid.UUID, body: RateLimits, request: Request, backends: BackendsDep, _: PlatformAdminDep
-) -> TenantRateLimits:
-    await _existing_tenant(backends, tenant_id)
-    old = (await backends.limits.get_with_source(tenant_id)).config
-    stored = await backends.limits.upsert(TenantRateLimitConfiguration(tenant_id=tenant_id, **dict(body)))
-    audit_admin_change(
-        request, "rate_limits.update", "rate_limits", tenant_id, old, stored, tenant_id=tenant_id
-    )
-    return TenantRateLimits(**stored.model_dump(), source="database")
-
-
-@router.delete(
-    "/tenants/{tenant_id}/rate-limits",
-    status_code=204,
-    summary="Reset the tenant to the default limits",
-    responses=_READ_ERRORS,
-)
-async def delete_rate_limits(
-    tenant_id: uuid.UUID, request: Request, backends: BackendsDep, _: PlatformAdminDep
-) -> Response:
-    await _existing_tenant(backends, tenant_id)
-    old = (await backends.limits.get_with_source(tenant_id)).config
-    await backends.limits.delete(tenant_id)
-    audit_admin_change(request, "rate_limits.reset", "rate_limits", tenant_id, old, None, tenant_id=tenant_id)
-    return Response(status_code=204)
-
-
-@router.get(
-    "/tenants/{tenant_id}/quota",
-    summary="Current usage of the tenant-wide limits (quota)",
-    responses=_READ_ERRORS,
-)
-async def get_quota_usage(tenant_id: uuid.UUID, backends: BackendsDep, _: TenantScopedDep) -> TenantUsage:
-    await _existing_tenant(backends, tenant_id)
-    quotas: dict[str, QuotaUsage] = {}
-    for quota_type in (
-        QuotaType.REQUESTS_PER_MINUTE,
-        QuotaType.REQUESTS_PER_DAY,
-        QuotaType.TOKENS_PER_MINUTE,
-        QuotaType.TOKENS_PER_DAY,
-    ):
-        result = await backends.quota.check(tenant_id, quota_type, 0)
-        quotas[quota_type.value] = QuotaUsage(
-            current_usage=result.current_usage,
-            limit=result.limit,
-            remaining=result.remaining,
-            reset_at=result.reset_at,
-        )
-    return TenantUsage(tenant_id=tenant_id, quotas=quotas)

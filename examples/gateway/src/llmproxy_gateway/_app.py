@@ -18,7 +18,9 @@ from llmproxy.quota import QuotaMiddleware
 
 from ._admin import router as admin_router
 from ._admin_audit import router as admin_audit_router
+from ._admin_budgets import router as admin_budgets_router
 from ._admin_flags import router as flags_admin_router
+from ._admin_limits import router as admin_limits_router
 from ._admin_usage import router as admin_usage_router
 from ._api import ModelCatalog
 from ._api import router as api_router
@@ -113,9 +115,11 @@ def create_api(
     if openai_api:
         api.include_router(api_router)
     api.include_router(admin_router)
+    api.include_router(admin_limits_router)
     api.include_router(admin_audit_router)
     api.include_router(flags_admin_router)
     api.include_router(admin_usage_router)
+    api.include_router(admin_budgets_router)
     document_errors_and_auth(api)
 
     @api.get("/healthz", include_in_schema=False)

@@ -62,6 +62,7 @@ class GatewayAudit:
             audit.audit_consumer == "auto" and url == settings.redis_url and is_memory_url(url)
         )
         consumer = consumer_from_url(url, settings.database_url, options) if embedded else None
+        backends.budget_alerts.bind_audit(publisher)  # quota's budget alerts go to the trail too
         return cls(publisher, AsyncAuditStore(backends.engine), consumer, url)
 
     async def start(self) -> None:

@@ -1,4 +1,5 @@
-"""The shared clients every concern uses: one Redis client, one SQL engine, and the services built on them."""
+"""The shared clients every concern uses: one Redis client, one SQL engine, one price book, and the services
+built on them."""
 
 from __future__ import annotations
 
@@ -15,11 +16,14 @@ from llmproxy.core import (
     fail_fast_redis_options,
 )
 from llmproxy.flags import AsyncFlagsClient
+from llmproxy.metering import PriceBook
 from llmproxy.quota import AsyncQuotaClient
 from llmproxy.ratelimit_config import AsyncRateLimitConfigService
 
 from ._auth import GatewayAuthenticator, build_authenticator
+from ._budget_alerts import BudgetAlerts
 from ._flags import build_flags
+from ._metering import MeteringSettings, price_book
 from ._settings import GatewaySettings
 
 
@@ -35,6 +39,10 @@ class Backends:
     api_keys: AsyncApiKeyService
     authenticator: GatewayAuthenticator
     flags: AsyncFlagsClient
+    #: metering's prices, and quota's for spend budgets: a budget is charged what metering reports
+    prices: PriceBook
+    #: quota's ``on_budget_alert`` (its audit publisher is bound by GatewayAudit, built after)
+    budget_alerts: BudgetAlerts
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings) -> Backends:
@@ -43,15 +51,27 @@ class Backends:
         limits = AsyncRateLimitConfigService(redis, engine)
         api_keys = AsyncApiKeyService(engine, redis)
         admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
+        prices = price_book(MeteringSettings())
+        alerts = BudgetAlerts()
+        quota = AsyncQuotaClient(
+            redis,
+            limits,
+            failure_policy=settings.quota_failure_policy,
+            prices=prices,
+            unpriced=settings.quota_unpriced_models,
+            on_budget_alert=alerts,
+        )
         return cls(
             redis=redis,
             engine=engine,
             tenants=AsyncTenantRegistry(engine),
             limits=limits,
-            quota=AsyncQuotaClient(redis, limits, failure_policy=settings.quota_failure_policy),
+            quota=quota,
             api_keys=api_keys,
             authenticator=build_authenticator(api_keys, admin_token),
             flags=build_flags(redis, engine),
+            prices=prices,
+            budget_alerts=alerts,
         )
 
     async def start(self) -> None:

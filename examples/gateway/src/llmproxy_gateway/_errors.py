@@ -38,8 +38,17 @@ def error_response(error: EdgeError) -> Response:
     )
 
 
+#: A part of a field's path longer than this (a dict key as sent: a 10 kB model name) is shortened.
+_MAX_PART = 64
+
+
+def _part(value: Any) -> str:
+    text = str(value)
+    return text if len(text) <= _MAX_PART else text[: _MAX_PART - 3] + "..."
+
+
 def _location(loc: Sequence[Any]) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    parts = [_part(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -22,7 +23,8 @@ from llmproxy.metering import (
     PriceBook,
 )
 
-from ._backends import Backends
+if TYPE_CHECKING:  # (Backends builds the price book from MeteringSettings: imported at run time there)
+    from ._backends import Backends
 
 logger = logging.getLogger("llmproxy_gateway")
 
@@ -38,7 +40,10 @@ class MeteringSettings(BaseSettings):
     price_catalog: bool = True
 
 
-def _price_book(settings: MeteringSettings) -> PriceBook:
+def price_book(settings: MeteringSettings) -> PriceBook:
+    """The process's one price book: metering prices usage events with it, quota's spend budgets estimate
+    and settle requests with it (so a budget is charged what metering reports), and the price overrides
+    loaded by the metering client land in it for both."""
     if not settings.price_catalog:
         return PriceBook()
     try:
@@ -61,7 +66,7 @@ class GatewayMetering:
         settings = settings or MeteringSettings()
         options = MeteringOptions(flush_interval=settings.flush_interval)
         client = AsyncMeteringClient(
-            backends.redis, engine=backends.engine, options=options, prices=_price_book(settings)
+            backends.redis, engine=backends.engine, options=options, prices=backends.prices
         )
         flusher = (
             AsyncFlusher(backends.redis, backends.engine, options=options)

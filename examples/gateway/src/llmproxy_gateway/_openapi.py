@@ -37,22 +37,44 @@ _RATE_LIMIT_HEADERS = {
     )
 }
 
+_BUDGET_HEADERS = {
+    "x-budget-limit": {
+        "description": "Under a spend budget: the most binding budget's limit (micro-units of USD).",
+        "schema": {"type": "integer"},
+    },
+    "x-budget-remaining": {
+        "description": "What is left of it in the current period (micro-units).",
+        "schema": {"type": "integer"},
+    },
+    "x-budget-reset": {"description": "When its period resets (e.g. 6h2m0s).", "schema": {"type": "string"}},
+    "x-budget-warning": {
+        "description": "Present once the budget is past its soft threshold.",
+        "schema": {"type": "string"},
+    },
+}
+
 _ERRORS: dict[int, tuple[str, dict[str, Any]]] = {
     400: ("Invalid request: bad JSON or a bad field (named in `param`), a body nested too deeply.", {}),
     401: (
         "No credentials, or an unknown, revoked or expired API key or token.",
         {"WWW-Authenticate": {"description": "Bearer challenge.", "schema": {"type": "string"}}},
     ),
-    403: ("The credentials do not allow this (a policy, a scope, another tenant).", {}),
-    404: ("Not found: the tenant, the API key, the model, the flag or the price override.", {}),
+    403: (
+        "The credentials do not allow this (a policy, a scope, another tenant, a model the API key may not "
+        "use: `model_not_allowed`, a model without a price under a spend budget: `model_not_priced`).",
+        {},
+    ),
+    404: ("Not found: the tenant, the API key, the model, the flag, the price override or the budget.", {}),
     409: (
         "A conflict: a tenant with this name exists, or a flag's `expected_version` is not the stored one.",
         {},
     ),
     413: ("The request body is larger than LLMPROXY_MAX_BODY_BYTES.", {}),
     429: (
-        "Over a rate limit or quota (no Retry-After when the request alone costs more than the limit).",
-        {"Retry-After": _RETRY_AFTER, **_RATE_LIMIT_HEADERS},
+        "Over a rate limit (`rate_limit_exceeded`) or a daily/monthly quota or spend budget "
+        "(`insufficient_quota`, Retry-After at the period's reset); no Retry-After when the request alone "
+        "costs more than the limit.",
+        {"Retry-After": _RETRY_AFTER, **_RATE_LIMIT_HEADERS, **_BUDGET_HEADERS},
     ),
     502: ("The upstream provider failed or refused the gateway's own credentials.", {}),
     503: (

@@ -56,6 +56,9 @@ class GatewaySettings(LLMProxySettings):
 
     #: Quota behaviour with Redis unreachable: ``open`` (admit, logged), ``closed`` (503) or ``local``.
     quota_failure_policy: Literal["open", "closed", "local"] = "open"
+    #: A request under a spend budget whose model has no price (neither a price override nor the catalog's):
+    #: ``deny`` refuses it (403 ``model_not_priced``), ``allow`` admits it at no cost (counted by quota).
+    quota_unpriced_models: Literal["deny", "allow"] = "deny"
 
     #: Bearer token with platform-admin rights on ``/admin`` (bootstrap). Unset: no platform admin token.
     admin_token: SecretStr | None = None
