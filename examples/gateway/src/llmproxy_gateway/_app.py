@@ -77,7 +77,7 @@ def create_api(
     backends = backends or Backends.from_settings(settings)
     provider = provider or (create_provider(settings) if openai_api else None)
     audit = GatewayAudit.from_settings(settings, backends)
-    metering = metering or GatewayMetering.from_backends(backends)
+    metering = metering or GatewayMetering.from_backends(backends, settings.metering)
     health_checks = checks(settings, backends, audit.transport_url)
 
     @asynccontextmanager
@@ -166,7 +166,7 @@ def create_app(settings: GatewaySettings | None = None, *, without: Collection[s
     check_without(without)
     settings = settings or GatewaySettings()
     backends = Backends.from_settings(settings)
-    metering = GatewayMetering.from_backends(backends)
+    metering = GatewayMetering.from_backends(backends, settings.metering)
     api = create_api(settings, backends=backends, metering=metering)
     # Quota, audit and metering apply to the OpenAI-compatible API only: an admin raising a tenant's limit
     # must not wait for that tenant's quota.

@@ -16,7 +16,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from starlette.requests import Request
 
@@ -25,7 +25,6 @@ from llmproxy.audit import (
     AsyncAuditStore,
     AuditConsumer,
     AuditOptions,
-    AuditSettings,
     consumer_from_url,
 )
 from llmproxy.core import context_from_scope, is_memory_url
@@ -34,11 +33,6 @@ from ._backends import Backends
 from ._settings import GatewaySettings
 
 logger = logging.getLogger("llmproxy_gateway.audit")
-
-
-class GatewayAuditSettings(AuditSettings):
-    #: ``auto``: embedded with ``memory://`` Redis, external otherwise.
-    audit_consumer: Literal["auto", "embedded", "external"] = "auto"
 
 
 @dataclass
@@ -51,7 +45,7 @@ class GatewayAudit:
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings, backends: Backends) -> GatewayAudit:
-        audit = GatewayAuditSettings(redis_url=settings.redis_url, database_url=settings.database_url)
+        audit = settings.audit
         options: AuditOptions = audit.options()
         url = audit.transport_url
         if url == settings.redis_url:

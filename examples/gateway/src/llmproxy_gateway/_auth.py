@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hmac
-import os
 import uuid
 from typing import Any
 
@@ -61,12 +60,10 @@ class GatewayAuthenticator(Authenticator):
         return self._platform_admin(token) or await super().aauthenticate(token)
 
 
-def jwt_verifier_from_env() -> JWTVerifier | None:
-    """A JWT verifier when ``LLMPROXY_JWT_KEYS`` or ``LLMPROXY_JWT_JWKS_URL`` is set (see llmproxy-auth)."""
-    if not (os.environ.get("LLMPROXY_JWT_KEYS") or os.environ.get("LLMPROXY_JWT_JWKS_URL")):
-        return None
-    return JWTVerifier(JWTSettings())
-
-
-def build_authenticator(api_keys: AsyncApiKeyService, admin_token: str | None) -> GatewayAuthenticator:
-    return GatewayAuthenticator(admin_token=admin_token, jwt=jwt_verifier_from_env(), api_keys=api_keys)
+def build_authenticator(
+    api_keys: AsyncApiKeyService, admin_token: str | None, jwt: JWTSettings | None = None
+) -> GatewayAuthenticator:
+    """API keys, the platform admin's token, and tenant-admin JWTs when ``jwt`` is configured (the
+    gateway settings' ``jwt``: ``LLMPROXY_JWT_KEYS`` or ``LLMPROXY_JWT_JWKS_URL``, see llmproxy-auth)."""
+    verifier = JWTVerifier(jwt) if jwt is not None else None
+    return GatewayAuthenticator(admin_token=admin_token, jwt=verifier, api_keys=api_keys)

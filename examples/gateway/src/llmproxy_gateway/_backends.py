@@ -23,7 +23,7 @@ from llmproxy.ratelimit_config import AsyncRateLimitConfigService
 from ._auth import GatewayAuthenticator, build_authenticator
 from ._budget_alerts import BudgetAlerts
 from ._flags import build_flags
-from ._metering import MeteringSettings, price_book
+from ._metering import price_book
 from ._settings import GatewaySettings
 
 
@@ -51,7 +51,7 @@ class Backends:
         limits = AsyncRateLimitConfigService(redis, engine)
         api_keys = AsyncApiKeyService(engine, redis)
         admin_token = settings.admin_token.get_secret_value() if settings.admin_token else None
-        prices = price_book(MeteringSettings())
+        prices = price_book(settings.metering)
         alerts = BudgetAlerts()
         quota = AsyncQuotaClient(
             redis,
@@ -68,7 +68,7 @@ class Backends:
             limits=limits,
             quota=quota,
             api_keys=api_keys,
-            authenticator=build_authenticator(api_keys, admin_token),
+            authenticator=build_authenticator(api_keys, admin_token, settings.jwt),
             flags=build_flags(redis, engine),
             prices=prices,
             budget_alerts=alerts,

@@ -12,9 +12,6 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
 from llmproxy.metering import (
     AsyncFlusher,
     AsyncMeteringClient,
@@ -23,21 +20,12 @@ from llmproxy.metering import (
     PriceBook,
 )
 
-if TYPE_CHECKING:  # (Backends builds the price book from MeteringSettings: imported at run time there)
+from ._settings import MeteringSettings
+
+if TYPE_CHECKING:  # (Backends builds the price book with price_book: imported at run time there)
     from ._backends import Backends
 
 logger = logging.getLogger("llmproxy_gateway")
-
-
-class MeteringSettings(BaseSettings):
-    """``LLMPROXY_METERING_*``: where the flusher runs, and how often."""
-
-    model_config = SettingsConfigDict(env_prefix="LLMPROXY_METERING_", extra="ignore")
-
-    flush_in_process: bool = True
-    flush_interval: float = Field(60.0, gt=0, le=86400)
-    #: Price models from genai-prices' bundled data (never fetched); overrides from the admin API win.
-    price_catalog: bool = True
 
 
 def price_book(settings: MeteringSettings) -> PriceBook:

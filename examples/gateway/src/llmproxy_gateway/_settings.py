@@ -1,17 +1,65 @@
-"""Gateway settings from ``LLMPROXY_*`` environment variables (pydantic-settings)."""
+"""Gateway settings from ``LLMPROXY_*`` environment variables (pydantic-settings): one object,
+:class:`GatewaySettings`, holding every concern's settings (``settings.observability``, ``.metering``,
+``.audit``, ``.jwt``), each read from its own ``LLMPROXY_*`` variables."""
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
+from llmproxy.audit import AuditSettings
+from llmproxy.auth import JWTSettings
 from llmproxy.core import LLMProxySettings, is_sqlite
 
 #: The embedded default: a SQLite file in ``./.llmproxy/`` of the working directory.
 DEFAULT_DATABASE_URL = "sqlite:///.llmproxy/llmproxy.db"
+
+
+class TelemetrySettings(BaseSettings):
+    """The gateway's telemetry options, from ``LLMPROXY_*`` (the ``OTEL_*`` variables apply as well)."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMPROXY_", extra="ignore")
+
+    #: OTLP base URL, e.g. ``http://collector:4318``. Unset: no OTLP export (unless ``OTEL_*`` says so).
+    otlp_endpoint: str | None = None
+    otlp_protocol: Literal["http/protobuf", "grpc"] | None = None
+    #: ``deployment.environment.name`` of the resource.
+    environment: str | None = None
+    #: Serve ``/metrics``; unset = only when not exporting over OTLP.
+    prometheus: bool | None = None
+    metrics_path: str = Field(default="/metrics", pattern=r"^/")
+    #: ``false`` leaves the gateway without telemetry (as ``OTEL_SDK_DISABLED=true`` does).
+    telemetry: bool = True
+
+
+class MeteringSettings(BaseSettings):
+    """``LLMPROXY_METERING_*``: where the flusher runs, and how often."""
+
+    model_config = SettingsConfigDict(env_prefix="LLMPROXY_METERING_", extra="ignore")
+
+    flush_in_process: bool = True
+    flush_interval: float = Field(60.0, gt=0, le=86400)
+    #: Price models from genai-prices' bundled data (never fetched); overrides from the admin API win.
+    price_catalog: bool = True
+
+
+class GatewayAuditSettings(AuditSettings):
+    """llmproxy-audit's ``LLMPROXY_AUDIT_*``, and where the gateway runs its consumer."""
+
+    #: ``auto``: embedded with ``memory://`` Redis, external otherwise.
+    audit_consumer: Literal["auto", "embedded", "external"] = "auto"
+
+
+def _jwt_from_environment() -> JWTSettings | None:
+    """llmproxy-auth's ``LLMPROXY_JWT_*``, when ``LLMPROXY_JWT_KEYS`` or ``LLMPROXY_JWT_JWKS_URL`` is set."""
+    if not (os.environ.get("LLMPROXY_JWT_KEYS") or os.environ.get("LLMPROXY_JWT_JWKS_URL")):
+        return None
+    return JWTSettings()
 
 
 class GatewaySettings(LLMProxySettings):
@@ -63,7 +111,8 @@ class GatewaySettings(LLMProxySettings):
     #: Bearer token with platform-admin rights on ``/admin`` (bootstrap). Unset: no platform admin token.
     admin_token: SecretStr | None = None
     # Tenant-admin JWTs are configured with llmproxy-auth's own variables (LLMPROXY_JWT_KEYS, _JWKS_URL,
-    # _ALGORITHMS, _ISSUER, _AUDIENCE...); without LLMPROXY_JWT_KEYS or _JWKS_URL no JWT is accepted.
+    # _ALGORITHMS, _ISSUER, _AUDIENCE...) into ``jwt``; without LLMPROXY_JWT_KEYS or _JWKS_URL no JWT is
+    # accepted.
 
     #: On ``serve``: create a demo tenant and API key when the database has no tenant yet.
     demo: bool = True
@@ -72,6 +121,29 @@ class GatewaySettings(LLMProxySettings):
     log_level: str = "INFO"
     log_format: Literal["json", "text"] = "json"
     access_log: bool = True
+
+    # Each concern's settings, read from its own variables when the gateway's are (the one object the app,
+    # the admin API, the workers and the CLI are built from; a test may pass its own).
+    #: ``LLMPROXY_OTLP_ENDPOINT``, ``_OTLP_PROTOCOL``, ``_ENVIRONMENT``, ``_PROMETHEUS``, ``_METRICS_PATH``,
+    #: ``_TELEMETRY`` (and the standard ``OTEL_*``)
+    observability: TelemetrySettings = Field(default_factory=TelemetrySettings)
+    #: ``LLMPROXY_METERING_FLUSH_IN_PROCESS``, ``_FLUSH_INTERVAL``, ``_PRICE_CATALOG``
+    metering: MeteringSettings = Field(default_factory=MeteringSettings)
+    #: ``LLMPROXY_AUDIT_TRANSPORT_URL``, ``_CONSUMER``, ``_MAX_DELIVERIES``, ``_CLAIM_IDLE``, ``_BATCH_SIZE``,
+    #: ``_RETENTION_MONTHS``, ``_CHECKPOINT_KEY``, ``_OLD_CHECKPOINT_KEYS`` (its backends are the gateway's)
+    audit: GatewayAuditSettings = Field(default_factory=GatewayAuditSettings)
+    #: llmproxy-auth's ``LLMPROXY_JWT_*`` (tenant-admin tokens); None: no JWT is accepted
+    jwt: JWTSettings | None = Field(default_factory=_jwt_from_environment)
+
+    @model_validator(mode="after")
+    def _audit_on_the_gateways_backends(self) -> GatewaySettings:
+        # The audit trail lives in the gateway's database and (by default) travels over its Redis, whatever
+        # the environment said when the gateway's own URLs were given explicitly.
+        if (self.audit.redis_url, self.audit.database_url) != (self.redis_url, self.database_url):
+            self.audit = self.audit.model_copy(
+                update={"redis_url": self.redis_url, "database_url": self.database_url}
+            )
+        return self
 
     @field_validator("chat_models", "embedding_models")
     @classmethod

@@ -10,11 +10,9 @@ from __future__ import annotations
 import inspect
 import logging
 import os
-from typing import Any, Literal
+from typing import Any
 
 from fastapi import FastAPI
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from llmproxy.core import ASGIApp
 from llmproxy.observability import (
@@ -25,7 +23,7 @@ from llmproxy.observability import (
     get_telemetry,
 )
 
-from ._settings import GatewaySettings
+from ._settings import GatewaySettings, TelemetrySettings
 from ._version import __version__
 
 logger = logging.getLogger("llmproxy_gateway")
@@ -36,23 +34,6 @@ _OTLP_VARIABLES = (
     "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
     "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
 )
-
-
-class TelemetrySettings(BaseSettings):
-    """The gateway's telemetry options, from ``LLMPROXY_*`` (the ``OTEL_*`` variables apply as well)."""
-
-    model_config = SettingsConfigDict(env_prefix="LLMPROXY_", extra="ignore")
-
-    #: OTLP base URL, e.g. ``http://collector:4318``. Unset: no OTLP export (unless ``OTEL_*`` says so).
-    otlp_endpoint: str | None = None
-    otlp_protocol: Literal["http/protobuf", "grpc"] | None = None
-    #: ``deployment.environment.name`` of the resource.
-    environment: str | None = None
-    #: Serve ``/metrics``; unset = only when not exporting over OTLP.
-    prometheus: bool | None = None
-    metrics_path: str = Field(default="/metrics", pattern=r"^/")
-    #: ``false`` leaves the gateway without telemetry (as ``OTEL_SDK_DISABLED=true`` does).
-    telemetry: bool = True
 
 
 def _exporting(settings: TelemetrySettings) -> bool:
@@ -97,7 +78,7 @@ def fastapi_native_telemetry_off() -> dict[str, Any]:
 
 def with_telemetry(app: ASGIApp, settings: GatewaySettings, telemetry: Telemetry | None = None) -> ASGIApp:
     """Wrap the whole gateway (outermost): a SERVER span and the standard metrics per request."""
-    options = TelemetrySettings()
+    options = settings.observability
     telemetry = telemetry or configure(options)
     return TelemetryMiddleware(
         app,

@@ -18,8 +18,6 @@ from llmproxy.audit import consumer_from_url
 from llmproxy.core import create_engine, redis_from_url
 from llmproxy.metering import Flusher, MeteringOptions
 
-from ._audit import GatewayAuditSettings
-from ._metering import MeteringSettings
 from ._settings import GatewaySettings
 
 logger = logging.getLogger("llmproxy_gateway.workers")
@@ -29,7 +27,7 @@ WORKERS = ("audit", "metering")
 
 
 def _audit_worker(settings: GatewaySettings, stop: threading.Event) -> Callable[[], None]:
-    audit = GatewayAuditSettings(redis_url=settings.redis_url, database_url=settings.database_url)
+    audit = settings.audit
     consumer = consumer_from_url(audit.transport_url, settings.database_url, audit.options())
 
     def run() -> None:
@@ -50,7 +48,7 @@ def _audit_worker(settings: GatewaySettings, stop: threading.Event) -> Callable[
 
 
 def _metering_worker(settings: GatewaySettings, stop: threading.Event) -> Callable[[], None]:
-    options = MeteringOptions(flush_interval=MeteringSettings().flush_interval)
+    options = MeteringOptions(flush_interval=settings.metering.flush_interval)
     redis = redis_from_url(settings.redis_url)
     engine = create_engine(settings.database_url, **settings.database_timeouts())
     flusher = Flusher(redis, engine, options=options)
