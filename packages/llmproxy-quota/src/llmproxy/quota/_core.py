@@ -263,32 +263,32 @@ class QuotaCore:
             if len(self._shapes) >= 10_000:
                 self._shapes.clear()
             shape = self._shapes[cache_key] = _plan.AdmitShape.build(config, tenant, specs)
-        priced: _Priced | None = None
-        if not shape.spends:
-            plan = _plan.admit_plan(shape, estimate, self.lease_ms)
-        else:
+        plan = _plan.admit_plan(shape, estimate, self.lease_ms)
+        if shape.spends:
             price = None
             if model is not None and self.prices is not None:
                 if len(model) > 200:
                     check_model(model)
                 price = self.prices.token_price(ctx.tenant_id, model)
-            spend = 0
             if price is not None:
-                spend = estimate_cost(price, estimate, split)
+                # the reservation keeps the price: the settle prices the real usage with it
+                plan.spend_cost = (
+                    price.tokens_cost_micros(split.input_tokens, split.output_tokens)
+                    if split is not None
+                    else estimate_cost(price, estimate, None)
+                )
+                plan.price = price
             elif not self.allow_unpriced:
                 raise ModelNotPriced(model)
             else:
                 self._count("unpriced_admissions")
-            plan = _plan.admit_plan(shape, estimate, self.lease_ms, spend)
-            priced = _Priced(self, price, key)
+            plan.api_key_id = key
         denials = self._denials
         if denials is not None and denials.entries:  # (no call while nothing is denied)
             cached = denials.lookup(plan)
             if cached is not None:
                 self._count("deny_cache_hits", "rejected")
                 return cached
-        if priced is not None:
-            return self._execute(plan, priced.reply, priced.failure)
         return self._execute(plan, self.admission, self.admit_failure)
 
     def spend(self, tenant: uuid.UUID | str, api_key_id: str | None) -> Call[tuple[LimitResult, ...]]:
@@ -344,7 +344,10 @@ class QuotaCore:
                 self.stats.admitted += 1
             reservation = _plan.make_reservation(plan, now_ms, figures, local)
             # positional: Admission(allowed, results, reservation, degraded, failure_policy)
-            return Admission(True, results, reservation, local, FailurePolicy.LOCAL if local else None)
+            admission = Admission(True, results, reservation, local, FailurePolicy.LOCAL if local else None)
+            if raw[-8:] != _NO_ALERTS:  # a spend budget reached its soft threshold
+                admission.alerts = self.raise_alerts(plan, raw)
+            return admission
         if not local and self._denials is not None:  # (the local limiter's verdicts are not Redis's)
             self._denials.remember(plan, results)
         if self.shadow:
@@ -515,32 +518,6 @@ class QuotaCore:
         with self._lock:
             for name in names:
                 setattr(self.stats, name, getattr(self.stats, name) + 1)
-
-
-class _Priced:
-    """``admission`` of an admit under spend budgets: the reservation remembers the price it was estimated
-    with (settled with the same), and the alerts the script reported are raised."""
-
-    __slots__ = ("api_key_id", "core", "price")
-
-    def __init__(self, core: QuotaCore, price: Any, api_key_id: str | None) -> None:
-        self.core, self.price, self.api_key_id = core, price, api_key_id
-
-    def reply(self, plan: Plan, raw: Any) -> Admission:
-        admission = self._priced(self.core.admission(plan, raw))
-        if admission.allowed and not admission.shadow_rejected:
-            admission.alerts = self.core.raise_alerts(plan, raw)
-        return admission
-
-    def failure(self, plan: Plan, exc: BaseException | None) -> Admission:
-        return self._priced(self.core.admit_failure(plan, exc))
-
-    def _priced(self, admission: Admission) -> Admission:
-        reservation = admission.reservation
-        if reservation is not None:
-            reservation.price = self.price
-            reservation.api_key_id = self.api_key_id
-        return admission
 
 
 def _unknown(tenant: uuid.UUID, exc: LookupError) -> UnknownTenant:

@@ -9,6 +9,7 @@ import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib.resources import files
+from typing import Any
 
 from llmproxy.core import Script
 
@@ -54,6 +55,8 @@ class Plan:
     held: tuple[int, ...] = ()  # the positions of the token limits and spend budgets a reservation holds
     ends: Sequence[int] | None = None  # settle: each limit's window end (see encode)
     spend_cost: int = 0  # of each spend budget (micro-units); signed when settling
+    price: Any = None  # admit under spend budgets: the model's price, kept by the reservation
+    api_key_id: str | None = None  # admit under spend budgets: the key, kept by the reservation
 
     def argument(self, now_ms: int | None) -> bytes:
         """The script's ARGV[1]: the header, the reservation's field, the limits (quota.lua)."""
@@ -194,6 +197,8 @@ def admit_plan(shape: AdmitShape, estimate: int, lease_ms: int, spend: int = 0) 
     plan.held = shape.held
     plan.ends = None
     plan.spend_cost = spend
+    plan.price = None
+    plan.api_key_id = None
     return plan
 
 
@@ -252,14 +257,28 @@ def make_reservation(plan: Plan, now_ms: int, values: Sequence[int], local: bool
     # reset_in). (The specs are shared, not copied: settle builds the ones carrying the ends, off admit's
     # path.)
     held = plan.held
-    if len(held) == 1:
+    count = len(held)
+    if count == 1:
         specs: tuple[LimitSpec, ...] = (plan.specs[held[0]],)
         ends: tuple[int, ...] = (now_ms + values[3 + 3 * held[0]],)
+    elif count == 2:  # tokens and a spend budget, say (the comprehensions below are a frame each)
+        a, b = held
+        specs = (plan.specs[a], plan.specs[b])
+        ends = (now_ms + values[3 + 3 * a], now_ms + values[3 + 3 * b])
     else:
         specs = tuple([plan.specs[i] for i in held])
         ends = tuple([now_ms + values[3 + 3 * i] for i in held])
     return Reservation(
-        rid, plan.tenant_id, reservation_field(rid), plan.estimate, specs, local, ends, plan.spend_cost
+        rid,
+        plan.tenant_id,
+        reservation_field(rid),
+        plan.estimate,
+        specs,
+        local,
+        ends,
+        plan.spend_cost,
+        plan.price,
+        plan.api_key_id,
     )
 
 
