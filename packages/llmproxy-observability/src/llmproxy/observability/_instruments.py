@@ -9,6 +9,7 @@ from opentelemetry.metrics import Counter, Meter
 
 from . import _semconv as sc
 from ._cardinality import BoundedValues
+from ._histograms import Histogram
 from ._options import CardinalityOptions
 from ._sums import SharedLock, Sums
 
@@ -39,11 +40,13 @@ class HttpServerMetrics:
     """``http.server.request.duration`` and ``http.server.active_requests`` (stable HTTP conventions)."""
 
     def __init__(self, meter: Meter, labels: _Labels) -> None:
-        self.duration = meter.create_histogram(
-            sc.HTTP_SERVER_REQUEST_DURATION,
-            unit="s",
-            description="Duration of HTTP server requests.",
-            explicit_bucket_boundaries_advisory=sc.HTTP_DURATION_BUCKETS,
+        self.duration = Histogram(
+            meter.create_histogram(
+                sc.HTTP_SERVER_REQUEST_DURATION,
+                unit="s",
+                description="Duration of HTTP server requests.",
+                explicit_bucket_boundaries_advisory=sc.HTTP_DURATION_BUCKETS,
+            )
         )
         self.active = Sums()
         meter.create_observable_up_down_counter(
@@ -60,29 +63,37 @@ class GenAIMetrics:
     """The GenAI client metrics: token usage, operation duration, time to first chunk, time per chunk."""
 
     def __init__(self, meter: Meter, labels: _Labels) -> None:
-        self.token_usage = meter.create_histogram(
-            sc.GEN_AI_CLIENT_TOKEN_USAGE,
-            unit="{token}",
-            description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=sc.GEN_AI_TOKEN_BUCKETS,
+        self.token_usage = Histogram(
+            meter.create_histogram(
+                sc.GEN_AI_CLIENT_TOKEN_USAGE,
+                unit="{token}",
+                description="Number of input and output tokens used.",
+                explicit_bucket_boundaries_advisory=sc.GEN_AI_TOKEN_BUCKETS,
+            )
         )
-        self.duration = meter.create_histogram(
-            sc.GEN_AI_CLIENT_OPERATION_DURATION,
-            unit="s",
-            description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=sc.GEN_AI_DURATION_BUCKETS,
+        self.duration = Histogram(
+            meter.create_histogram(
+                sc.GEN_AI_CLIENT_OPERATION_DURATION,
+                unit="s",
+                description="GenAI operation duration.",
+                explicit_bucket_boundaries_advisory=sc.GEN_AI_DURATION_BUCKETS,
+            )
         )
-        self.time_to_first_chunk = meter.create_histogram(
-            sc.GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK,
-            unit="s",
-            description="Time to receive the first chunk of a streamed response.",
-            explicit_bucket_boundaries_advisory=sc.GEN_AI_DURATION_BUCKETS,
+        self.time_to_first_chunk = Histogram(
+            meter.create_histogram(
+                sc.GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK,
+                unit="s",
+                description="Time to receive the first chunk of a streamed response.",
+                explicit_bucket_boundaries_advisory=sc.GEN_AI_DURATION_BUCKETS,
+            )
         )
-        self.time_per_output_chunk = meter.create_histogram(
-            sc.GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK,
-            unit="s",
-            description="Time between consecutive chunks of a streamed response, after the first.",
-            explicit_bucket_boundaries_advisory=sc.GEN_AI_DURATION_BUCKETS,
+        self.time_per_output_chunk = Histogram(
+            meter.create_histogram(
+                sc.GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK,
+                unit="s",
+                description="Time between consecutive chunks of a streamed response, after the first.",
+                explicit_bucket_boundaries_advisory=sc.GEN_AI_DURATION_BUCKETS,
+            )
         )
         known = labels.options.known_models
         self.request_model = labels.bounded(sc.GEN_AI_REQUEST_MODEL, known=known)
@@ -149,17 +160,21 @@ class LlmProxyMetrics:
             unit="{error}",
             description="LLM requests that failed.",
         )
-        self.request_duration = meter.create_histogram(
-            sc.LLMPROXY_REQUEST_DURATION,
-            unit="s",
-            description="Duration of LLM requests.",
-            explicit_bucket_boundaries_advisory=sc.GEN_AI_DURATION_BUCKETS,
+        self.request_duration = Histogram(
+            meter.create_histogram(
+                sc.LLMPROXY_REQUEST_DURATION,
+                unit="s",
+                description="Duration of LLM requests.",
+                explicit_bucket_boundaries_advisory=sc.GEN_AI_DURATION_BUCKETS,
+            )
         )
-        self.tokens_per_request = meter.create_histogram(
-            sc.LLMPROXY_TOKENS_PER_REQUEST,
-            unit="{token}",
-            description="Tokens (input + output) per LLM request.",
-            explicit_bucket_boundaries_advisory=sc.GEN_AI_TOKEN_BUCKETS,
+        self.tokens_per_request = Histogram(
+            meter.create_histogram(
+                sc.LLMPROXY_TOKENS_PER_REQUEST,
+                unit="{token}",
+                description="Tokens (input + output) per LLM request.",
+                explicit_bucket_boundaries_advisory=sc.GEN_AI_TOKEN_BUCKETS,
+            )
         )
         self.active_connections = Sums()
         meter.create_observable_up_down_counter(
