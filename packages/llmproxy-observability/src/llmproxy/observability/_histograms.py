@@ -16,7 +16,7 @@ exactly equivalent, and everything else takes the public ``record``:
 - exemplars off (``AlwaysOffExemplarFilter``, our default): a sampled exemplar needs the public path;
 - readers with cumulative temporality (a delta reader drops its aggregations at each collection);
 - an attribute set the SDK admitted under its cardinality limit (not folded into its overflow point);
-- the same set of readers as when the handle was taken (a reader added later drops every handle);
+- the same readers as when the handle was taken (after a reader is added or removed, a handle is taken anew);
 - the instrument enabled, and a finite, non-negative amount (the SDK warns about the others).
 """
 
@@ -69,13 +69,12 @@ class Histogram:
     key; another order of the same set only costs a second handle to the same aggregations).
     """
 
-    __slots__ = ("_consumer", "_handles", "_storages", "histogram")
+    __slots__ = ("_consumer", "_handles", "histogram")
 
     def __init__(self, histogram: APIHistogram) -> None:
         self.histogram = histogram
         self._consumer = _measurement_consumer(histogram)
-        self._storages: object = None
-        self._handles: dict[Key, tuple[Any, ...]] = {}
+        self._handles: dict[Key, tuple[object, tuple[Any, ...]]] = {}
 
     @property
     def direct(self) -> bool:
@@ -90,18 +89,20 @@ class Histogram:
         try:
             # The value types are part of the key: 1, 1.0 and True are equal in Python, three series here.
             key = (tuple(attributes.items()), tuple(map(type, attributes.values())))
-            handles = self._handles.get(key)
+            kept = self._handles.get(key)
         except TypeError:  # an unhashable attribute value (a list): the public path validates it
             self.histogram.record(amount, attributes)
             return
         histogram = self.histogram
-        if consumer._reader_storages is self._storages:
+        # A handle is good for the readers it was taken with (a reader added or removed since: take another).
+        if kept is not None and kept[0] is consumer._reader_storages:
+            handles = kept[1]
             if handles and histogram._is_enabled():  # type: ignore[attr-defined]
                 measurement = Measurement(amount, time.time_ns(), histogram, _EMPTY_CONTEXT, None)  # type: ignore[arg-type]
                 for aggregation in handles:
                     aggregation.aggregate(measurement, False)
                 return
-            if handles is not None:  # () : a set the SDK folded into its overflow point
+            if not handles:  # a set the SDK folded into its overflow point
                 histogram.record(amount, attributes)
                 return
         histogram.record(amount, attributes)
@@ -115,10 +116,7 @@ class Histogram:
     def _keep(self, key: Key, attributes: Mapping[str, Any]) -> None:
         """Find the aggregations the measurement just recorded for ``attributes`` went to, and keep them."""
         storages = self._consumer._reader_storages
-        if storages is not self._storages:
-            self._handles.clear()
-            self._storages = storages
-        if len(self._handles) >= MAX_HANDLES:
+        if len(self._handles) >= MAX_HANDLES and key not in self._handles:
             return
         histogram = self.histogram
         # What the SDK keys its aggregations by: the attributes as Measurement cleaned them.
@@ -137,7 +135,7 @@ class Histogram:
                 kept = cleaned if names is None else {k: v for k, v in cleaned.items() if k in names}
                 aggregation = match._attributes_aggregation.get(_hash_attributes(kept))
                 if aggregation is None:  # folded into the SDK's overflow point: stay on the public path
-                    self._handles[key] = ()
+                    self._handles[key] = (storages, ())
                     return
                 handles.append(aggregation)
-        self._handles[key] = tuple(handles)
+        self._handles[key] = (storages, tuple(handles))
