@@ -18,7 +18,7 @@ import redis
 import redis.asyncio
 import redis.exceptions
 
-from llmproxy.core import async_redis_from_url, redis_from_url
+from llmproxy.core import PackedCommand, async_redis_from_url, redis_from_url, resp_bulk, resp_head
 from llmproxy.core._line import AsyncDirectLine, DirectLine
 
 COMMANDS = [
@@ -134,3 +134,65 @@ def test_a_fork_while_another_thread_is_in_a_call_leaves_the_child_a_usable_line
     assert os.waitstatus_to_exitcode(status) == 0
     line.close()
     client.close()
+
+
+def packed(key: str, n: int) -> PackedCommand:
+    args = ["INCRBY", key]
+    return PackedCommand([*args, n], resp_head(args, 3) + resp_bulk(n))
+
+
+def test_resp_helpers_encode_as_redis_py_does() -> None:
+    connection = redis.Connection()
+    for args in (["XADD", "s:{é}", "MAXLEN", "~", 1000, "*", "e", b"\x00\xff body"], ["SET", "k", 1.5]):
+        ours = resp_head(args[:-1], len(args)) + resp_bulk(args[-1])
+        assert ours == b"".join(connection.pack_command(*args))
+    with pytest.raises(ValueError, match="total"):
+        resp_head(["GET", "k"], 1)
+    with pytest.raises(TypeError, match="bool"):
+        resp_bulk(True)
+
+
+def test_packed_commands_go_as_encoded_beside_others_and_through_a_pipeline(redis_url: str) -> None:
+    client = redis_from_url(redis_url)
+    line = DirectLine(client)
+    key = f"k-{uuid.uuid4().hex}"
+    for busy in (False, True):  # the held connection, then redis-py's pipeline (the argument list)
+        client.delete(key)
+        if busy:
+            line._lock.acquire()
+        replies = line.call_many([packed(key, 2), ("INCR", key), packed(key, 10), ("GET", key)])
+        assert replies == [2, 3, 13, b"13"]
+        assert line.call(packed(key, 1)) == 14
+        if busy:
+            line._lock.release()
+    line.close()
+    client.close()
+
+
+async def test_packed_commands_go_as_encoded_on_an_asyncio_line(redis_url: str) -> None:
+    client = async_redis_from_url(redis_url)
+    line = AsyncDirectLine(client)
+    key = f"k-{uuid.uuid4().hex}"
+    for busy in (False, True):
+        await client.delete(key)
+        line._busy = busy
+        assert await line.call_many([packed(key, 2), ("INCR", key), packed(key, 10)]) == [2, 3, 13]
+        assert await line.call(packed(key, 1)) == 14
+    line._busy = False
+    await line.aclose()
+    await client.aclose()
+
+
+async def test_a_batch_s_replies_share_one_deadline_and_a_late_one_times_out(real_redis_url: str) -> None:
+    """The asyncio line reads a batch's replies under one deadline, the socket timeout: a batch whose reply
+    comes too late fails as redis-py's TimeoutError, and the line is usable again afterwards."""
+    client = redis.asyncio.Redis.from_url(real_redis_url, socket_timeout=0.2)
+    line = AsyncDirectLine(client)
+    key = f"k-{uuid.uuid4().hex}"
+    started = time.monotonic()
+    with pytest.raises(redis.exceptions.TimeoutError):
+        await line.call_many([("INCR", key), ("BLPOP", key + ":empty", "1"), ("INCR", key)])
+    assert time.monotonic() - started < 0.9  # the deadline, not the server's 1 s
+    assert await line.call_many([("INCR", key), ("GET", key)]) in ([2, b"2"], [3, b"3"])
+    await line.aclose()
+    await client.aclose()

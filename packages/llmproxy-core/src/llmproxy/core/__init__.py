@@ -76,6 +76,7 @@ from ._version import __version__
 from ._watch import ResponseWatch, WSGIResponseWatch, closing
 
 if TYPE_CHECKING:
+    from ._line import PackedCommand, resp_bulk, resp_head
     from ._migrations import (
         MigrationError,
         MigrationPackage,
@@ -107,6 +108,7 @@ _LAZY = {
         "downgrade", "drop_schema", "run_alembic_env", "upgrade",
     ),
     "._writebehind": ("AsyncWriteBehind", "Script", "WriteBehind", "WriteBehindFull", "WriteBehindStats"),
+    "._line": ("PackedCommand", "resp_bulk", "resp_head"),
 }  # fmt: skip
 _LAZY_NAMES = {name: module for module, names in _LAZY.items() for name in names}
 _EXTRA = {
@@ -116,6 +118,7 @@ _EXTRA = {
     "._registry_sync": "sql",
     "._migrations": "sql",
     "._writebehind": "redis",
+    "._line": "redis",
 }
 
 
@@ -158,6 +161,7 @@ __all__ = [
     "MigrationError",
     "MigrationPackage",
     "Options",
+    "PackedCommand",
     "Receive",
     "RedisURLError",
     "RequestContext",
@@ -221,6 +225,8 @@ __all__ = [
     "report_usage",
     "reset_current_context",
     "reset_usage",
+    "resp_bulk",
+    "resp_head",
     "run_alembic_env",
     "run_flow",
     "send_error",

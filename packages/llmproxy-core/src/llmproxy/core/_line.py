@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import math
 import os
 import threading
 import weakref
@@ -32,6 +33,65 @@ from redis.client import NEVER_DECODE
 RAW = {NEVER_DECODE: True}
 
 Command = Sequence[Any]  # EVALSHA's arguments, "EVALSHA" first
+
+
+class PackedCommand(list[Any]):
+    """A command's arguments (it is that list) with their RESP encoding, ``packed``, made by the caller.
+
+    A line sends ``packed`` as it is instead of encoding every argument again (redis-py's ``pack_command``
+    is some microseconds of Python per command: most of a write-behind's cost for a stream of XADDs whose
+    arguments differ only in the last one). Everywhere else (a redis-py pipeline, a cluster, fakeredis) it is
+    just the argument list. :func:`resp_head` and :func:`resp_bulk` build ``packed``.
+    """
+
+    __slots__ = ("packed",)
+
+    def __init__(self, args: Sequence[Any], packed: bytes) -> None:
+        super().__init__(args)
+        self.packed = packed
+
+
+def _resp_arg(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        return value.encode()
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        return repr(value).encode()
+    raise TypeError(f"a Redis argument must be bytes, str, int or float, not {type(value).__name__}")
+
+
+def resp_bulk(value: Any) -> bytes:
+    """One argument in RESP (``$<length>\r\n<bytes>\r\n``; str as UTF-8, numbers as redis-py writes them)."""
+    data = _resp_arg(value)
+    return b"$%d\r\n%b\r\n" % (len(data), data)
+
+
+def resp_head(args: Sequence[Any], total: int) -> bytes:
+    """The RESP of a ``total``-argument command's first ``args``; append ``resp_bulk`` of the rest."""
+    if total < len(args):
+        raise ValueError("total counts every argument, the ones in args included")
+    return b"*%d\r\n" % total + b"".join(resp_bulk(a) for a in args)
+
+
+def _packed(conn: Any, commands: Sequence[Command]) -> list[bytes]:
+    """The commands in one write: a :class:`PackedCommand` as its caller encoded it, others by redis-py."""
+    if not any(type(c) is PackedCommand for c in commands):
+        packed: list[bytes] = conn.pack_commands(commands)
+        return packed
+    out: list[bytes] = []
+    run: list[Command] = []
+    for command in commands:
+        if type(command) is PackedCommand:
+            if run:
+                out.extend(conn.pack_commands(run))
+                run = []
+            out.append(command.packed)
+        else:
+            run.append(command)
+    if run:
+        out.extend(conn.pack_commands(run))
+    return [b"".join(out)]  # one write (redis-py sends each item of a list with a call of its own)
 
 
 #: a pool smaller than this is left whole: held for good, one connection would be missed by the app's commands
@@ -156,7 +216,10 @@ class DirectLine(_Line):
                 _check(conn, self._pushes)
 
             def exchange() -> Any:
-                conn.send_command(*command)
+                if type(command) is PackedCommand:
+                    conn.send_packed_command([command.packed])
+                else:
+                    conn.send_command(*command)
                 return conn.read_response(disable_decoding=True)
 
             try:
@@ -185,7 +248,7 @@ class DirectLine(_Line):
                 _check(conn, self._pushes)
 
             def exchange() -> list[Any]:
-                conn.send_packed_command(conn.pack_commands(commands))
+                conn.send_packed_command(_packed(conn, commands))
                 replies: list[Any] = []
                 for _ in commands:
                     try:
@@ -223,6 +286,22 @@ def _pipeline(redis: Any, commands: Sequence[Command]) -> list[Any]:
         return results
     finally:
         pipe.reset()
+
+
+async def _read_replies(conn: Any, n: int) -> list[Any]:
+    """``n`` replies, an error reply as its exception in its place. One deadline (the socket timeout) for
+    them all: redis-py arms an asyncio timer for each read, most of the cost of reading many small replies."""
+    replies: list[Any] = []
+    try:
+        async with asyncio.timeout(conn.socket_timeout):
+            for _ in range(n):
+                try:
+                    replies.append(await conn.read_response(disable_decoding=True, timeout=math.inf))
+                except redis.exceptions.ResponseError as exc:  # read whole: the next reply follows
+                    replies.append(exc)
+    except TimeoutError as exc:  # redis-py disconnected it: a read was interrupted, maybe mid-reply
+        raise redis.exceptions.TimeoutError(f"Timeout reading {n} replies") from exc
+    return replies
 
 
 class AsyncDirectLine(_Line):
@@ -265,17 +344,11 @@ class AsyncDirectLine(_Line):
                 await _acheck(conn)
 
             async def exchange() -> Any:
-                await conn.send_packed_command(conn.pack_commands(commands))
+                await conn.send_packed_command(_packed(conn, commands))
                 # a cancellation or error mid-exchange disconnects it (redis-py): no reply is left unread
                 if single:
                     return await conn.read_response(disable_decoding=True)
-                replies: list[Any] = []
-                for _ in commands:
-                    try:
-                        replies.append(await conn.read_response(disable_decoding=True))
-                    except redis.exceptions.ResponseError as exc:  # read whole: the next reply follows
-                        replies.append(exc)
-                return replies
+                return await _read_replies(conn, len(commands))
 
             try:
                 return await conn.retry.call_with_retry(exchange, lambda _error: conn.disconnect())
