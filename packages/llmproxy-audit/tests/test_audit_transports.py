@@ -175,3 +175,34 @@ def test_with_the_database_down_nothing_is_acknowledged_and_all_is_stored_once_i
         assert dead_letters(real_stack.transport_url, real_stack.options) == []
     finally:
         proxy.close()
+
+
+def test_a_drain_over_many_batches_stores_each_event_once_in_chain_order(stack: Stack) -> None:
+    """On PostgreSQL the consumer stores batch N on a helper thread while it receives batch N+1 (on SQLite
+    one after the other): many small batches of three tenants still make three unbroken chains."""
+    from llmproxy.audit import verify_chain
+    from llmproxy.core import create_engine
+
+    stack = stack.with_options(batch_size=25)
+    tenants = [uuid.uuid4() for _ in range(3)]
+    pub = publisher(stack)
+    for i in range(300):
+        pub.publish("x.y", "thing", str(i), tenant_id=tenants[i % 3])
+    pub.flush()
+    c = consumer(stack)
+    assert c.drain(wait=0.05) == 300
+    assert c.stats.stored == 300
+    assert c.stats.batches >= 12
+    assert (c._executor is not None) == (stack.kind != "embedded")  # the overlap ran where it applies
+    c.stop()
+    pub.close()
+    engine = create_engine(stack.database_url)
+    try:
+        for tenant in tenants:
+            assert len(set(stored_ids(stack.database_url, tenant))) == 100
+            with engine.connect() as conn:
+                report = verify_chain(conn, tenant)
+            assert report.ok, report
+            assert report.checked == 100
+    finally:
+        engine.dispose()

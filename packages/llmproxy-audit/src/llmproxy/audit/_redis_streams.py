@@ -18,7 +18,14 @@ from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 
-from llmproxy.core import AsyncWriteBehind, SyncRedis, WriteBehind, WriteBehindStats
+from llmproxy.core import (
+    AsyncWriteBehind,
+    PackedCommand,
+    SyncRedis,
+    WriteBehind,
+    WriteBehindStats,
+    resp_head,
+)
 
 from ._options import AuditOptions
 from ._transport import Delivery, SinkStats
@@ -34,6 +41,17 @@ DEAD_LETTER_SOURCE = _script("dead_letter.lua")
 
 def xadd_command(options: AuditOptions, body: bytes) -> list[Any]:
     return ["XADD", options.stream, "MAXLEN", "~", options.maxlen, "*", "e", body]
+
+
+class _Xadd:
+    """The XADD of an event, its RESP encoded once but for the body (see core's ``PackedCommand``)."""
+
+    def __init__(self, options: AuditOptions) -> None:
+        self.args = xadd_command(options, b"")[:-1]
+        self.head = resp_head(self.args, len(self.args) + 1)
+
+    def __call__(self, body: bytes) -> PackedCommand:
+        return PackedCommand([*self.args, body], b"%b$%d\r\n%b\r\n" % (self.head, len(body), body))
 
 
 class _StreamSinkBase:
@@ -67,12 +85,13 @@ class StreamSink(_StreamSinkBase):
         super().__init__(options)
         self.write_behind = write_behind
         self._owned = owned
+        self._xadd = _Xadd(options)
 
     def _write_behind_stats(self) -> WriteBehindStats:
         return self.write_behind.stats
 
     def offer(self, body: bytes) -> bool:
-        return self._offered(self.write_behind.enqueue(xadd_command(self.options, body)))
+        return self._offered(self.write_behind.enqueue(self._xadd(body)))
 
     def flush(self, timeout: float = 5.0) -> bool:
         self.write_behind.flush()
@@ -93,12 +112,13 @@ class AsyncStreamSink(_StreamSinkBase):
         super().__init__(options)
         self.write_behind = write_behind
         self._owned = owned
+        self._xadd = _Xadd(options)
 
     def _write_behind_stats(self) -> WriteBehindStats:
         return self.write_behind.stats
 
     def offer(self, body: bytes) -> bool:
-        return self._offered(self.write_behind.enqueue(xadd_command(self.options, body)))
+        return self._offered(self.write_behind.enqueue(self._xadd(body)))
 
     async def flush(self) -> bool:
         await self.write_behind.flush()

@@ -22,7 +22,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection
 
-from ._chain import GENESIS, Checkpoint, CheckpointSigner, event_row, link
+from ._chain import GENESIS, Checkpoint, CheckpointSigner, event_row, hash_parts, link
 from ._models import AuditEvent
 from ._partitions import month_of
 from ._tables import chain_heads_table as heads
@@ -125,6 +125,35 @@ def _linked(rows: list[dict[str, Any]], locked: dict[uuid.UUID, Head]) -> dict[u
     }
 
 
+@dataclass(frozen=True, slots=True)
+class PreparedBatch:
+    """A batch made ready to store, without the database: its rows (``event_row`` columns, the event time,
+    the JSON body when known, and the row's ``hash_parts``), one per distinct event id, and how many
+    events were given. Pure CPU work, so a consumer prepares one batch while the database stores the last."""
+
+    rows: tuple[dict[str, Any], ...]
+    given: int
+
+    @property
+    def months(self) -> set[tuple[int, int]]:
+        return {month_of(row["event_time"]) for row in self.rows}
+
+
+def prepare_batch(batch: Sequence[AuditEvent], bodies: Sequence[bytes] | None = None) -> PreparedBatch:
+    """The rows of ``batch`` (see :func:`store_batch` for ``bodies``); raises what hashing an event raises."""
+    unique: dict[uuid.UUID, tuple[AuditEvent, bytes | None]] = {}
+    for i, event in enumerate(batch):
+        unique.setdefault(event.event_id, (event, bodies[i] if bodies is not None else None))
+    rows = []
+    for event, body in unique.values():
+        row = event_row(event)
+        row["event_time"] = event.timestamp
+        row["body"] = body
+        row["parts"] = hash_parts(row)
+        rows.append(row)
+    return PreparedBatch(tuple(rows), len(batch))
+
+
 def store_batch(
     conn: Connection,
     batch: Sequence[AuditEvent],
@@ -138,19 +167,20 @@ def store_batch(
     ``bodies``, when given, are the JSON documents the events were decoded from (``bodies[i]`` of
     ``batch[i]``): PostgreSQL then takes the JSON values from them instead of from Python serializing them.
     """
-    unique: dict[uuid.UUID, tuple[AuditEvent, bytes | None]] = {}
-    for i, event in enumerate(batch):
-        unique.setdefault(event.event_id, (event, bodies[i] if bodies is not None else None))
-    if not unique:
-        return StoreResult(0, len(batch), 0, frozenset())
+    return store_prepared(conn, prepare_batch(batch, bodies), now_ms=now_ms, policy=policy)
+
+
+def store_prepared(
+    conn: Connection, prepared: PreparedBatch, *, now_ms: int, policy: CheckpointPolicy | None = None
+) -> StoreResult:
+    """:func:`store_batch` of a batch :func:`prepare_batch` made. ``prepared`` can be stored again after a
+    failed attempt (each attempt links the rows afresh)."""
+    if not prepared.rows:
+        return StoreResult(0, prepared.given, 0, frozenset())
     recorded_at = ms_to_datetime(now_ms)
-    rows = []
-    for event, body in unique.values():
-        row = event_row(event)
-        row["event_time"] = event.timestamp
+    rows = list(prepared.rows)
+    for row in rows:
         row["recorded_at"] = recorded_at
-        row["body"] = body
-        rows.append(row)
     locked = lock_heads(conn, list({row["tenant_id"] for row in rows}), now_ms)
     while True:
         new_heads = _linked(rows, locked)
@@ -167,7 +197,7 @@ def store_batch(
     written = _move_heads(conn, new_heads if rows else {}, locked, now_ms, policy)
     return StoreResult(
         len(rows),
-        len(batch) - len(rows),
+        prepared.given - len(rows),
         written,
         frozenset(month_of(row["event_time"]) for row in rows),
     )
