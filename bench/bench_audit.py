@@ -10,8 +10,9 @@ Starts a throwaway redis-server (llmproxy.core.testing.RedisServer) and a fresh,
 2. Publisher throughput to Redis Streams: events/s from the first publish until the stream holds them all,
    on one core (one process, one event loop). Baseline: one XADD round trip per event. Target >= 30 000/s.
 3. Consumer throughput into PostgreSQL with the hash chain: a pre-filled stream drained by one
-   ``AuditConsumer`` (decode, chain, one transaction per batch, ack after commit). Baseline: the same events,
-   one INSERT (and one transaction) per event. Target >= 20 000/s.
+   ``AuditConsumer`` in this process (decode, chain, one transaction per batch, ack after commit), then by
+   the ``llmproxy-audit consume`` worker process as deployed (start-up not counted). Baseline: the same
+   events, one INSERT (and one transaction) per event. Target >= 20 000/s.
 
     .venv/bin/python bench/bench_audit.py [--quick]
 """
@@ -20,8 +21,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import subprocess
+import sys
 import time
 import uuid
+from pathlib import Path
 from typing import Any
 
 import redis
@@ -194,6 +199,41 @@ def consumer_throughput(redis_url: str, database_url: str, n: int) -> float:
     return n / elapsed
 
 
+def worker_consumer_throughput(redis_url: str, database_url: str, n: int) -> float:
+    """``llmproxy-audit consume`` as deployed: a worker process of its own, over a pre-filled stream. Its
+    start-up is not counted: each batch's rows carry the time it was stored (``recorded_at``), and the figure
+    is the events stored after the first batch over the time from the first batch to the last."""
+    opts = options("worker", batch_size=1000)
+    events = make_events(n)
+    tenants = sorted({e.tenant_id for e in events if e.tenant_id is not None})
+    fill(redis_url, opts, events)
+    del events
+    env = {
+        **os.environ,
+        "LLMPROXY_DATABASE_URL": database_url,
+        "LLMPROXY_AUDIT_TRANSPORT_URL": redis_url,
+        "LLMPROXY_AUDIT_BATCH_SIZE": "1000",
+        "LLMPROXY_AUDIT_CHECKPOINT_KEY": "bench-checkpoint-key-0123456789",
+    }
+    cli = Path(sys.executable).with_name("llmproxy-audit")
+    args = [str(cli), "consume", "--poll", "0.05", "--exit-when-idle", "3", "--stream", opts.stream,
+            "--dead-letter-stream", opts.dead_letter_stream]  # fmt: skip
+    subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL)
+    engine = create_engine(database_url)
+    with engine.connect() as conn:
+        batches = conn.execute(
+            sa.select(events_table.c.recorded_at, sa.func.count())
+            .where(events_table.c.tenant_id.in_(tenants))
+            .group_by(events_table.c.recorded_at)
+            .order_by(events_table.c.recorded_at)
+        ).all()
+    engine.dispose()
+    stored = sum(count for _, count in batches)
+    assert stored == n, f"the worker stored {stored} of {n}"
+    seconds = (batches[-1][0] - batches[0][0]).total_seconds()
+    return (n - batches[-1][1]) / seconds
+
+
 def naive_consumer_throughput(redis_url: str, database_url: str, n: int) -> float:
     """Read the stream the same way, one INSERT and one transaction per event (chain included)."""
     opts = options("naive-consume")
@@ -260,9 +300,11 @@ def main() -> None:
 
         print("3. consumer throughput into PostgreSQL with the hash chain, events/s")
         ours = consumer_throughput(url, database, n_consume)
+        worker = worker_consumer_throughput(url, database, n_consume)
         naive = naive_consumer_throughput(url, database, n_naive)
         print(f"   {'AuditConsumer (batches of 1000, one transaction each)':50} {ours:10,.0f}")
         print(f"   {'  the same per CPU-second of the consumer process':50} {CPU['consumer']:10,.0f}")
+        print(f"   {'llmproxy-audit consume (its own process, as deployed)':50} {worker:10,.0f}")
         print(
             f"   {'baseline: one INSERT + transaction per event':50} {naive:10,.0f}   (x{ours / naive:.1f})"
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import logging
 import signal
@@ -92,8 +93,11 @@ def main(argv: list[str] | None = None) -> int:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
+        # What is alive now (modules, the clients) lives as long as the worker: out of the collector's full
+        # passes, which otherwise walk it again every few batches (measured: a sixth of the consumer's time).
+        gc.freeze()
         consumer.run(max_idle_rounds=args.exit_when_idle)
-        consumer.transport.close()
+        consumer.stop()
         print(json.dumps(consumer.stats.snapshot()), flush=True)
         return 0
     if args.command == "dead-letters":

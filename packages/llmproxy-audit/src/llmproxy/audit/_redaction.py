@@ -123,11 +123,26 @@ class Redactor:
             if depth > max_depth:
                 raise ValueError(f"nested deeper than {max_depth} levels")
             out: dict[str, Any] = {}
+            verdicts = self._verdicts
+            sub = self._pattern.sub if self._pattern is not None else None
             for key, item in value.items():
                 if not isinstance(key, str):
                     raise ValueError(f"keys must be strings, got {type(key).__name__}")
-                verdict = self._verdict(key)
-                out[key] = self.redact_json(item, max_depth, depth + 1) if verdict is None else verdict
+                verdict = verdicts.get(key, False)
+                if verdict is False:
+                    verdict = self._verdict(key)
+                if verdict is not None:
+                    out[key] = verdict
+                    continue
+                # the common leaves inline (one call per container, not per value): exact types only, the
+                # rest (floats, subclasses, containers) through the checks below
+                kind = type(item)
+                if kind is int or item is None or item is True or item is False:
+                    out[key] = item
+                elif kind is str:
+                    out[key] = item if sub is None else sub(self.replacement, item)
+                else:
+                    out[key] = self.redact_json(item, max_depth, depth + 1)
             return out
         if isinstance(value, list | tuple):
             if depth > max_depth:
