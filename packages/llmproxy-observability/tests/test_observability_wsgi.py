@@ -18,8 +18,11 @@ from llmproxy.core import (
     StartResponse,
     WSGIEnviron,
     bind_context_to_environ,
+    closing,
+    current_context,
     current_usage,
     report_usage,
+    reset_current_context,
 )
 from llmproxy.observability import ROUTE_KEY, TelemetryWSGIMiddleware
 
@@ -38,7 +41,8 @@ class _Quiet(WSGIRequestHandler):
 
 def chat_app(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[bytes]:
     environ[ROUTE_KEY] = "/v1/chat/completions"
-    bind_context_to_environ(environ, RequestContext(tenant_id=TENANT, request_id="wsgi-1"))
+    # Bound for the request, reset when the server closes the body (as core's docs ask of a WSGI app).
+    token = bind_context_to_environ(environ, RequestContext(tenant_id=TENANT, request_id="wsgi-1"))
     seen_span = trace.get_current_span().get_span_context().span_id
     chunks = int(environ.get("QUERY_STRING", "").partition("=")[2] or 0)
     start_response("200 OK", [("Content-Type", "text/event-stream"), ("X-Span", format(seen_span, "016x"))])
@@ -51,7 +55,7 @@ def chat_app(environ: WSGIEnviron, start_response: StartResponse) -> Iterable[by
             report_usage(model="gpt-4o-mini", input_tokens=3, output_tokens=5)
             yield b"{}"
 
-    return body()
+    return closing(body(), lambda: reset_current_context(token))
 
 
 @pytest.fixture
@@ -121,6 +125,7 @@ def test_after_the_body_closes_the_thread_holds_no_span_or_usage(recorded: Recor
     body.close()  # type: ignore[attr-defined]
     assert not trace.get_current_span().get_span_context().is_valid
     assert current_usage() is None
+    assert current_context() is None
     assert len(recorded.spans()) == 1
 
 
