@@ -110,3 +110,21 @@ def test_unknown_fields_are_rejected() -> None:
 def test_json_round_trip_gives_the_same_event() -> None:
     event = make(tenant_id=uuid.uuid4(), new_values={"a": [1, 2.5, None, "é"]}, ip_address="::1")
     assert AuditEvent.model_validate_json(event.model_dump_json()) == event
+
+
+def test_the_uuid7_check_and_millisecond_arithmetic_agree_with_the_standard_library() -> None:
+    import random
+    from datetime import timedelta, timezone
+
+    from llmproxy.audit._uuid7 import datetime_to_ms, is_uuid7, ms_to_datetime, uuid7
+
+    rng = random.Random(7)
+    india = timezone(timedelta(hours=5, minutes=30))
+    for _ in range(5000):
+        value = uuid.UUID(int=rng.getrandbits(128))
+        assert is_uuid7(value) == (value.version == 7 and value.variant == uuid.RFC_4122)
+        ms = rng.randrange(0, 2**47)
+        assert is_uuid7(uuid7(ms))
+        when = ms_to_datetime(ms)
+        assert datetime_to_ms(when) == ms == round(when.timestamp() * 1000)
+        assert datetime_to_ms(when.astimezone(india)) == ms

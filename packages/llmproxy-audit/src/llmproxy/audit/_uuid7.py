@@ -41,8 +41,14 @@ def uuid7(unix_ms: int) -> uuid.UUID:
     return uuid.UUID(int=value)
 
 
+_VERSION_VARIANT = (0xF << 76) | (0b11 << 62)
+_V7 = (0x7 << 76) | (0b10 << 62)
+
+
 def is_uuid7(value: uuid.UUID) -> bool:
-    return value.version == 7 and value.variant == uuid.RFC_4122
+    """Version 7, RFC 9562 variant (``value.version`` and ``.variant`` are Python properties: this is one
+    mask of the integer)."""
+    return value.int & _VERSION_VARIANT == _V7
 
 
 def uuid7_ms(value: uuid.UUID) -> int:
@@ -62,6 +68,9 @@ _EPOCH_NAIVE = datetime(1970, 1, 1)
 
 
 def datetime_to_ms(when: datetime) -> int:
+    if when.tzinfo is UTC:  # the same tzinfo object as the epoch's: subtracted without offset lookups
+        delta = when - _EPOCH
+        return (delta.days * 86_400 + delta.seconds) * 1000 + delta.microseconds // 1000
     offset = when.utcoffset()
     if offset is None:
         raise ValueError("timestamps must be timezone-aware")
