@@ -128,3 +128,25 @@ def test_the_uuid7_check_and_millisecond_arithmetic_agree_with_the_standard_libr
         when = ms_to_datetime(ms)
         assert datetime_to_ms(when) == ms == round(when.timestamp() * 1000)
         assert datetime_to_ms(when.astimezone(india)) == ms
+
+
+def test_an_event_id_of_version_7_but_another_variant_is_rejected() -> None:
+    when = datetime(2025, 1, 1, tzinfo=UTC)
+    good = uuid7(datetime_to_ms(when))
+    other_variant = uuid.UUID(int=good.int | (0b11 << 62))  # version 7, Microsoft's variant
+    assert (other_variant.int >> 76) & 0xF == 7  # (uuid.UUID.version says None outside the RFC variant)
+    with pytest.raises(pydantic.ValidationError, match="event_id"):
+        make(timestamp=when, event_id=other_variant)
+
+
+def test_timestamps_pydantic_reads_and_the_standard_library_does_not_are_still_read() -> None:
+    event = make(timestamp=1_735_689_600)  # Unix seconds: pydantic's datetime reading, then UTC
+    assert event.timestamp == datetime(2025, 1, 1, tzinfo=UTC)
+    assert event.timestamp.tzinfo is UTC
+    decoded = AuditEvent.model_validate_json(
+        b'{"action": "a", "entity_type": "b", "timestamp": "2025-01-01T05:30:00.250+05:30"}'
+    )
+    assert decoded.timestamp == datetime(2025, 1, 1, 0, 0, 0, 250_000, tzinfo=UTC)
+    assert decoded.timestamp.tzinfo is UTC
+    with pytest.raises(pydantic.ValidationError, match="timestamp"):
+        AuditEvent.model_validate_json(b'{"action": "a", "entity_type": "b", "timestamp": "yesterday"}')
