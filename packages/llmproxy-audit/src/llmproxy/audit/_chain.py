@@ -114,6 +114,7 @@ class HashParts(NamedTuple):
     after_seq: bytes  # '"tenant_id":...,"v":1}'
 
 
+_TENANT_TEXT: dict[uuid.UUID, str] = {}
 _PREV_MARK = b',"prev":"",'
 _SEQ_MARK = b',"seq":0,'
 
@@ -130,7 +131,13 @@ def hash_parts(row: Mapping[str, Any]) -> HashParts:
     document["v"] = CHAIN_VERSION
     document["event_id"] = str(row["event_id"])
     document["time_ms"] = row["event_ms"]
-    document["tenant_id"] = str(row["tenant_id"])
+    tenant = row["tenant_id"]
+    text = _TENANT_TEXT.get(tenant)
+    if text is None:
+        text = str(tenant)
+        if len(_TENANT_TEXT) < 10_000:  # tenants repeat; UUID.__str__ is Python
+            _TENANT_TEXT[tenant] = text
+    document["tenant_id"] = text
     document["seq"] = 0
     document["prev"] = ""
     encoded = canonical_json(document)
