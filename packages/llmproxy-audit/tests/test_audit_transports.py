@@ -178,8 +178,8 @@ def test_with_the_database_down_nothing_is_acknowledged_and_all_is_stored_once_i
 
 
 def test_a_drain_over_many_batches_stores_each_event_once_in_chain_order(stack: Stack) -> None:
-    """On PostgreSQL the consumer stores batch N on a helper thread while it receives batch N+1 (on SQLite
-    one after the other): many small batches of three tenants still make three unbroken chains."""
+    """Many small batches of three tenants, each prepared (rows, hash parts) before its transaction, make
+    three unbroken chains with every event once."""
     from llmproxy.audit import verify_chain
     from llmproxy.core import create_engine
 
@@ -193,7 +193,6 @@ def test_a_drain_over_many_batches_stores_each_event_once_in_chain_order(stack: 
     assert c.drain(wait=0.05) == 300
     assert c.stats.stored == 300
     assert c.stats.batches >= 12
-    assert (c._executor is not None) == (stack.kind != "embedded")  # the overlap ran where it applies
     c.stop()
     pub.close()
     engine = create_engine(stack.database_url)

@@ -117,8 +117,7 @@ class AmqpConsumerTransport:
         self._generation += 1
         self._channel = self._conn.channel()
         _declare(self._channel, self.topology)
-        # Two batches: the consumer receives the next while the database stores the last (not yet acked).
-        self._channel.basic_qos(prefetch_count=2 * self.options.batch_size)
+        self._channel.basic_qos(prefetch_count=self.options.batch_size)
         self._channel.basic_consume(self.topology.queue, self._on_message)
         self._confirm = self._conn.channel()
         self._confirm.confirm_delivery()

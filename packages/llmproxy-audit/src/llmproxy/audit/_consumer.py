@@ -13,10 +13,8 @@ the ``llmproxy-audit consume`` process.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pydantic
@@ -120,9 +118,6 @@ class AuditConsumer:
         self._months: set[Month] = set()
         self._next_maintenance = 0.0
         self._set_up = False
-        self._executor: ThreadPoolExecutor | None = None
-        #: Overlap storing a batch with receiving the next (a database server works meanwhile; not SQLite's).
-        self._overlap = engine.dialect.name != "sqlite"
 
     # -- one round -------------------------------------------------------------------------------------------
 
@@ -132,7 +127,7 @@ class AuditConsumer:
         batch = self._take(wait)
         if batch is None:
             return 0
-        return self._settle(batch, None)
+        return self._settle(batch)
 
     def _take(self, wait: float | None) -> _Batch | None:
         """Receive a batch and make it ready to store (decode, rows, hash parts); undecodable deliveries are
@@ -145,9 +140,7 @@ class AuditConsumer:
             return None
         self.stats.received += len(items)
         good: list[tuple[Delivery, AuditEvent]] = []
-        for i, item in enumerate(items):
-            if i % 32 == 31:
-                os.sched_yield()  # a store in flight on the helper thread gets the GIL back sooner
+        for item in items:
             decoded = decode(item)
             if isinstance(decoded, str):
                 self._failed(item, decoded)
@@ -161,23 +154,23 @@ class AuditConsumer:
                 prepared = None  # one of them cannot be hashed: _settle finds which, event by event
         return _Batch(len(items), good, prepared)
 
-    def _settle(self, batch: _Batch, writing: Future[StoreResult] | None) -> int:
-        """Store the batch (or take the result of ``writing``, the store already started) and acknowledge it;
-        the number of deliveries settled, or 0 when stopping while the database is down."""
+    def _settle(self, batch: _Batch) -> int:
+        """Store the batch and acknowledge it: the number of deliveries settled, or 0 when stopping while the
+        database is down."""
         if batch.good:
             if batch.prepared is None:
                 self._store_one_by_one(batch.good)
-            elif not self._store_with_retry(batch, writing):
+            elif not self._store_with_retry(batch):
                 return 0  # stopping while the database is down: nothing acknowledged
         self.stats.batches += 1
         return batch.received
 
-    def _store_with_retry(self, batch: _Batch, writing: Future[StoreResult] | None = None) -> bool:
+    def _store_with_retry(self, batch: _Batch) -> bool:
         delay = self.options.backoff_min
         held_at = self.clock.monotonic()
         while True:
             try:
-                self._store(batch, writing)
+                self._store(batch)
                 return True
             except Exception as exc:
                 if not is_transient(exc):
@@ -185,7 +178,6 @@ class AuditConsumer:
                 self.stats.database_errors += 1
                 held = len(batch.good)
                 logger.warning("database unavailable, %d events kept unacknowledged: %s", held, exc)
-            writing = None
             if self._stop.is_set():
                 return False
             self._sleep(delay)
@@ -199,15 +191,15 @@ class AuditConsumer:
                     logger.warning("could not renew the lease of held events: %s", exc)
 
     def _write(self, prepared: PreparedBatch) -> StoreResult:
-        """The database half of storing a batch: its partitions, then one transaction. No transport."""
+        """The database half of storing a batch: its partitions, then one transaction."""
         self._ensure_months(prepared.months)
         with self.engine.begin() as conn:
             return store_prepared(conn, prepared, now_ms=self._now_ms(), policy=self._policy)
 
-    def _store(self, batch: _Batch, writing: Future[StoreResult] | None = None) -> None:
+    def _store(self, batch: _Batch) -> None:
         assert batch.prepared is not None
         try:
-            result = writing.result() if writing is not None else self._write(batch.prepared)
+            result = self._write(batch.prepared)
         except sa.exc.DBAPIError as exc:
             if is_transient(exc):
                 raise
@@ -234,50 +226,27 @@ class AuditConsumer:
         max_rounds: int | None = None,
     ) -> int:
         """Rounds until :meth:`stop` or ``max_idle_rounds`` empty ones; the deliveries settled.
-
-        On PostgreSQL the rounds overlap: while a helper thread stores batch N (the database works on the
-        other side of a socket), this thread receives and prepares batch N+1, then settles N. The transport
-        is only ever used from this thread; the helper runs nothing but the database transaction, and batches
-        are still stored one after another, in order. ``tolerate``: transport and transient database errors
-        back off and retry instead of raising.
-        """
+        ``tolerate``: transport and transient database errors back off and retry instead of raising."""
         total = idle = rounds = 0
         delay = self.options.backoff_min
-        writing: tuple[_Batch, Future[StoreResult]] | None = None
-        try:
-            while not self._stop.is_set() and (max_rounds is None or rounds < max_rounds):
-                rounds += 1
-                try:
-                    batch = self._take(wait)
-                    if writing is not None:
-                        in_flight, writing = writing, None
-                        total += self._settle(*in_flight)
-                    self._maintain()
-                    if batch is not None and batch.prepared is not None and self._overlap:
-                        writing = (batch, self._writer().submit(self._write, batch.prepared))
-                    elif batch is not None:
-                        total += self._settle(batch, None)
-                    delay = self.options.backoff_min
-                except Exception as exc:
-                    if not tolerate or not (is_transient(exc) or _is_redis_error(exc)):
-                        raise
-                    self.stats.transport_errors += 1
-                    logger.warning("consumer round failed, retrying in %.1fs: %s", delay, exc)
-                    self._sleep(delay)
-                    delay = min(delay * 2, self.options.backoff_max)
-                    continue
-                idle = 0 if batch is not None or writing is not None else idle + 1
-                if max_idle_rounds is not None and idle >= max_idle_rounds:
-                    break
-        finally:
-            if writing is not None:
-                total += self._settle(*writing)
+        while not self._stop.is_set() and (max_rounds is None or rounds < max_rounds):
+            rounds += 1
+            try:
+                settled = self.run_once(wait)
+                delay = self.options.backoff_min
+            except Exception as exc:
+                if not tolerate or not (is_transient(exc) or _is_redis_error(exc)):
+                    raise
+                self.stats.transport_errors += 1
+                logger.warning("consumer round failed, retrying in %.1fs: %s", delay, exc)
+                self._sleep(delay)
+                delay = min(delay * 2, self.options.backoff_max)
+                continue
+            total += settled
+            idle = 0 if settled else idle + 1
+            if max_idle_rounds is not None and idle >= max_idle_rounds:
+                break
         return total
-
-    def _writer(self) -> ThreadPoolExecutor:
-        if self._executor is None:
-            self._executor = ThreadPoolExecutor(1, thread_name_prefix="llmproxy-audit-store")
-        return self._executor
 
     def _store_one_by_one(self, good: list[tuple[Delivery, AuditEvent]]) -> None:
         for item, event in good:
@@ -345,12 +314,10 @@ class AuditConsumer:
     def run(self, *, max_idle_rounds: int | None = None) -> None:
         """Consume until :meth:`stop` (or SIGTERM in the CLI); with ``max_idle_rounds``, until that many
         empty rounds."""
-        self._maintain()
         self._rounds(None, max_idle_rounds=max_idle_rounds, tolerate=True)
 
     def drain(self, *, wait: float = 0.05, max_rounds: int = 10_000) -> int:
         """Settle everything available now (tests, tools): rounds until one comes back empty."""
-        self._maintain()
         return self._rounds(wait, max_idle_rounds=1, tolerate=False, max_rounds=max_rounds)
 
     def start(self) -> None:
@@ -371,9 +338,6 @@ class AuditConsumer:
         if self._thread is not None:
             self._thread.join(timeout)
             self._thread = None
-        if self._executor is not None:
-            self._executor.shutdown(wait=True)
-            self._executor = None
         self.transport.close()
 
 
