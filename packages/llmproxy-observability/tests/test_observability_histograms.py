@@ -181,3 +181,18 @@ def test_a_reader_added_or_removed_later_drops_the_handles() -> None:
     ours.record(0.05, {"a": "x"})
     assert points(second)[key(a="x")][0] == 4
     provider.shutdown()
+
+
+def test_record_many_exports_what_one_public_record_each_does() -> None:
+    ours_reader, public_reader = InMemoryMetricReader(), InMemoryMetricReader()
+    ours, ours_provider = histogram_on(ours_reader)
+    public, public_provider = histogram_on(public_reader)
+    lots = [[], [0.05], [0.005, 0.5, 5.0, 0.0], [float("nan"), -1.0, 0.05]]  # NaN and negatives: the SDK's
+    for attributes in SETS:
+        for lot in lots:
+            ours.record_many(lot, attributes)
+            for value in lot:
+                public.histogram.record(value, attributes)
+    assert points(ours_reader) == points(public_reader)
+    ours_provider.shutdown()
+    public_provider.shutdown()

@@ -148,6 +148,19 @@ async def test_a_stream_records_time_to_first_chunk_once_and_per_chunk_n_minus_o
     assert recorded.metrics()["gen_ai.client.operation.time_to_first_chunk"].unit == "s"
 
 
+@pytest.mark.parametrize("chunks", [31, 33, 100])
+async def test_a_long_stream_records_every_chunk_interval_in_lots(recorded: Recorded, chunks: int) -> None:
+    """Intervals are recorded CHUNK_BATCH at a time and the rest at the end: none lost, none twice."""
+    from llmproxy.observability._request import CHUNK_BATCH
+
+    assert chunks > CHUNK_BATCH or chunks == 31
+    app = TelemetryMiddleware(streaming_app(chunks), telemetry=recorded.telemetry)
+    await drive(app, http_scope())
+    [(_, per_chunk)] = recorded.points("gen_ai.client.operation.time_per_output_chunk")
+    assert per_chunk.count == chunks - 1
+    assert sum(per_chunk.bucket_counts) == chunks - 1
+
+
 async def test_a_one_part_response_records_no_chunk_metrics(recorded: Recorded) -> None:
     await chat(recorded, {"model": "gpt-4o-mini"})
     assert recorded.points("gen_ai.client.operation.time_to_first_chunk") == []

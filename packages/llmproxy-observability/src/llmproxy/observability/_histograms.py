@@ -25,7 +25,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.context import Context
@@ -112,6 +112,41 @@ class Histogram:
             logger.debug("telemetry: histogram %s records through the public API only", key, exc_info=True)
             self._consumer = None
             self._handles.clear()
+
+    def record_many(self, amounts: Sequence[float], attributes: Mapping[str, Any]) -> None:
+        """``record`` each of ``amounts`` with the same ``attributes``: one handle lookup for them all."""
+        if not amounts:
+            return
+        consumer = self._consumer
+        first, rest = amounts[0], amounts[1:]
+        self.record(first, attributes)  # takes the handle if there is none yet, checks the readers
+        if not rest:
+            return
+        histogram = self.histogram
+        try:
+            key = (tuple(attributes.items()), tuple(map(type, attributes.values())))
+            kept = self._handles.get(key) if consumer is not None else None
+        except TypeError:
+            kept = None
+        if (
+            kept is None
+            or consumer is not self._consumer
+            or kept[0] is not consumer._reader_storages
+            or not kept[1]
+            or not histogram._is_enabled()  # type: ignore[attr-defined]
+        ):
+            for amount in rest:
+                self.record(amount, attributes)
+            return
+        handles = kept[1]
+        now = time.time_ns()
+        for amount in rest:
+            if not 0 <= amount < _INFINITY:
+                self.histogram.record(amount, attributes)  # the SDK warns about it
+                continue
+            measurement = Measurement(amount, now, histogram, _EMPTY_CONTEXT, None)  # type: ignore[arg-type]
+            for aggregation in handles:
+                aggregation.aggregate(measurement, False)
 
     def _keep(self, key: Key, attributes: Mapping[str, Any]) -> None:
         """Find the aggregations the measurement just recorded for ``attributes`` went to, and keep them."""

@@ -30,6 +30,9 @@ current_request: contextvars.ContextVar[ServerRequest | None] = contextvars.Cont
 )
 
 
+#: A stream's chunk intervals are recorded in lots of this many (and the rest when it ends): a long stream's
+#: time-per-chunk histogram lags at most this many chunks behind it.
+CHUNK_BATCH = 32
 #: Query parameters whose values never reach a span: the conventions' list of signed-URL secrets, and the
 #: credentials LLM APIs accept in the query (``?key=`` for Gemini-style APIs).
 SENSITIVE_QUERY_PARAMETERS = frozenset(
@@ -140,6 +143,7 @@ class ServerRequest:
         "active_attributes",
         "active_key",
         "chunk_attributes",
+        "chunk_intervals",
         "disconnected",
         "first_chunk",
         "genai_by_client",
@@ -185,6 +189,7 @@ class ServerRequest:
         self.first_chunk = 0.0
         self.streaming = False
         self.chunk_attributes: Attributes | None = None
+        self.chunk_intervals: list[float] = []
         self.disconnected = False
         #: Set by a GenAI client call made while handling this request: it records the GenAI metrics
         #: itself, with the upstream's own timing, so the middleware does not record them twice.
@@ -211,8 +216,19 @@ class ServerRequest:
             return
         if not self.streaming:
             self._begin_stream()
-        assert self.chunk_attributes is not None
-        self.recorder.instruments.genai.time_per_output_chunk.record(now - last, self.chunk_attributes)
+        intervals = self.chunk_intervals
+        intervals.append(now - last)
+        if len(intervals) >= CHUNK_BATCH:
+            self._record_chunks()
+
+    def _record_chunks(self) -> None:
+        """Record the intervals gathered since the last time (every ``CHUNK_BATCH`` chunks, and at the end):
+        one handle lookup for the lot instead of one per chunk."""
+        if self.chunk_intervals:
+            assert self.chunk_attributes is not None
+            intervals, self.chunk_intervals = self.chunk_intervals, []
+            histogram = self.recorder.instruments.genai.time_per_output_chunk
+            histogram.record_many(intervals, self.chunk_attributes)
 
     def _begin_stream(self) -> None:
         self.streaming = True
@@ -248,6 +264,7 @@ class ServerRequest:
         (a WSGI body that raised while the server iterated it); ``headers`` are the response's (what auth
         and quota decided is read off them and the context: ``_decisions.py``)."""
         duration = time.perf_counter() - self.started_at
+        self._record_chunks()
         if status is not None:
             self.status = status
         recorder = self.recorder
