@@ -26,7 +26,7 @@ from llmproxy.core import SYSTEM_CLOCK, Clock
 from ._models import AuditEvent, decode_event
 from ._options import AuditOptions
 from ._partitions import Month, add_months, create_partitions, month_of
-from ._store import CheckpointPolicy, PreparedBatch, StoreResult, prepare_batch, store_batch, store_prepared
+from ._store import CheckpointPolicy, PreparedBatch, prepare_batch, store_batch, store_prepared
 from ._transport import ConsumerTransport, Delivery
 from ._verify import apply_retention
 
@@ -190,16 +190,13 @@ class AuditConsumer:
                     self.stats.transport_errors += 1
                     logger.warning("could not renew the lease of held events: %s", exc)
 
-    def _write(self, prepared: PreparedBatch) -> StoreResult:
-        """The database half of storing a batch: its partitions, then one transaction."""
-        self._ensure_months(prepared.months)
-        with self.engine.begin() as conn:
-            return store_prepared(conn, prepared, now_ms=self._now_ms(), policy=self._policy)
-
     def _store(self, batch: _Batch) -> None:
-        assert batch.prepared is not None
+        prepared = batch.prepared
+        assert prepared is not None
+        self._ensure_months(prepared.months)
         try:
-            result = self._write(batch.prepared)
+            with self.engine.begin() as conn:
+                result = store_prepared(conn, prepared, now_ms=self._now_ms(), policy=self._policy)
         except sa.exc.DBAPIError as exc:
             if is_transient(exc):
                 raise
@@ -216,37 +213,6 @@ class AuditConsumer:
         self.stats.stored += result.inserted
         self.stats.duplicates += result.duplicates
         self.stats.checkpoints += result.checkpoints
-
-    def _rounds(
-        self,
-        wait: float | None,
-        *,
-        max_idle_rounds: int | None,
-        tolerate: bool,
-        max_rounds: int | None = None,
-    ) -> int:
-        """Rounds until :meth:`stop` or ``max_idle_rounds`` empty ones; the deliveries settled.
-        ``tolerate``: transport and transient database errors back off and retry instead of raising."""
-        total = idle = rounds = 0
-        delay = self.options.backoff_min
-        while not self._stop.is_set() and (max_rounds is None or rounds < max_rounds):
-            rounds += 1
-            try:
-                settled = self.run_once(wait)
-                delay = self.options.backoff_min
-            except Exception as exc:
-                if not tolerate or not (is_transient(exc) or _is_redis_error(exc)):
-                    raise
-                self.stats.transport_errors += 1
-                logger.warning("consumer round failed, retrying in %.1fs: %s", delay, exc)
-                self._sleep(delay)
-                delay = min(delay * 2, self.options.backoff_max)
-                continue
-            total += settled
-            idle = 0 if settled else idle + 1
-            if max_idle_rounds is not None and idle >= max_idle_rounds:
-                break
-        return total
 
     def _store_one_by_one(self, good: list[tuple[Delivery, AuditEvent]]) -> None:
         for item, event in good:
@@ -314,11 +280,33 @@ class AuditConsumer:
     def run(self, *, max_idle_rounds: int | None = None) -> None:
         """Consume until :meth:`stop` (or SIGTERM in the CLI); with ``max_idle_rounds``, until that many
         empty rounds."""
-        self._rounds(None, max_idle_rounds=max_idle_rounds, tolerate=True)
+        idle = 0
+        delay = self.options.backoff_min
+        while not self._stop.is_set():
+            try:
+                settled = self.run_once()
+                delay = self.options.backoff_min
+            except Exception as exc:
+                if not (is_transient(exc) or _is_redis_error(exc)):
+                    raise
+                self.stats.transport_errors += 1
+                logger.warning("consumer round failed, retrying in %.1fs: %s", delay, exc)
+                self._sleep(delay)
+                delay = min(delay * 2, self.options.backoff_max)
+                continue
+            idle = 0 if settled else idle + 1
+            if max_idle_rounds is not None and idle >= max_idle_rounds:
+                return
 
     def drain(self, *, wait: float = 0.05, max_rounds: int = 10_000) -> int:
         """Settle everything available now (tests, tools): rounds until one comes back empty."""
-        return self._rounds(wait, max_idle_rounds=1, tolerate=False, max_rounds=max_rounds)
+        total = 0
+        for _ in range(max_rounds):
+            settled = self.run_once(wait)
+            if not settled:
+                return total
+            total += settled
+        return total
 
     def start(self) -> None:
         """Run in a daemon thread of its own (embedded use, e.g. an app's lifespan)."""
