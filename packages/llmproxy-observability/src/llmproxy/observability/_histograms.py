@@ -62,6 +62,12 @@ def _measurement_consumer(histogram: APIHistogram) -> Any:
     return consumer
 
 
+def _key(attributes: Mapping[str, Any]) -> Key:
+    """A set's cache key. The value types are part of it: 1, 1.0 and True are equal in Python, three series
+    to the SDK. (TypeError for an unhashable value.)"""
+    return (tuple(attributes.items()), tuple(map(type, attributes.values())))
+
+
 class Histogram:
     """An SDK histogram with a cached aggregation handle per attribute set (see the module docstring).
 
@@ -87,8 +93,7 @@ class Histogram:
             self.histogram.record(amount, attributes)
             return
         try:
-            # The value types are part of the key: 1, 1.0 and True are equal in Python, three series here.
-            key = (tuple(attributes.items()), tuple(map(type, attributes.values())))
+            key = _key(attributes)
             kept = self._handles.get(key)
         except TypeError:  # an unhashable attribute value (a list): the public path validates it
             self.histogram.record(amount, attributes)
@@ -117,20 +122,18 @@ class Histogram:
         """``record`` each of ``amounts`` with the same ``attributes``: one handle lookup for them all."""
         if not amounts:
             return
-        consumer = self._consumer
-        first, rest = amounts[0], amounts[1:]
-        self.record(first, attributes)  # takes the handle if there is none yet, checks the readers
+        self.record(amounts[0], attributes)  # takes the handle if there is none yet, checks the readers
+        rest = amounts[1:]
         if not rest:
             return
         histogram = self.histogram
+        consumer = self._consumer
         try:
-            key = (tuple(attributes.items()), tuple(map(type, attributes.values())))
-            kept = self._handles.get(key) if consumer is not None else None
+            kept = self._handles.get(_key(attributes)) if consumer is not None else None
         except TypeError:
             kept = None
         if (
             kept is None
-            or consumer is not self._consumer
             or kept[0] is not consumer._reader_storages
             or not kept[1]
             or not histogram._is_enabled()  # type: ignore[attr-defined]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from opentelemetry.metrics import Counter, Meter
@@ -16,6 +16,14 @@ from ._sums import SharedLock, Sums
 Attributes = dict[str, Any]
 _INPUT = (sc.GEN_AI_TOKEN_TYPE, "input")
 _OUTPUT = (sc.GEN_AI_TOKEN_TYPE, "output")
+
+
+def _histogram(meter: Meter, name: str, unit: str, description: str, buckets: Sequence[float]) -> Histogram:
+    return Histogram(
+        meter.create_histogram(
+            name, unit=unit, description=description, explicit_bucket_boundaries_advisory=buckets
+        )
+    )
 
 
 class _Labels:
@@ -40,13 +48,12 @@ class HttpServerMetrics:
     """``http.server.request.duration`` and ``http.server.active_requests`` (stable HTTP conventions)."""
 
     def __init__(self, meter: Meter, labels: _Labels) -> None:
-        self.duration = Histogram(
-            meter.create_histogram(
-                sc.HTTP_SERVER_REQUEST_DURATION,
-                unit="s",
-                description="Duration of HTTP server requests.",
-                explicit_bucket_boundaries_advisory=sc.HTTP_DURATION_BUCKETS,
-            )
+        self.duration = _histogram(
+            meter,
+            sc.HTTP_SERVER_REQUEST_DURATION,
+            "s",
+            "Duration of HTTP server requests.",
+            sc.HTTP_DURATION_BUCKETS,
         )
         self.active = Sums()
         meter.create_observable_up_down_counter(
@@ -63,37 +70,33 @@ class GenAIMetrics:
     """The GenAI client metrics: token usage, operation duration, time to first chunk, time per chunk."""
 
     def __init__(self, meter: Meter, labels: _Labels) -> None:
-        self.token_usage = Histogram(
-            meter.create_histogram(
-                sc.GEN_AI_CLIENT_TOKEN_USAGE,
-                unit="{token}",
-                description="Number of input and output tokens used.",
-                explicit_bucket_boundaries_advisory=sc.GEN_AI_TOKEN_BUCKETS,
-            )
+        self.token_usage = _histogram(
+            meter,
+            sc.GEN_AI_CLIENT_TOKEN_USAGE,
+            "{token}",
+            "Number of input and output tokens used.",
+            sc.GEN_AI_TOKEN_BUCKETS,
         )
-        self.duration = Histogram(
-            meter.create_histogram(
-                sc.GEN_AI_CLIENT_OPERATION_DURATION,
-                unit="s",
-                description="GenAI operation duration.",
-                explicit_bucket_boundaries_advisory=sc.GEN_AI_DURATION_BUCKETS,
-            )
+        self.duration = _histogram(
+            meter,
+            sc.GEN_AI_CLIENT_OPERATION_DURATION,
+            "s",
+            "GenAI operation duration.",
+            sc.GEN_AI_DURATION_BUCKETS,
         )
-        self.time_to_first_chunk = Histogram(
-            meter.create_histogram(
-                sc.GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK,
-                unit="s",
-                description="Time to receive the first chunk of a streamed response.",
-                explicit_bucket_boundaries_advisory=sc.GEN_AI_DURATION_BUCKETS,
-            )
+        self.time_to_first_chunk = _histogram(
+            meter,
+            sc.GEN_AI_CLIENT_TIME_TO_FIRST_CHUNK,
+            "s",
+            "Time to receive the first chunk of a streamed response.",
+            sc.GEN_AI_DURATION_BUCKETS,
         )
-        self.time_per_output_chunk = Histogram(
-            meter.create_histogram(
-                sc.GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK,
-                unit="s",
-                description="Time between consecutive chunks of a streamed response, after the first.",
-                explicit_bucket_boundaries_advisory=sc.GEN_AI_DURATION_BUCKETS,
-            )
+        self.time_per_output_chunk = _histogram(
+            meter,
+            sc.GEN_AI_CLIENT_TIME_PER_OUTPUT_CHUNK,
+            "s",
+            "Time between consecutive chunks of a streamed response, after the first.",
+            sc.GEN_AI_DURATION_BUCKETS,
         )
         known = labels.options.known_models
         self.request_model = labels.bounded(sc.GEN_AI_REQUEST_MODEL, known=known)
@@ -160,21 +163,15 @@ class LlmProxyMetrics:
             unit="{error}",
             description="LLM requests that failed.",
         )
-        self.request_duration = Histogram(
-            meter.create_histogram(
-                sc.LLMPROXY_REQUEST_DURATION,
-                unit="s",
-                description="Duration of LLM requests.",
-                explicit_bucket_boundaries_advisory=sc.GEN_AI_DURATION_BUCKETS,
-            )
+        self.request_duration = _histogram(
+            meter, sc.LLMPROXY_REQUEST_DURATION, "s", "Duration of LLM requests.", sc.GEN_AI_DURATION_BUCKETS
         )
-        self.tokens_per_request = Histogram(
-            meter.create_histogram(
-                sc.LLMPROXY_TOKENS_PER_REQUEST,
-                unit="{token}",
-                description="Tokens (input + output) per LLM request.",
-                explicit_bucket_boundaries_advisory=sc.GEN_AI_TOKEN_BUCKETS,
-            )
+        self.tokens_per_request = _histogram(
+            meter,
+            sc.LLMPROXY_TOKENS_PER_REQUEST,
+            "{token}",
+            "Tokens (input + output) per LLM request.",
+            sc.GEN_AI_TOKEN_BUCKETS,
         )
         self.active_connections = Sums()
         meter.create_observable_up_down_counter(
