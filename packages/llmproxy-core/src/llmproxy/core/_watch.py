@@ -29,12 +29,11 @@ class ResponseWatch:
     """Wraps an ASGI ``send``: adds ``headers`` to the response start and records what went out.
 
     ``status`` is None until the response starts; ``ended`` becomes True with the last body message
-    (``more_body`` false); ``body_bytes`` / ``chunks`` count non-empty body messages. ``on_body(watch, size)``
-    is called for each non-empty body message before it is sent (e.g. to time stream chunks). ``headers`` may
-    be extended until the response starts.
+    (``more_body`` false). ``on_body(watch, size)`` is called for each non-empty body message before it is
+    sent (to time stream chunks, or count them). ``headers`` may be extended until the response starts.
     """
 
-    __slots__ = ("_send", "body_bytes", "chunks", "ended", "headers", "on_body", "response_headers", "status")
+    __slots__ = ("_send", "ended", "headers", "on_body", "response_headers", "status")
 
     def __init__(
         self,
@@ -50,31 +49,31 @@ class ResponseWatch:
         #: The headers the app started its response with (before ``headers`` were added).
         self.response_headers: Sequence[tuple[bytes, bytes]] = ()
         self.ended = False
-        self.body_bytes = 0
-        self.chunks = 0
 
     @property
     def started(self) -> bool:
         return self.status is not None
 
     async def send(self, message: Message) -> None:
+        # Called for every chunk of every stream, by each middleware: the body case comes first and does
+        # no more than it must.
         kind = message["type"]
+        if kind == "http.response.body":
+            if self.on_body is not None:
+                body = message.get("body")
+                if body:
+                    self.on_body(self, len(body))
+            if message.get("more_body"):
+                await self._send(message)
+            else:
+                await self._send(message)
+                self.ended = True  # only once the last message went out: not if the client had gone
+            return
         if kind == "http.response.start":
             self.status = message["status"]
             self.response_headers = message.get("headers") or ()
             if self.headers:
                 message = {**message, "headers": [*message.get("headers", ()), *self.headers]}
-        elif kind == "http.response.body":
-            size = len(message.get("body", b""))
-            if size:
-                self.body_bytes += size
-                self.chunks += 1
-                if self.on_body is not None:
-                    self.on_body(self, size)
-            if not message.get("more_body", False):
-                await self._send(message)
-                self.ended = True  # only once the last message went out: not if the client had gone
-                return
         await self._send(message)
 
 
@@ -89,8 +88,6 @@ class WSGIResponseWatch:
     __slots__ = (
         "_closed",
         "_start_response",
-        "body_bytes",
-        "chunks",
         "ended",
         "failed",
         "headers",
@@ -117,8 +114,6 @@ class WSGIResponseWatch:
         self.response_headers: Sequence[tuple[str, str]] = ()
         self.ended = False
         self.failed = False
-        self.body_bytes = 0
-        self.chunks = 0
         self._closed = False
 
     @property
@@ -154,7 +149,7 @@ class WSGIResponseWatch:
 
 
 class _Watched:
-    """The app's body iterable, counted; closing it closes the app's, then the watch."""
+    """The app's body iterable, watched; closing it closes the app's, then the watch."""
 
     __slots__ = ("_inner", "_watch")
 
@@ -164,13 +159,11 @@ class _Watched:
 
     def __iter__(self) -> Iterator[bytes]:
         watch = self._watch
+        on_body = watch.on_body
         try:
             for chunk in self._inner:
-                if chunk:
-                    watch.body_bytes += len(chunk)
-                    watch.chunks += 1
-                    if watch.on_body is not None:
-                        watch.on_body(watch, len(chunk))
+                if chunk and on_body is not None:
+                    on_body(watch, len(chunk))
                 yield chunk
         except BaseException:
             watch.failed = True
