@@ -168,3 +168,20 @@ def test_report_usage_rejects_bad_token_counts(bad: object) -> None:
         usage.update(input_tokens=bad)  # type: ignore[arg-type]
     assert usage.input_tokens == 0
     assert not usage.reported
+
+
+@pytest.mark.parametrize("bad", [-1, 1.5, True, "3", None.__class__])
+def test_a_bad_output_count_leaves_the_usage_as_it_was(bad: object) -> None:
+    usage = Usage(model="a", input_tokens=1, output_tokens=2)
+    with pytest.raises(ValueError, match="output_tokens"):
+        usage.update(model="b", input_tokens=5, output_tokens=bad)  # type: ignore[arg-type]
+    assert (usage.model, usage.input_tokens, usage.output_tokens, usage.reported) == ("a", 1, 2, False)
+
+
+def test_an_int_subclass_is_a_token_count() -> None:
+    class Count(int):
+        pass
+
+    usage = Usage()
+    usage.update(input_tokens=Count(4), output_tokens=Count(0))
+    assert (usage.total_tokens, usage.final) == (4, True)

@@ -39,9 +39,12 @@ class Usage:
         output_tokens: int | None = None,
         final: bool = True,
     ) -> None:
-        for name, value in (("input_tokens", input_tokens), ("output_tokens", output_tokens)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 0):
-                raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
+        # A stream reports after every chunk: checked inline, nothing built (each check and assignment
+        # happens before any field changes, so a bad figure leaves the usage as it was).
+        if input_tokens is not None and (type(input_tokens) is not int or input_tokens < 0):
+            _check_tokens("input_tokens", input_tokens)
+        if output_tokens is not None and (type(output_tokens) is not int or output_tokens < 0):
+            _check_tokens("output_tokens", output_tokens)
         if model is not None:
             self.model = model
         if input_tokens is not None:
@@ -50,6 +53,12 @@ class Usage:
             self.output_tokens = output_tokens
         self.final = final
         self.reported = True
+
+
+def _check_tokens(name: str, value: object) -> None:
+    """Raises unless ``value`` is a non-negative ``int`` (a subclass other than ``bool`` is one too)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a non-negative integer, got {value!r}")
 
 
 def current_usage() -> Usage | None:
