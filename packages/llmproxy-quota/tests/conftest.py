@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from llmproxy.core import ManualClock, async_redis_from_url, redis_from_url
+from llmproxy.core import ManualClock, async_redis_from_url, redis_from_url, set_current_context
 from llmproxy.quota import AsyncQuotaClient, QuotaClient, StaticLimits
 from llmproxy.ratelimit_config import ApiKeyLimit, EndpointLimit, GlobalLimit, TenantRateLimitConfiguration
 
@@ -35,6 +35,14 @@ def make_config(
         api_key_limit=ApiKeyLimit(requests_per_minute=key_rpm, tokens_per_minute=key_tpm),
         endpoint_limits=endpoints or {},
     )
+
+
+@pytest.fixture(autouse=True)
+def _no_context_left_behind() -> Iterator[None]:
+    """The WSGI tests' stand-ins for auth bind a request context in the test's thread and, unlike auth, never
+    reset it: cleared after each test, so a later suite in the same run does not start with a tenant."""
+    yield
+    set_current_context(None)
 
 
 @pytest.fixture
