@@ -39,8 +39,8 @@ class Usage:
         output_tokens: int | None = None,
         final: bool = True,
     ) -> None:
-        # A stream reports after every chunk: checked inline, nothing built (each check and assignment
-        # happens before any field changes, so a bad figure leaves the usage as it was).
+        # A stream reports after every chunk: checked inline, nothing built. Both checks come before any
+        # field changes, so a bad figure leaves the usage as it was.
         if input_tokens is not None and (type(input_tokens) is not int or input_tokens < 0):
             _check_tokens("input_tokens", input_tokens)
         if output_tokens is not None and (type(output_tokens) is not int or output_tokens < 0):
