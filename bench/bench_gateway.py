@@ -85,12 +85,29 @@ class Server:
             self.process.kill()
 
 
-def start_server(env: dict[str, str], workdir: Path, *args: str) -> Server:
+def server_env(redis_url: str, database_url: str, admin_token: str) -> dict[str, str]:
+    """This process's environment without its ``LLMPROXY_*`` settings, plus a benchmarked server's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LLMPROXY_")}
+    env.update(
+        {
+            "LLMPROXY_REDIS_URL": redis_url,
+            "LLMPROXY_DATABASE_URL": database_url,
+            "LLMPROXY_ADMIN_TOKEN": admin_token,
+            "LLMPROXY_DEMO": "false",
+            "LLMPROXY_ACCESS_LOG": "false",
+            "LLMPROXY_LOG_LEVEL": "WARNING",
+        }
+    )
+    return env
+
+
+def start_server(env: dict[str, str], workdir: Path, *args: str, gateway: Path = GATEWAY) -> Server:
+    """``gateway serve *args`` on a free port; returns once ``/healthz`` answers."""
     port = free_port()
     proc_env = {**env, "LLMPROXY_PORT": str(port)}
     log = (workdir / f"server-{port}.log").open("wb")
     process = subprocess.Popen(
-        [str(GATEWAY), "serve", *args], env=proc_env, cwd=workdir, stdout=log, stderr=log
+        [str(gateway), "serve", *args], env=proc_env, cwd=workdir, stdout=log, stderr=log
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -103,6 +120,15 @@ def start_server(env: dict[str, str], workdir: Path, *args: str) -> Server:
         except httpx.HTTPError:
             time.sleep(0.1)
     raise RuntimeError("server did not start")
+
+
+def unlimited_key(url: str, admin_token: str) -> str:
+    """A new tenant with limits no benchmark reaches, and an API key of it: the key's secret."""
+    headers = {"authorization": f"Bearer {admin_token}"}
+    tenant = httpx.post(f"{url}/admin/tenants", json={"name": "bench"}, headers=headers).json()["id"]
+    httpx.put(f"{url}/admin/tenants/{tenant}/rate-limits", json=UNLIMITED, headers=headers).raise_for_status()
+    created = httpx.post(f"{url}/admin/tenants/{tenant}/api-keys", json={"name": "bench"}, headers=headers)
+    return str(created.json()["key"])
 
 
 # -- the loader (runs in its own process) ------------------------------------------------------------------
@@ -264,17 +290,7 @@ def main() -> None:
         # The full stack exports traces, metrics and logs over OTLP/HTTP to a local receiver (this process).
         receiver = stack.enter_context(OTLPReceiver())
         admin = secrets.token_urlsafe(16)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMPROXY_")}
-        env.update(
-            {
-                "LLMPROXY_REDIS_URL": redis_url,
-                "LLMPROXY_DATABASE_URL": database_url,
-                "LLMPROXY_ADMIN_TOKEN": admin,
-                "LLMPROXY_DEMO": "false",
-                "LLMPROXY_ACCESS_LOG": "false",
-                "LLMPROXY_LOG_LEVEL": "WARNING",
-            }
-        )
+        env = server_env(redis_url, database_url, admin)
         full = start_server({**env, "LLMPROXY_OTLP_ENDPOINT": receiver.endpoint}, workdir)
         stack.callback(full.stop)
         bare = start_server(env, workdir, "--bare", "--no-migrate")
@@ -283,15 +299,7 @@ def main() -> None:
         core = start_server(env, workdir, "--no-migrate", "--without", "audit,flags,metering,telemetry")
         stack.callback(core.stop)
 
-        headers = {"authorization": f"Bearer {admin}"}
-        tenant = httpx.post(f"{full.url}/admin/tenants", json={"name": "bench"}, headers=headers).json()["id"]
-        httpx.put(
-            f"{full.url}/admin/tenants/{tenant}/rate-limits", json=UNLIMITED, headers=headers
-        ).raise_for_status()
-        key = httpx.post(
-            f"{full.url}/admin/tenants/{tenant}/api-keys", json={"name": "bench"}, headers=headers
-        )
-        secret = key.json()["key"]
+        secret = unlimited_key(full.url, admin)
 
         print(f"gateway benchmark: {backends}, mock provider (no delay), uvicorn 1 worker each,")
         print(f"{args.loader} asyncio loader in another process; 1 connection (latency) and")

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import secrets
 import shlex
 import statistics
@@ -33,10 +32,8 @@ from concurrent.futures import ProcessPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
 
-import httpx
-
 sys.path.insert(0, str(Path(__file__).parent))
-import bench_gateway as bg  # the loader, the server start-up, the limits
+import bench_gateway as bg  # the loader, the servers' start-up and environment, the key
 
 from llmproxy.core.testing import (
     RedisServer,
@@ -46,21 +43,6 @@ from llmproxy.core.testing import (
 )
 
 APPS = ("base bare", "base core", "bare", "core")
-
-
-def start(binary: Path, env: dict[str, str], workdir: Path, *args: str) -> bg.Server:
-    bg.GATEWAY = binary
-    return bg.start_server(env, workdir, *args)
-
-
-def api_key(url: str, admin: str) -> str:
-    headers = {"authorization": f"Bearer {admin}"}
-    tenant = httpx.post(f"{url}/admin/tenants", json={"name": "bench"}, headers=headers).json()["id"]
-    httpx.put(
-        f"{url}/admin/tenants/{tenant}/rate-limits", json=bg.UNLIMITED, headers=headers
-    ).raise_for_status()
-    created = httpx.post(f"{url}/admin/tenants/{tenant}/api-keys", json={"name": "bench"}, headers=headers)
-    return str(created.json()["key"])
 
 
 Runs = dict[str, list[dict[str, float]]]
@@ -103,7 +85,7 @@ def main() -> int:
     if postgres_available() is not None:
         print(f"needs PostgreSQL: {postgres_available()}", file=sys.stderr)
         return 2
-    current = Path(sys.executable).with_name("llmproxy-gateway")
+    current = bg.GATEWAY  # this build's, beside this interpreter
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="compare-gateway-")))
         redis = RedisServer().start()
@@ -112,27 +94,20 @@ def main() -> int:
         for database in databases:
             stack.callback(drop_postgres_database, database)
         admin = secrets.token_urlsafe(16)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("LLMPROXY_")}
-        env.update(
-            {
-                "LLMPROXY_REDIS_URL": redis.url,
-                "LLMPROXY_ADMIN_TOKEN": admin,
-                "LLMPROXY_DEMO": "false",
-                "LLMPROXY_ACCESS_LOG": "false",
-                "LLMPROXY_LOG_LEVEL": "WARNING",
-            }
-        )
-        base_env = {**env, "LLMPROXY_DATABASE_URL": databases[0]}
-        this_env = {**env, "LLMPROXY_DATABASE_URL": databases[1]}
+        base_env = bg.server_env(redis.url, databases[0], admin)
+        this_env = bg.server_env(redis.url, databases[1], admin)
         servers = {
-            "base core": start(args.baseline, base_env, workdir, *shlex.split(args.baseline_args)),
-            "base bare": start(args.baseline, base_env, workdir, "--bare", "--no-migrate"),
-            "core": start(current, this_env, workdir, *shlex.split(args.args)),
-            "bare": start(current, this_env, workdir, "--bare", "--no-migrate"),
+            "base core": bg.start_server(
+                base_env, workdir, *shlex.split(args.baseline_args), gateway=args.baseline
+            ),
+            "base bare": bg.start_server(base_env, workdir, "--bare", "--no-migrate", gateway=args.baseline),
+            "core": bg.start_server(this_env, workdir, *shlex.split(args.args)),
+            "bare": bg.start_server(this_env, workdir, "--bare", "--no-migrate"),
         }
         for server in servers.values():
             stack.callback(server.stop)
-        base_key, this_key = api_key(servers["base core"].url, admin), api_key(servers["core"].url, admin)
+        base_key = bg.unlimited_key(servers["base core"].url, admin)
+        this_key = bg.unlimited_key(servers["core"].url, admin)
         keys = {"base core": base_key, "base bare": base_key, "core": this_key, "bare": this_key}
 
         scenarios = [(stream, c) for stream in (False, True) for c in (1, args.concurrency)]
