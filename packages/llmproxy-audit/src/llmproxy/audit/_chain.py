@@ -107,27 +107,41 @@ assert _HASHED_KEYS[_HASHED_KEYS.index("prev") :] == [
 
 
 class HashParts(NamedTuple):
-    """A row's canonical document without ``prev`` and ``seq``, in the three pieces around them."""
+    """A row's canonical document without ``prev`` and ``seq``, in the three pieces around them, and the
+    canonical JSON of its three JSON values (what is stored: the text the hash covers)."""
 
     before_prev: bytes  # '{"action":...,"outcome":...,'
     between: bytes  # '"request_id":...,"schema_version":...'
     after_seq: bytes  # '"tenant_id":...,"v":1}'
+    metadata: bytes
+    new_values: bytes | None
+    old_values: bytes | None
 
 
 _TENANT_TEXT: dict[uuid.UUID, str] = {}
 _PREV_MARK = b',"prev":"",'
 _SEQ_MARK = b',"seq":0,'
+_VALUES_MARK = b',"metadata":0,"new_values":0,"old_values":0,'
+_SCALAR_FIELDS = tuple(f for f in _DOCUMENT_FIELDS if f not in ("metadata", "new_values", "old_values"))
+# hash_parts relies on this: the three JSON values are neighbours in the canonical order, before "prev".
+assert _HASHED_KEYS[_HASHED_KEYS.index("metadata") : _HASHED_KEYS.index("old_values") + 1] == [
+    "metadata", "new_values", "old_values",
+]  # fmt: skip
+assert _HASHED_KEYS.index("old_values") < _HASHED_KEYS.index("prev")
 
 
 def hash_parts(row: Mapping[str, Any]) -> HashParts:
     """The parts of ``row``'s canonical document that do not depend on its place in the chain.
 
-    ``hash_at(hash_parts(row), seq, prev)`` equals ``event_hash(row, seq, prev)`` byte for byte. The document
-    is encoded once with ``prev=""`` and ``seq=0`` and cut there: the last ``,"prev":"",`` and ``,"seq":0,``
-    are the top-level ones, since every key after them holds a number, null or a string (whose quotes JSON
-    escapes), while the JSON values that could hold the same text (``metadata`` and the values) come before.
+    ``hash_at(hash_parts(row), seq, prev)`` equals ``event_hash(row, seq, prev)`` byte for byte. The
+    document's scalars are encoded once with ``0`` in place of the three JSON values, ``prev=""`` and
+    ``seq=0``; each JSON value is encoded on its own (that text is also what the store writes) and put in the
+    place of its ``0``, and the document is cut at ``prev`` and ``seq``. The marks are found unambiguously:
+    every value in the scalar document is a number, null or a string, and a JSON string cannot hold the
+    unescaped quotes of a mark.
     """
-    document = {name: row[name] for name in _DOCUMENT_FIELDS}
+    document = {name: row[name] for name in _SCALAR_FIELDS}
+    document["metadata"] = document["new_values"] = document["old_values"] = 0
     document["v"] = CHAIN_VERSION
     document["event_id"] = str(row["event_id"])
     document["time_ms"] = row["event_ms"]
@@ -141,10 +155,32 @@ def hash_parts(row: Mapping[str, Any]) -> HashParts:
     document["seq"] = 0
     document["prev"] = ""
     encoded = canonical_json(document)
-    at_prev = encoded.rindex(_PREV_MARK)
-    at_seq = encoded.rindex(_SEQ_MARK)
-    between = encoded[at_prev + len(_PREV_MARK) : at_seq]
-    return HashParts(encoded[: at_prev + 1], between, encoded[at_seq + len(_SEQ_MARK) :])
+    at_values = encoded.index(_VALUES_MARK)
+    at_prev = encoded.index(_PREV_MARK, at_values)
+    at_seq = encoded.index(_SEQ_MARK, at_prev)
+    metadata = canonical_json(row["metadata"])
+    new_values = None if row["new_values"] is None else canonical_json(row["new_values"])
+    old_values = None if row["old_values"] is None else canonical_json(row["old_values"])
+    before_prev = b"".join(
+        (
+            encoded[:at_values],
+            b',"metadata":',
+            metadata,
+            b',"new_values":',
+            b"null" if new_values is None else new_values,
+            b',"old_values":',
+            b"null" if old_values is None else old_values,
+            encoded[at_values + len(_VALUES_MARK) - 1 : at_prev + 1],
+        )
+    )
+    return HashParts(
+        before_prev,
+        encoded[at_prev + len(_PREV_MARK) : at_seq],
+        encoded[at_seq + len(_SEQ_MARK) :],
+        metadata,
+        new_values,
+        old_values,
+    )
 
 
 def hash_at(parts: HashParts, seq: int, prev_hash: bytes) -> bytes:

@@ -149,7 +149,7 @@ class AuditConsumer:
         prepared: PreparedBatch | None = None
         if good:
             try:
-                prepared = prepare_batch([e for _, e in good], [item.body for item, _ in good])
+                prepared = prepare_batch([e for _, e in good])
             except _UNSTORABLE:
                 prepared = None  # one of them cannot be hashed: _settle finds which, event by event
         return _Batch(len(items), good, prepared)
@@ -218,9 +218,7 @@ class AuditConsumer:
         for item, event in good:
             try:
                 with self.engine.begin() as conn:
-                    result = store_batch(
-                        conn, [event], now_ms=self._now_ms(), policy=self._policy, bodies=[item.body]
-                    )
+                    result = store_batch(conn, [event], now_ms=self._now_ms(), policy=self._policy)
             except sa.exc.DBAPIError as exc:
                 if is_transient(exc):
                     raise
