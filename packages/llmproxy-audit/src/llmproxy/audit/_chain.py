@@ -16,6 +16,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _encode_str  # C in CPython
 from typing import Any, NamedTuple
 
 from ._models import AuditEvent
@@ -97,12 +98,13 @@ def event_hash(row: Mapping[str, Any], seq: int, prev_hash: bytes) -> bytes:
     return hashlib.sha256(canonical_json(document)).digest()
 
 
-# The canonical document's keys in the order ``sort_keys`` writes them, cut around the two that depend on the
-# row's place in the chain: everything else is encoded once (``hash_parts``), before the chain head is known.
+# The canonical document's keys in the order ``sort_keys`` writes them. ``hash_parts`` writes them in this
+# order, cut around the two that depend on the row's place in the chain (``prev`` and ``seq``).
 _HASHED_KEYS = sorted((*_DOCUMENT_FIELDS, "v", "event_id", "time_ms", "tenant_id", "seq", "prev"))
-# hash_parts relies on this: after "prev", only keys whose values are numbers, null or strings.
-assert _HASHED_KEYS[_HASHED_KEYS.index("prev") :] == [
-    "prev", "request_id", "schema_version", "seq", "tenant_id", "time_ms", "user_agent", "user_id", "v",
+assert _HASHED_KEYS == [
+    "action", "actor_type", "api_key_id", "entity_id", "entity_type", "event_id", "ip_address", "metadata",
+    "new_values", "old_values", "outcome", "prev", "request_id", "schema_version", "seq", "tenant_id",
+    "time_ms", "user_agent", "user_id", "v",
 ]  # fmt: skip
 
 
@@ -119,68 +121,53 @@ class HashParts(NamedTuple):
 
 
 _TENANT_TEXT: dict[uuid.UUID, str] = {}
-_PREV_MARK = b',"prev":"",'
-_SEQ_MARK = b',"seq":0,'
-_VALUES_MARK = b',"metadata":0,"new_values":0,"old_values":0,'
-_SCALAR_FIELDS = tuple(f for f in _DOCUMENT_FIELDS if f not in ("metadata", "new_values", "old_values"))
-# hash_parts relies on this: the three JSON values are neighbours in the canonical order, before "prev".
-assert _HASHED_KEYS[_HASHED_KEYS.index("metadata") : _HASHED_KEYS.index("old_values") + 1] == [
-    "metadata", "new_values", "old_values",
-]  # fmt: skip
-assert _HASHED_KEYS.index("old_values") < _HASHED_KEYS.index("prev")
+
+
+def _text(value: str | None) -> str:
+    """A JSON string (or null) exactly as the canonical encoder writes it."""
+    return "null" if value is None else _encode_str(value)
 
 
 def hash_parts(row: Mapping[str, Any]) -> HashParts:
     """The parts of ``row``'s canonical document that do not depend on its place in the chain.
 
     ``hash_at(hash_parts(row), seq, prev)`` equals ``event_hash(row, seq, prev)`` byte for byte. The
-    document's scalars are encoded once with ``0`` in place of the three JSON values, ``prev=""`` and
-    ``seq=0``; each JSON value is encoded on its own (that text is also what the store writes) and put in the
-    place of its ``0``, and the document is cut at ``prev`` and ``seq``. The marks are found unambiguously:
-    every value in the scalar document is a number, null or a string, and a JSON string cannot hold the
-    unescaped quotes of a mark.
+    document's keys are known and fixed, so it is written here key by key in canonical order (what
+    ``canonical_json`` of the whole document does with a sorted dict, at twice the cost), with each JSON value
+    encoded on its own: that text is also what the store writes. The row's scalars are strings or null, and
+    ``schema_version`` and ``event_ms`` integers, as ``event_row`` makes them.
     """
-    document = {name: row[name] for name in _SCALAR_FIELDS}
-    document["metadata"] = document["new_values"] = document["old_values"] = 0
-    document["v"] = CHAIN_VERSION
-    document["event_id"] = str(row["event_id"])
-    document["time_ms"] = row["event_ms"]
     tenant = row["tenant_id"]
-    text = _TENANT_TEXT.get(tenant)
-    if text is None:
-        text = str(tenant)
+    tenant_text = _TENANT_TEXT.get(tenant)
+    if tenant_text is None:
+        tenant_text = _encode_str(str(tenant))
         if len(_TENANT_TEXT) < 10_000:  # tenants repeat; UUID.__str__ is Python
-            _TENANT_TEXT[tenant] = text
-    document["tenant_id"] = text
-    document["seq"] = 0
-    document["prev"] = ""
-    encoded = canonical_json(document)
-    at_values = encoded.index(_VALUES_MARK)
-    at_prev = encoded.index(_PREV_MARK, at_values)
-    at_seq = encoded.index(_SEQ_MARK, at_prev)
+            _TENANT_TEXT[tenant] = tenant_text
     metadata = canonical_json(row["metadata"])
     new_values = None if row["new_values"] is None else canonical_json(row["new_values"])
     old_values = None if row["old_values"] is None else canonical_json(row["old_values"])
     before_prev = b"".join(
         (
-            encoded[:at_values],
-            b',"metadata":',
+            (
+                f'{{"action":{_text(row["action"])},"actor_type":{_text(row["actor_type"])},'
+                f'"api_key_id":{_text(row["api_key_id"])},"entity_id":{_text(row["entity_id"])},'
+                f'"entity_type":{_text(row["entity_type"])},"event_id":{_text(str(row["event_id"]))},'
+                f'"ip_address":{_text(row["ip_address"])},"metadata":'
+            ).encode(),
             metadata,
             b',"new_values":',
             b"null" if new_values is None else new_values,
             b',"old_values":',
             b"null" if old_values is None else old_values,
-            encoded[at_values + len(_VALUES_MARK) - 1 : at_prev + 1],
+            f',"outcome":{_text(row["outcome"])},'.encode(),
         )
     )
-    return HashParts(
-        before_prev,
-        encoded[at_prev + len(_PREV_MARK) : at_seq],
-        encoded[at_seq + len(_SEQ_MARK) :],
-        metadata,
-        new_values,
-        old_values,
+    between = f'"request_id":{_text(row["request_id"])},"schema_version":{int(row["schema_version"])}'
+    after_seq = (
+        f'"tenant_id":{tenant_text},"time_ms":{int(row["event_ms"])},"user_agent":{_text(row["user_agent"])},'
+        f'"user_id":{_text(row["user_id"])},"v":{CHAIN_VERSION}}}'
     )
+    return HashParts(before_prev, between.encode(), after_seq.encode(), metadata, new_values, old_values)
 
 
 def hash_at(parts: HashParts, seq: int, prev_hash: bytes) -> bytes:

@@ -240,6 +240,9 @@ def _stored_already(conn: Connection, rows: list[dict[str, Any]]) -> set[uuid.UU
 def _pg_insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
+        # set_types picks dumpers by type oid, and for bytea that is psycopg.dbapi20's (Python, registered
+        # last); the dumper of bytes itself is the C one. Registered on this cursor only.
+        cursor.adapters.register_dumper(bytes, _bytes_dumper())
         with cursor.copy(_PG_COPY) as copy:
             copy.set_types(_PG_COPY_TYPES)
             write = copy.write_row
@@ -256,6 +259,13 @@ def _pg_insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
                 )  # fmt: skip
     finally:
         cursor.close()
+
+
+def _bytes_dumper() -> Any:
+    from psycopg import adapters
+    from psycopg.adapt import PyFormat
+
+    return adapters.get_dumper(bytes, PyFormat.BINARY)
 
 
 def _insert_rows(conn: Connection, rows: list[dict[str, Any]]) -> None:
