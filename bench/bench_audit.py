@@ -11,8 +11,9 @@ Starts a throwaway redis-server (llmproxy.core.testing.RedisServer) and a fresh,
    on one core (one process, one event loop). Baseline: one XADD round trip per event. Target >= 30 000/s.
 3. Consumer throughput into PostgreSQL with the hash chain: a pre-filled stream drained by one
    ``AuditConsumer`` in this process (decode, chain, one transaction per batch, ack after commit), then by
-   the ``llmproxy-audit consume`` worker process as deployed (start-up not counted). Baseline: the same
-   events, one INSERT (and one transaction) per event. Target >= 20 000/s.
+   the ``llmproxy-audit consume`` worker process as deployed (start-up not counted), then by two such
+   processes in one consumer group (one per core of a two-core machine). Baseline: the same events, one
+   INSERT (and one transaction) per event. Target >= 20 000/s.
 
     .venv/bin/python bench/bench_audit.py [--quick]
 """
@@ -202,11 +203,12 @@ def consumer_throughput(redis_url: str, database_url: str, n: int) -> float:
     return n / elapsed
 
 
-def worker_consumer_throughput(redis_url: str, database_url: str, n: int) -> float:
-    """``llmproxy-audit consume`` as deployed: a worker process of its own, over a pre-filled stream. Its
-    start-up is not counted: each batch's rows carry the time it was stored (``recorded_at``), and the figure
-    is the events stored after the first batch over the time from the first batch to the last."""
-    opts = options("worker", batch_size=1000)
+def worker_consumer_throughput(redis_url: str, database_url: str, n: int, workers: int = 1) -> float:
+    """``llmproxy-audit consume`` as deployed: ``workers`` worker processes in one consumer group, over a
+    pre-filled stream. Their start-up is not counted: each batch's rows carry the time it was stored
+    (``recorded_at``), and the figure is the events stored after the first batch over the time from the first
+    batch to the last (with several workers, the batches of all of them)."""
+    opts = options(f"worker-{workers}", batch_size=1000)
     events = make_events(n)
     tenants = sorted({e.tenant_id for e in events if e.tenant_id is not None})
     fill(redis_url, opts, events)
@@ -221,7 +223,10 @@ def worker_consumer_throughput(redis_url: str, database_url: str, n: int) -> flo
     cli = Path(sys.executable).with_name("llmproxy-audit")
     args = [str(cli), "consume", "--poll", "0.05", "--exit-when-idle", "3", "--stream", opts.stream,
             "--dead-letter-stream", opts.dead_letter_stream]  # fmt: skip
-    subprocess.run(args, env=env, check=True, stdout=subprocess.DEVNULL)
+    processes = [subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL) for _ in range(workers)]
+    for process in processes:
+        if process.wait() != 0:
+            raise SystemExit(f"a worker exited with {process.returncode}")
     engine = create_engine(database_url)
     with engine.connect() as conn:
         batches = conn.execute(
@@ -232,7 +237,7 @@ def worker_consumer_throughput(redis_url: str, database_url: str, n: int) -> flo
         ).all()
     engine.dispose()
     stored = sum(count for _, count in batches)
-    assert stored == n, f"the worker stored {stored} of {n}"
+    assert stored == n, f"the workers stored {stored} of {n}"
     seconds = (batches[-1][0] - batches[0][0]).total_seconds()
     return (n - batches[-1][1]) / seconds
 
@@ -306,10 +311,12 @@ def main() -> None:
         print("3. consumer throughput into PostgreSQL with the hash chain, events/s")
         ours = consumer_throughput(url, database, n_consume)
         worker = worker_consumer_throughput(url, database, n_consume)
+        workers = worker_consumer_throughput(url, database, n_consume, workers=2)
         naive = naive_consumer_throughput(url, database, n_naive)
         print(f"   {'AuditConsumer (batches of 1000, one transaction each)':50} {ours:10,.0f}")
         print(f"   {'  the same per CPU-second of the consumer process':50} {CPU['consumer']:10,.0f}")
         print(f"   {'llmproxy-audit consume (its own process, as deployed)':50} {worker:10,.0f}")
+        print(f"   {'  two such processes in one consumer group':50} {workers:10,.0f}")
         print(
             f"   {'baseline: one INSERT + transaction per event':50} {naive:10,.0f}   (x{ours / naive:.1f})"
         )
