@@ -67,6 +67,36 @@ def test_a_poison_event_is_dead_lettered_after_exactly_n_deliveries_while_the_re
     c.stop()
 
 
+def test_an_event_the_database_refuses_is_dead_lettered_while_the_rest_flow(
+    stack: Stack, tenant: uuid.UUID
+) -> None:
+    """PostgreSQL stores no NUL character in text or jsonb: such an event is valid, but the database refuses
+    it. The batch is stored event by event, and the refused ones are dead-lettered after their N-th delivery
+    (the error is PostgreSQL's own, raised through the store's COPY). SQLite stores them."""
+    stack = stack.with_options(max_deliveries=2, claim_idle=0.2)
+    pub = publisher(stack)
+    for i in range(5):
+        pub.publish("before", "thing", str(i), tenant_id=tenant)
+    pub.publish("nul.text", "thing", user_agent="agent\x00/1", tenant_id=tenant)
+    pub.publish("nul.json", "thing", new_values={"note": "a\x00b"}, tenant_id=tenant)
+    for i in range(5):
+        pub.publish("after", "thing", str(i), tenant_id=tenant)
+    pub.close()
+    c = consumer(stack)
+    if stack.kind == "embedded":
+        assert drain_until(c, lambda: c.stats.stored == 12)
+        assert c.stats.failed_deliveries == 0
+    else:
+        assert drain_until(c, lambda: c.stats.dead_lettered == 2)
+        assert c.stats.stored == 10
+        assert c.stats.failed_deliveries == 4  # two events, two deliveries each
+        dead = dead_letters(stack.transport_url, stack.options)
+        assert sorted(d["deliveries"] for d in dead) == [2, 2]
+        assert all("the database refused it" in str(d["reason"]) for d in dead)
+    assert len(stored_ids(stack.database_url, tenant)) == c.stats.stored
+    c.stop()
+
+
 def test_events_a_stopped_consumer_held_are_stored_by_another(stack: Stack, tenant: uuid.UUID) -> None:
     stack = stack.with_options(claim_idle=0.2)
     pub = publisher(stack)

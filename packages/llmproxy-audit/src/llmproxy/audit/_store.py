@@ -16,7 +16,8 @@ that batch event by event, where the look-up sees the other one.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
@@ -70,15 +71,28 @@ class Head(NamedTuple):
     checkpoint_ms: int
 
 
-def _pg(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
-    """Run ``sql`` on the connection's psycopg cursor, binary parameters (``%b``), in its transaction."""
+@contextmanager
+def _cursor(conn: Connection, sql: str) -> Iterator[Any]:
+    """The connection's psycopg cursor, in its transaction, closed after. psycopg's own errors are raised as
+    SQLAlchemy's (``IntegrityError``, ``DataError``, ``OperationalError``, …), as they are from
+    ``conn.execute``: the consumer tells a refused event from a lost database by them."""
+    import psycopg
+
     cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
     try:
+        yield cursor
+    except psycopg.Error as exc:
+        raise sa.exc.DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+    finally:
+        cursor.close()
+
+
+def _pg(conn: Connection, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+    """Run ``sql`` on the connection's psycopg cursor, binary parameters (``%b``), in its transaction."""
+    with _cursor(conn, sql) as cursor:
         cursor.execute(sql, params)
         rows: list[tuple[Any, ...]] = list(cursor.fetchall()) if cursor.description else []
         return rows
-    finally:
-        cursor.close()
 
 
 # PostgreSQL: statements written once as SQL with array parameters, because SQLAlchemy compiling a VALUES list
@@ -238,8 +252,7 @@ def _stored_already(conn: Connection, rows: list[dict[str, Any]]) -> set[uuid.UU
 
 
 def _pg_insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
-    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
-    try:
+    with _cursor(conn, _PG_COPY) as cursor:
         # set_types picks dumpers by type oid, and for bytea that is psycopg.dbapi20's (Python, registered
         # last); the dumper of bytes itself is the C one. Registered on this cursor only.
         cursor.adapters.register_dumper(bytes, _bytes_dumper())
@@ -257,8 +270,6 @@ def _pg_insert(conn: Connection, rows: list[dict[str, Any]]) -> None:
                      None if old is None else _JSONB + old, None if new is None else _JSONB + new,
                      _JSONB + parts.metadata, row["recorded_at"])
                 )  # fmt: skip
-    finally:
-        cursor.close()
 
 
 def _bytes_dumper() -> Any:
