@@ -55,6 +55,8 @@ HI = [{"role": "user", "content": "hi"}]
         ({"model": "gpt-4o-mini", "messages": []}, "messages"),
         ({"model": "gpt-4o-mini", "messages": [{"role": "robot", "content": "hi"}]}, "messages.0.role"),
         ({"model": 42, "messages": HI}, "model"),
+        ({"model": "gpt-4o-mini\u0000", "messages": HI}, "model"),
+        ({"model": "gpt-4o\nmini", "messages": HI}, "model"),
         ({"model": "gpt-4o-mini", "messages": HI, "max_tokens": "many"}, "max_tokens"),
         ({"model": "gpt-4o-mini", "messages": HI, "max_tokens": 0}, "max_tokens"),
         ({"model": "gpt-4o-mini", "messages": HI, "temperature": 9}, "temperature"),

@@ -4,9 +4,30 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    StrictBool,
+    model_validator,
+)
 
-ModelName = Annotated[str, Field(min_length=1, max_length=200)]
+
+def _no_control_characters(value: str) -> str:
+    # A model name is printable: a control character would reach the usage records, the audit trail and the
+    # logs (and PostgreSQL stores no NUL at all).
+    if any(ord(ch) < 32 or 127 <= ord(ch) < 160 for ch in value):
+        raise ValueError("must not contain control characters")
+    return value
+
+
+ModelName = Annotated[
+    str,
+    Field(min_length=1, max_length=200, json_schema_extra={"pattern": r"^[^\x00-\x1f\x7f-\x9f]+$"}),
+    AfterValidator(_no_control_characters),
+]
 
 
 def _not_a_bool(value: Any) -> Any:
