@@ -190,6 +190,34 @@ def test_over_the_limit_is_429_with_retry_after_and_rate_limit_headers(gateway: 
     assert rejected[0].json()["error"]["code"] == "rate_limit_exceeded"
 
 
+def test_a_path_ending_in_a_newline_does_not_slip_past_the_endpoint_limit(gateway: GatewayProcess) -> None:
+    """Starlette's routes match "/v1/chat/completions\\n" (a client's %0A) as the chat route, while the
+    endpoint's limit is keyed by the exact path: such a request is 400, not served outside the limit."""
+    tenant_id, key = fresh_tenant(gateway, "endpoint-limited")
+    limits = {
+        **TIGHT_LIMITS,
+        "global_limit": {
+            **TIGHT_LIMITS["global_limit"],
+            "requests_per_minute": 1000,
+            "requests_per_day": 100_000,
+        },
+        "endpoint_limits": {
+            CHAT: {"requests_per_minute": 1, "tokens_per_minute": 100_000, "burst_capacity": 1},
+        },
+    }
+    put = gateway.admin("PUT", f"/tenants/{tenant_id}/rate-limits", json=limits)
+    assert put.status_code == 200, put.text
+    assert chat(gateway, key).status_code == 200
+    assert chat(gateway, key).status_code == 429
+    for suffix in ("%0A", "%0D%0A", "%00"):
+        response = httpx.post(
+            f"{gateway.base_url}{CHAT}{suffix}", json=HELLO, headers={"authorization": f"Bearer {key}"}
+        )
+        assert response.status_code in (400, 404), (suffix, response.status_code, response.text)
+        if response.status_code == 400:
+            assert response.json()["error"]["param"] == "endpoint"
+
+
 def test_deleting_the_limits_restores_the_defaults(gateway: GatewayProcess) -> None:
     tenant_id, _ = fresh_tenant(gateway, "reset")
     gateway.admin("PUT", f"/tenants/{tenant_id}/rate-limits", json=TIGHT_LIMITS)

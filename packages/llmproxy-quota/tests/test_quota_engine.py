@@ -523,6 +523,24 @@ def test_an_endpoint_path_too_long_for_a_field_of_the_tenants_hash_is_a_clear_er
     assert client.admit(ctx_for(tenant, endpoint="/v1/other"), 1).allowed  # other paths are unaffected
 
 
+@pytest.mark.parametrize("suffix", ["\n", "\r\n", "\x00", "\t"])
+def test_a_path_with_a_control_character_does_not_slip_past_an_endpoint_limit(
+    make_client: Any, limits: Any, tenant: uuid.UUID, suffix: str
+) -> None:
+    """Starlette routes "/v1/chat/completions\\n" to "/v1/chat/completions", whose limit is keyed by the exact
+    path: such a path is refused, not admitted without the endpoint's limit."""
+    config = limits.get(tenant)
+    endpoint = EndpointLimit(requests_per_minute=1, tokens_per_minute=1000, burst_capacity=1)
+    limits.set(config.model_copy(update={"endpoint_limits": {"/v1/chat/completions": endpoint}}))
+    client = make_client()
+    assert client.admit(ctx_for(tenant, endpoint="/v1/chat/completions"), 1).allowed
+    assert not client.admit(ctx_for(tenant, endpoint="/v1/chat/completions"), 1).allowed
+    with pytest.raises(InvalidQuotaRequest) as err:
+        client.admit(ctx_for(tenant, endpoint="/v1/chat/completions" + suffix), 1)
+    assert err.value.field == "endpoint"
+    assert client.admit(ctx_for(tenant, endpoint="/v1/embeddings"), 1).allowed  # unlimited paths still pass
+
+
 def test_a_configuration_shared_by_every_tenant_still_counts_each_tenant_apart(
     redis_url: str, clock: ManualClock
 ) -> None:

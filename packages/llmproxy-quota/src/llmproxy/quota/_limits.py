@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -13,6 +14,8 @@ from llmproxy.ratelimit_config import Budget, BudgetPeriod, Budgets, TenantRateL
 
 from ._results import InvalidQuotaRequest, QuotaType
 from ._validate import check_endpoint, check_id, check_model
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -216,6 +219,11 @@ def request_limits(
             )
     path = ctx.endpoint
     endpoint = config.endpoint_limit(path) if path else None
+    if endpoint is None and path and config.endpoint_limits and _CONTROL.search(path):
+        # No configured path holds a control character, yet an app may route one to a limited endpoint
+        # (Starlette's routes match "/v1/chat/completions\n", a client's "%0A"): refused, not let past the
+        # endpoint's limits.
+        raise InvalidQuotaRequest("endpoint", "the request path must not contain control characters")
     if endpoint is not None and path:
         check_endpoint(path)
         scope = f"endpoint:{path}"
