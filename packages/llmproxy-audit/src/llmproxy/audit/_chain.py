@@ -16,6 +16,7 @@ import json
 import uuid
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
+from decimal import Decimal
 from json.encoder import encode_basestring as _encode_str  # C in CPython
 from typing import Any, NamedTuple
 
@@ -118,6 +119,41 @@ class HashParts(NamedTuple):
     metadata: bytes
     new_values: bytes | None
     old_values: bytes | None
+    #: ``(metadata, new_values, old_values)`` as stored, when they differ from the row's (see
+    #: :func:`stable_numbers`); None when the row's are stored as they are.
+    stable: tuple[Any, Any, Any] | None = None
+
+
+def stable_numbers(value: Any) -> Any:
+    """``value`` with its floats as PostgreSQL's jsonb gives them back, so the canonical form of a value
+    read from the table is the one hashed when it was stored.
+
+    jsonb keeps a number as an exact decimal and writes it without an exponent, and has no negative zero:
+    the float ``1e16`` comes back as the integer ``10000000000000000`` (and ``1.5e300`` as an integer of 301
+    digits), ``-0.0`` as ``0.0``. Such floats become those numbers here (any float written with ``e+`` is
+    an integer: the repr uses an exponent from 1e16 up). Other floats come back as they went in.
+    """
+    if type(value) is float:
+        if value == 0.0:
+            return 0.0
+        text = repr(value)
+        return int(Decimal(text)) if "e+" in text else value
+    if isinstance(value, dict):
+        return {k: stable_numbers(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [stable_numbers(v) for v in value]
+    return value
+
+
+def _value_text(value: Any) -> tuple[Any, bytes]:
+    """A JSON value (stable, see :func:`stable_numbers`) and its canonical text."""
+    text = canonical_json(value)
+    if b"e+" in text or b"-0.0" in text:  # (a string holding either costs only the walk)
+        stable = stable_numbers(value)
+        stable_text = canonical_json(stable)
+        if stable_text != text:
+            return stable, stable_text
+    return value, text
 
 
 _TENANT_TEXT: dict[uuid.UUID, str] = {}
@@ -131,7 +167,8 @@ def _text(value: str | None) -> str:
 def hash_parts(row: Mapping[str, Any]) -> HashParts:
     """The parts of ``row``'s canonical document that do not depend on its place in the chain.
 
-    ``hash_at(hash_parts(row), seq, prev)`` equals ``event_hash(row, seq, prev)`` byte for byte. The
+    ``hash_at(hash_parts(row), seq, prev)`` equals ``event_hash(row, seq, prev)`` byte for byte, for the row
+    as stored: with the JSON values of ``parts.stable`` when it is set (see :func:`stable_numbers`). The
     document's keys are known and fixed, so it is written here key by key in canonical order (what
     ``canonical_json`` of the whole document does with a sorted dict, at twice the cost), with each JSON value
     encoded on its own: that text is also what the store writes. The row's scalars are strings or null, and
@@ -143,9 +180,16 @@ def hash_parts(row: Mapping[str, Any]) -> HashParts:
         tenant_text = _encode_str(str(tenant))
         if len(_TENANT_TEXT) < 10_000:  # tenants repeat; UUID.__str__ is Python
             _TENANT_TEXT[tenant] = tenant_text
-    metadata = canonical_json(row["metadata"])
-    new_values = None if row["new_values"] is None else canonical_json(row["new_values"])
-    old_values = None if row["old_values"] is None else canonical_json(row["old_values"])
+    stable_metadata, metadata = _value_text(row["metadata"])
+    stable_new, new_values = (None, None) if row["new_values"] is None else _value_text(row["new_values"])
+    stable_old, old_values = (None, None) if row["old_values"] is None else _value_text(row["old_values"])
+    stable = None
+    if (
+        stable_metadata is not row["metadata"]
+        or stable_new is not row["new_values"]
+        or stable_old is not row["old_values"]
+    ):
+        stable = (stable_metadata, stable_new, stable_old)
     before_prev = b"".join(
         (
             (
@@ -167,7 +211,9 @@ def hash_parts(row: Mapping[str, Any]) -> HashParts:
         f'"tenant_id":{tenant_text},"time_ms":{int(row["event_ms"])},"user_agent":{_text(row["user_agent"])},'
         f'"user_id":{_text(row["user_id"])},"v":{CHAIN_VERSION}}}'
     )
-    return HashParts(before_prev, between.encode(), after_seq.encode(), metadata, new_values, old_values)
+    return HashParts(
+        before_prev, between.encode(), after_seq.encode(), metadata, new_values, old_values, stable
+    )
 
 
 def hash_at(parts: HashParts, seq: int, prev_hash: bytes) -> bytes:

@@ -168,7 +168,9 @@ def prepare_batch(batch: Sequence[AuditEvent]) -> PreparedBatch:
     for event in unique.values():
         row = event_row(event)
         row["event_time"] = event.timestamp
-        row["parts"] = hash_parts(row)
+        parts = row["parts"] = hash_parts(row)
+        if parts.stable is not None:  # floats jsonb would give back otherwise: stored (and hashed) as it will
+            row["metadata"], row["new_values"], row["old_values"] = parts.stable
         rows.append(row)
     return PreparedBatch(tuple(rows), len(batch))
 
