@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import re
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
@@ -13,9 +12,7 @@ from llmproxy.core import RequestContext
 from llmproxy.ratelimit_config import Budget, BudgetPeriod, Budgets, TenantRateLimitConfiguration
 
 from ._results import InvalidQuotaRequest, QuotaType
-from ._validate import check_endpoint, check_id, check_model
-
-_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+from ._validate import check_endpoint, check_id, check_model, check_unlimited_path
 
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
@@ -219,11 +216,8 @@ def request_limits(
             )
     path = ctx.endpoint
     endpoint = config.endpoint_limit(path) if path else None
-    if endpoint is None and path and config.endpoint_limits and _CONTROL.search(path):
-        # No configured path holds a control character, yet an app may route one to a limited endpoint
-        # (Starlette's routes match "/v1/chat/completions\n", a client's "%0A"): refused, not let past the
-        # endpoint's limits.
-        raise InvalidQuotaRequest("endpoint", "the request path must not contain control characters")
+    if endpoint is None and path and config.endpoint_limits:
+        check_unlimited_path(path)
     if endpoint is not None and path:
         check_endpoint(path)
         scope = f"endpoint:{path}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 
@@ -41,6 +42,17 @@ def check_id(field: str, value: object) -> None:
         raise InvalidQuotaRequest(field, "must be a non-empty string of at most 200 characters")
     if any(ch.isspace() or not ch.isprintable() for ch in value):
         raise InvalidQuotaRequest(field, f"must not contain whitespace or control characters: {value!r}")
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+
+def check_unlimited_path(value: str) -> None:
+    """A request path that matched none of the tenant's endpoint limits. No configured path holds a control
+    character, yet an app may route one to a limited endpoint (Starlette's routes match
+    ``/v1/chat/completions\\n``, a client's ``%0A``): such a path is refused, not let past the limits."""
+    if _CONTROL.search(value):
+        raise InvalidQuotaRequest("endpoint", "the request path must not contain control characters")
 
 
 def check_endpoint(value: str) -> None:
