@@ -168,6 +168,34 @@ def test_fail_fast_options_bound_every_wait_on_a_real_server() -> None:
     assert fail_fast_redis_options("memory://x") == {}
 
 
+async def test_fail_fast_options_give_each_client_kind_its_own_retry_policy(real_redis_url: str) -> None:
+    """One options dict serves both kinds of client; the asyncio one gets the asyncio policy (redis-py 8 would
+    convert a synchronous one itself, warning on every client made)."""
+    import warnings
+
+    from redis.asyncio.retry import Retry as AsyncRetry
+
+    from llmproxy.core import async_redis_from_url, redis_from_url
+
+    options = fail_fast_redis_options(real_redis_url)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        client = async_redis_from_url(real_redis_url, **options)
+        try:
+            assert await client.ping()
+            retry = client.get_retry()
+            assert isinstance(retry, AsyncRetry)
+            assert retry.get_retries() == 1
+        finally:
+            await client.aclose()
+        sync = redis_from_url(real_redis_url, **options)
+        try:
+            assert sync.ping()
+            assert sync.get_retry() is options["retry"]
+        finally:
+            sync.close()
+
+
 def test_the_vocabulary_imports_without_sqlalchemy_or_alembic() -> None:
     code = """
 import sys

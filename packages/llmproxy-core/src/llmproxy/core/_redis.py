@@ -8,6 +8,7 @@ this process, so the embedded backend runs the very same scripts and code paths 
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import TYPE_CHECKING, Any, TypeAlias
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -100,9 +101,31 @@ def fail_fast_redis_options(url: str) -> dict[str, Any]:
     if is_memory_url(url):
         return {}
     from redis.backoff import NoBackoff
+
+    retry = _fail_fast_retry_class()(NoBackoff(), 1)
+    return {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "retry": retry}
+
+
+@functools.cache
+def _fail_fast_retry_class() -> type[Any]:
     from redis.retry import Retry
 
-    return {"socket_timeout": 0.5, "socket_connect_timeout": 0.5, "retry": Retry(NoBackoff(), 1)}
+    class FailFastRetry(Retry):
+        """:func:`fail_fast_redis_options`' policy: one retry without backoff. The options serve sync and
+        asyncio clients alike; :func:`async_redis_from_url` gives an asyncio client the asyncio twin of this
+        policy (redis-py 8 converts a synchronous ``Retry`` itself, with a warning for every client)."""
+
+    return FailFastRetry
+
+
+def _asyncio_retry(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """``kwargs`` with a fail-fast retry policy in its asyncio form."""
+    if isinstance(kwargs.get("retry"), _fail_fast_retry_class()):
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
+
+        return {**kwargs, "retry": Retry(NoBackoff(), 1)}
+    return kwargs
 
 
 def redis_from_url(url: str, **kwargs: Any) -> SyncRedis:
@@ -120,8 +143,8 @@ def redis_from_url(url: str, **kwargs: Any) -> SyncRedis:
         from redis.sentinel import Sentinel
 
         nodes, service, db, extra = _sentinel_parts(url)
-        sentinel = Sentinel(nodes, sentinel_kwargs={k: v for k, v in extra.items() if k == "password"})  # type: ignore[no-untyped-call]
-        master: redis.Redis = sentinel.master_for(service, db=db, **extra, **kwargs)  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(nodes, sentinel_kwargs={k: v for k, v in extra.items() if k == "password"})  # type: ignore[no-untyped-call,unused-ignore]
+        master: redis.Redis = sentinel.master_for(service, db=db, **extra, **kwargs)  # type: ignore[no-untyped-call,unused-ignore]
         return master
     import redis
 
@@ -135,6 +158,7 @@ def async_redis_from_url(url: str, **kwargs: Any) -> AsyncRedis:
         import fakeredis
 
         return fakeredis.FakeAsyncRedis(server=memory_server(_memory_name(url)), **kwargs)
+    kwargs = _asyncio_retry(kwargs)
     if scheme.endswith("+cluster"):
         from redis.asyncio.cluster import RedisCluster
 
@@ -143,7 +167,7 @@ def async_redis_from_url(url: str, **kwargs: Any) -> AsyncRedis:
         from redis.asyncio.sentinel import Sentinel
 
         nodes, service, db, extra = _sentinel_parts(url)
-        sentinel = Sentinel(nodes, sentinel_kwargs={k: v for k, v in extra.items() if k == "password"})  # type: ignore[no-untyped-call]
+        sentinel = Sentinel(nodes, sentinel_kwargs={k: v for k, v in extra.items() if k == "password"})  # type: ignore[no-untyped-call,unused-ignore]
         amaster: redis.asyncio.Redis = sentinel.master_for(service, db=db, **extra, **kwargs)
         return amaster
     import redis.asyncio

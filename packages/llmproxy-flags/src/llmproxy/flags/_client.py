@@ -285,7 +285,7 @@ class FlagsClient(_ClientBase):
             try:
                 if self.options.subscribe and pubsub is None and time.monotonic() >= resubscribe_at:
                     try:
-                        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+                        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call,unused-ignore]
                         pubsub.subscribe(dist.channel)
                     except Exception as exc:
                         dist._failed("redis", exc, "subscribing to flag changes")
