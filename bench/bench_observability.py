@@ -5,6 +5,9 @@
 Every contender runs on the same SDK set-up, built by one function: a TracerProvider with a
 BatchSpanProcessor and a MeterProvider with a PeriodicExportingMetricReader, both exporting over OTLP/HTTP
 to a local receiver in a process of its own (so decoding costs this process nothing), exemplars off for both.
+Spans are exported by the exporter ``configure_telemetry`` builds, ``FastOTLPSpanExporter`` (the SDK's, with
+a cheaper encoder), for every contender; ``--stock-exporter`` gives every contender the SDK's own instead. The
+export thread shares the GIL with the requests, so its cost shows in every contender's figures.
 The ASGI app is driven directly — a minimal scope, ``receive`` and ``send`` — so the figure is the
 middleware's own cost, not a server's. Requests are interleaved contender by contender so that machine
 noise hits all alike. Contenders:
@@ -36,7 +39,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from llmproxy.core import ASGIApp, Message, Receive, Scope, Send, report_usage
-from llmproxy.observability import TelemetryMiddleware, configure_telemetry
+from llmproxy.observability import FastOTLPSpanExporter, TelemetryMiddleware, configure_telemetry
 
 RECEIVER = """
 import sys, time
@@ -47,10 +50,12 @@ with OTLPReceiver() as receiver:
 """
 
 
-def providers(endpoint: str) -> tuple[TracerProvider, MeterProvider]:
+def providers(endpoint: str, stock_exporter: bool = False) -> tuple[TracerProvider, MeterProvider]:
     resource = Resource.create({"service.name": "bench"})
     tracer_provider = TracerProvider(resource=resource)
-    tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces")))
+    exporter_class = OTLPSpanExporter if stock_exporter else FastOTLPSpanExporter
+    exporter = exporter_class(endpoint=f"{endpoint}/v1/traces")
+    tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
     reader = PeriodicExportingMetricReader(
         OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics"), export_interval_millis=5_000
     )
@@ -168,6 +173,11 @@ def main() -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--quick", action="store_true", help="a short run")
+    parser.add_argument(
+        "--stock-exporter",
+        action="store_true",
+        help="every contender exports spans with the SDK's own OTLPSpanExporter",
+    )
     args = parser.parse_args()
     n = 2_000 if args.quick else 20_000
 
@@ -177,13 +187,15 @@ def main() -> int:
     try:
         assert receiver.stdout is not None
         endpoint = receiver.stdout.readline().strip()
-        ours_tp, ours_mp = providers(endpoint)
+        ours_tp, ours_mp = providers(endpoint, args.stock_exporter)
         telemetry = configure_telemetry(
             tracer_provider=ours_tp, meter_provider=ours_mp, set_global=False, logs=False, environ={}
         )
-        stock_tp, stock_mp = providers(endpoint)
-        lean_tp, lean_mp = providers(endpoint)
+        stock_tp, stock_mp = providers(endpoint, args.stock_exporter)
+        lean_tp, lean_mp = providers(endpoint, args.stock_exporter)
         verdicts = []
+        exporter_name = "the SDK's OTLPSpanExporter" if args.stock_exporter else "FastOTLPSpanExporter"
+        print(f"span exporter (every contender): {exporter_name}")
         for title, chunks in (
             ("chat completion (one JSON body)", 0),
             ("chat completion stream (5 chunks)", 5),

@@ -11,10 +11,25 @@ from ._setup import Telemetry, TelemetryAlreadyConfigured, configure_telemetry, 
 from ._version import __version__
 from ._wsgi import TelemetryWSGIMiddleware
 
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from ._otlp_exporter import FastOTLPSpanExporter
+
+
+def __getattr__(name: str) -> object:
+    # imported on first use: it imports the SDK's OTLP/HTTP exporter (requests and protobuf)
+    if name == "FastOTLPSpanExporter":
+        from ._otlp_exporter import FastOTLPSpanExporter
+
+        return FastOTLPSpanExporter
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "ROUTE_KEY",
     "BoundedValues",
     "CardinalityOptions",
+    "FastOTLPSpanExporter",
     "GenAIClientCall",
     "GenAIMetrics",
     "HttpServerMetrics",

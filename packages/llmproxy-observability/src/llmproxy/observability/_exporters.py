@@ -9,6 +9,9 @@ keep-alive sockets the child inherits — parent and child writing to one TCP co
 requests. So the sessions are ours, and a forked child closes them (``Session.close()`` drops the pools; the
 next export opens a connection of the child's own). Closing a socket in the child sends nothing to the peer:
 the parent's descriptor keeps the connection open.
+
+Spans over OTLP/HTTP go through :class:`~._otlp_exporter.FastOTLPSpanExporter`: the SDK's exporter with a
+cheaper encoder (the same bytes).
 """
 
 from __future__ import annotations
@@ -61,9 +64,9 @@ def span_exporter(
         except ImportError as exc:  # pragma: no cover - depends on the extra
             raise ImportError(_GRPC_MISSING) from exc
         return Grpc(endpoint=endpoint, headers=dict(headers) if headers else None)
-    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from ._otlp_exporter import FastOTLPSpanExporter
 
-    return OTLPSpanExporter(endpoint=endpoint, headers=headers, session=_session())
+    return FastOTLPSpanExporter(endpoint=endpoint, headers=headers, session=_session())
 
 
 def metric_exporter(
