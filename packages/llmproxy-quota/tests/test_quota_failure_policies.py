@@ -7,6 +7,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis.asyncio.retry import Retry as AsyncRetry
 from redis.backoff import NoBackoff
 from redis.retry import Retry
 
@@ -23,6 +24,8 @@ from llmproxy.quota import AsyncQuotaClient, QuotaClient, QuotaMiddleware, Quota
 from llmproxy.ratelimit_config import DEFAULTS, GlobalLimit
 
 FAST_FAIL: dict[str, Any] = {"retry": Retry(NoBackoff(), 0), "socket_timeout": 2, "socket_connect_timeout": 2}
+#: (an asyncio client takes the asyncio policy: redis-py 8 converts a sync one, with a warning)
+ASYNC_FAST_FAIL: dict[str, Any] = {**FAST_FAIL, "retry": AsyncRetry(NoBackoff(), 0)}
 
 
 @pytest.fixture
@@ -156,7 +159,7 @@ async def test_the_middleware_applies_the_policy_when_redis_is_cut_mid_load(
 ) -> None:
     tenant, limits = tenant_limits
     client = AsyncQuotaClient(
-        async_redis_from_url(proxied_backend.redis_url, **FAST_FAIL),
+        async_redis_from_url(proxied_backend.redis_url, **ASYNC_FAST_FAIL),
         limits,
         clock=manual_clock,
         failure_policy=policy,

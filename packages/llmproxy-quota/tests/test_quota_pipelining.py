@@ -9,8 +9,8 @@ import uuid
 from typing import Any
 
 import pytest
+from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.retry import Retry
 
 from llmproxy.core import ManualClock, RequestContext, async_redis_from_url, is_memory_url
 from llmproxy.core.testing import Backend
