@@ -152,6 +152,15 @@ def test_resp_helpers_encode_as_redis_py_does() -> None:
         resp_bulk(True)
 
 
+def test_a_script_call_is_packed_as_redis_py_packs_it() -> None:
+    from llmproxy.core import Script
+
+    command = Script("return 1").command(["k:{é}", b"k2"], [1, 2.5, "text", b"\x00\xff"])
+    assert type(command) is PackedCommand
+    assert command[:3] == ["EVALSHA", Script("return 1").sha, 2]
+    assert command.packed == b"".join(redis.Connection().pack_command(*command))
+
+
 def test_packed_commands_go_as_encoded_beside_others_and_through_a_pipeline(redis_url: str) -> None:
     client = redis_from_url(redis_url)
     line = DirectLine(client)

@@ -561,3 +561,30 @@ def test_a_configuration_shared_by_every_tenant_still_counts_each_tenant_apart(
     assert client.increment(second, "tokens_per_day", 1) == 1
     assert client.check(shared.tenant_id, "requests_per_day", 0).current_usage == 0
     client.close()
+
+
+def test_a_script_call_is_packed_as_redis_py_packs_it() -> None:
+    """Plans encode their EVALSHA themselves (cheaper than redis-py): the same bytes redis-py would send."""
+    import redis
+
+    from llmproxy.core import PackedCommand
+    from llmproxy.quota._limits import LimitKind, LimitSpec, Unit, state_key
+    from llmproxy.quota._plan import AdmitShape, Mode, admit_plan, single_plan
+
+    tenant = str(uuid.uuid4())
+    spec = LimitSpec(
+        name="tokens_per_minute",
+        unit=Unit.TOKENS,
+        kind=LimitKind.RATE,
+        key=f"{state_key(tenant)}:tpm",
+        field="tpm",
+        limit=100,
+        burst=100,
+    )
+    shape = AdmitShape.build(object(), tenant, [spec])
+    plans = [admit_plan(shape, 10, 30_000), single_plan(Mode.CHECK, tenant, spec, 1)]
+    for plan in plans:
+        for now in (None, 1_733_000_000_000):
+            command = plan.command(now)
+            assert type(command) is PackedCommand
+            assert command.packed == b"".join(redis.Connection().pack_command(*command))

@@ -45,7 +45,7 @@ from typing import Any, ClassVar, Self
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from ._line import AsyncDirectLine, Command, DirectLine
+from ._line import AsyncDirectLine, Command, DirectLine, PackedCommand, resp_bulk
 
 logger = logging.getLogger("llmproxy.core.write_behind")
 
@@ -65,8 +65,12 @@ class Script:
         self.sha: bytes = hashlib.sha1(source.encode()).hexdigest().encode()
 
     def command(self, keys: Sequence[Any], args: Sequence[Any]) -> list[Any]:
-        """``EVALSHA`` of this script with ``keys`` and ``args``."""
-        return ["EVALSHA", self.sha, len(keys), *keys, *args]
+        """``EVALSHA`` of this script with ``keys`` and ``args``, its RESP encoded here (a
+        :class:`PackedCommand`: cheaper than redis-py's packing of the same arguments)."""
+        command = ["EVALSHA", self.sha, len(keys), *keys, *args]
+        return PackedCommand(
+            command, b"*%d\r\n%b" % (len(command), b"".join([resp_bulk(a) for a in command]))
+        )
 
 
 class WriteBehindFull(RedisError):

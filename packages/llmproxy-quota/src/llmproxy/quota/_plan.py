@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
-from llmproxy.core import Script
+from llmproxy.core import PackedCommand, Script, resp_head
 
 from ._limits import LimitSpec, Unit, encode_field, state_key
 from ._results import LimitResult, Reservation
@@ -25,6 +25,8 @@ _END = struct.Struct(">q")
 _ZERO_END = _END.pack(0)
 _NO_FIELD = encode_field("")
 _REPLIES: dict[int, struct.Struct] = {}
+#: the RESP of every call's first three arguments (EVALSHA, the script's SHA, one key)
+_EVALSHA_HEAD = resp_head(["EVALSHA", SCRIPT.sha, b"1"], 5)
 
 
 class Mode(enum.IntEnum):
@@ -76,9 +78,13 @@ class Plan:
         )
 
     def command(self, now_ms: int | None) -> list[object]:
-        """``EVALSHA`` of the script with the tenant's key and :meth:`argument`. Bytes where possible:
-        redis-py encodes every other argument on every call."""
-        return ["EVALSHA", SCRIPT.sha, b"1", self.state_key, self.argument(now_ms)]
+        """``EVALSHA`` of the script with the tenant's key and :meth:`argument`, its RESP encoded here (a
+        :class:`~llmproxy.core.PackedCommand`: redis-py's packing of these five arguments costs ~4x more)."""
+        key, argument = self.state_key, self.argument(now_ms)
+        return PackedCommand(
+            ["EVALSHA", SCRIPT.sha, b"1", key, argument],
+            b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n" % (_EVALSHA_HEAD, len(key), key, len(argument), argument),
+        )
 
     def cost(self, spec: LimitSpec) -> int:
         unit = spec.unit
