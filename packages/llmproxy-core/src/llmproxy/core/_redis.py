@@ -120,11 +120,12 @@ def _fail_fast_retry_class() -> type[Any]:
 
 def _asyncio_retry(kwargs: dict[str, Any]) -> dict[str, Any]:
     """``kwargs`` with a fail-fast retry policy in its asyncio form."""
-    if isinstance(kwargs.get("retry"), _fail_fast_retry_class()):
+    retry = kwargs.get("retry")
+    if isinstance(retry, _fail_fast_retry_class()):
         from redis.asyncio.retry import Retry
         from redis.backoff import NoBackoff
 
-        return {**kwargs, "retry": Retry(NoBackoff(), 1)}
+        return {**kwargs, "retry": Retry(NoBackoff(), retry.get_retries())}
     return kwargs
 
 
