@@ -45,7 +45,7 @@ from typing import Any, ClassVar, Self
 
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
-from ._line import AsyncDirectLine, Command, DirectLine, PackedCommand, resp_bulk
+from ._line import AsyncDirectLine, Command, DirectLine, PackedCommand, resp_bulk, resp_head
 
 logger = logging.getLogger("llmproxy.core.write_behind")
 
@@ -58,19 +58,30 @@ _LOG_EVERY = 5.0  # seconds between two log lines about dropped or failed writes
 class Script:
     """A Lua script called by its SHA-1 (``EVALSHA``), loaded again where the server does not know it."""
 
-    __slots__ = ("sha", "source")
+    __slots__ = ("_heads", "sha", "source")
 
     def __init__(self, source: str) -> None:
         self.source = source
         self.sha: bytes = hashlib.sha1(source.encode()).hexdigest().encode()
+        self._heads: dict[tuple[int, int], bytes] = {}
+
+    def head(self, keys: int, args: int) -> bytes:
+        """The RESP of a call with ``keys`` keys and ``args`` arguments up to its first key: the argument
+        count, ``EVALSHA``, the SHA and the key count (kept: a caller makes calls of a few shapes). Append
+        :func:`resp_bulk` of each key and argument for the call's :class:`PackedCommand`."""
+        head = self._heads.get((keys, args))
+        if head is None:
+            head = resp_head(["EVALSHA", self.sha, keys], 3 + keys + args)
+            if len(self._heads) < 64:
+                self._heads[(keys, args)] = head
+        return head
 
     def command(self, keys: Sequence[Any], args: Sequence[Any]) -> list[Any]:
         """``EVALSHA`` of this script with ``keys`` and ``args``, its RESP encoded here (a
         :class:`PackedCommand`: cheaper than redis-py's packing of the same arguments)."""
-        command = ["EVALSHA", self.sha, len(keys), *keys, *args]
-        return PackedCommand(
-            command, b"*%d\r\n%b" % (len(command), b"".join([resp_bulk(a) for a in command]))
-        )
+        rest = [*keys, *args]
+        packed = self.head(len(keys), len(args)) + b"".join([resp_bulk(a) for a in rest])
+        return PackedCommand(["EVALSHA", self.sha, len(keys), *rest], packed)
 
 
 class WriteBehindFull(RedisError):

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from importlib.resources import files
 from typing import Any
 
-from llmproxy.core import PackedCommand, Script, resp_head
+from llmproxy.core import PackedCommand, Script
 
 from ._limits import LimitSpec, Unit, encode_field, state_key
 from ._results import LimitResult, Reservation
@@ -25,8 +25,8 @@ _END = struct.Struct(">q")
 _ZERO_END = _END.pack(0)
 _NO_FIELD = encode_field("")
 _REPLIES: dict[int, struct.Struct] = {}
-#: the RESP of every call's first three arguments (EVALSHA, the script's SHA, one key)
-_EVALSHA_HEAD = resp_head(["EVALSHA", SCRIPT.sha, b"1"], 5)
+#: the RESP of every call up to its key (EVALSHA, the script's SHA, one key, one argument)
+_EVALSHA_HEAD = SCRIPT.head(1, 1)
 
 
 class Mode(enum.IntEnum):
@@ -82,7 +82,7 @@ class Plan:
         :class:`~llmproxy.core.PackedCommand`: redis-py's packing of these five arguments costs ~4x more)."""
         key, argument = self.state_key, self.argument(now_ms)
         return PackedCommand(
-            ["EVALSHA", SCRIPT.sha, b"1", key, argument],
+            ["EVALSHA", SCRIPT.sha, 1, key, argument],
             b"%b$%d\r\n%b\r\n$%d\r\n%b\r\n" % (_EVALSHA_HEAD, len(key), key, len(argument), argument),
         )
 
