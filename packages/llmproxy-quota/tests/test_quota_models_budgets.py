@@ -3,6 +3,7 @@ other limit (all-or-nothing), reserved at admit, settled with the real cost, ale
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 import uuid
 from decimal import ROUND_HALF_EVEN, Decimal
@@ -233,6 +234,38 @@ def test_an_overrun_is_carried_as_debt_into_the_next_period(
     assert not client.admit(ctx(tenant), TokenEstimate(0, 1, "gpt-4o")).allowed
     clock.advance(DAY)  # not over the limit: nothing carried
     assert client.spend(tenant)[0].usage == 0
+
+
+def _month_start(year: int, month: int) -> float:
+    return dt.datetime(year + month // 13, (month - 1) % 12 + 1, 1, tzinfo=dt.UTC).timestamp()
+
+
+#: months whose ends the script's calendar must get right: each month of a leap year, Februaries of
+#: century years (2100 and 2200 are not leap years, 2000 and 2400 are), Decembers, and far ones
+CALENDAR_MONTHS = [(2024, m) for m in range(1, 13)] + [
+    (2000, 2), (2100, 2), (2200, 2), (2400, 2), (2026, 12), (2099, 12), (1970, 1), (9999, 10),
+]  # fmt: skip
+
+
+def test_monthly_budgets_follow_the_gregorian_calendar_and_carry_debt_across_each_month_end(
+    make: Any,
+) -> None:
+    """At the last millisecond of each month an overrun is settled; the next month starts in its debt (the
+    script finds the window just ended by its start) and resets at the start of the month after."""
+    for year, month in CALENDAR_MONTHS:
+        tenant = uuid.uuid4()
+        end, after = _month_start(year, month + 1), _month_start(year, month + 2)
+        clock = ManualClock(end - 0.001)
+        client = make(configure(tenant, budgets=Budgets(month=Budget(limit_micros=10_000))),
+                      prices=StaticPrices(PRICES), clock=clock)  # fmt: skip
+        admission = client.admit(ctx(tenant), TokenEstimate(0, 500, "gpt-4o"))
+        assert admission.reservation is not None
+        client.settle(admission.reservation, 1300, admission.reservation.cost_of(0, 1300))  # 13 000
+        (budget,) = client.spend(tenant)
+        assert (budget.usage, budget.reset_at) == (13_000, end), (year, month)
+        clock.set(end)
+        (budget,) = client.spend(tenant)
+        assert (budget.usage, budget.reset_at) == (3000, after), (year, month)
 
 
 def test_a_price_change_applies_to_requests_admitted_after_it(make: Any, tenant: uuid.UUID) -> None:

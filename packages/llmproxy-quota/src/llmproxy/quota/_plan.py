@@ -271,6 +271,11 @@ def make_reservation(plan: Plan, now_ms: int, values: Sequence[int], local: bool
         a, b = held
         specs = (plan.specs[a], plan.specs[b])
         ends = (now_ms + values[3 + 3 * a], now_ms + values[3 + 3 * b])
+    elif count == 3:  # tenant and model tokens and a spend budget, say
+        a, b, c = held
+        all_specs = plan.specs
+        specs = (all_specs[a], all_specs[b], all_specs[c])
+        ends = (now_ms + values[3 + 3 * a], now_ms + values[3 + 3 * b], now_ms + values[3 + 3 * c])
     else:
         specs = tuple([plan.specs[i] for i in held])
         ends = tuple([now_ms + values[3 + 3 * i] for i in held])
@@ -326,7 +331,7 @@ def parse(plan: Plan, raw: bytes) -> tuple[bool, int, tuple[LimitResult, ...], t
                     spec.window,
                     retry == 0,
                     spec.limit,
-                    max(0, spec.capacity - usage),
+                    left if (left := spec.capacity - usage) > 0 else 0,  # (max() is a call)
                     (now_ms + reset_in) / 1000,
                     None if retry < 0 else retry / 1000,
                     usage,
