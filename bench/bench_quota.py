@@ -1,9 +1,10 @@
 """Benchmark: llmproxy-quota ``admit`` vs the ``limits`` library (5.x) vs a redis-py PING, on a real Redis.
 
 Starts a throwaway redis-server (llmproxy.core.testing.RedisServer). Every variant runs against the same
-server in the same run, the variants taking turns in 20 rounds (a noisy moment of a shared machine hits all
-alike); figures are p50/p99 latency and checks per second (1 / mean latency), sync and async, plus Redis
-commands per check (INFO commandstats, commands run inside scripts included) and client round trips per check.
+server in the same run, the variants taking turns call by call, in an order shuffled for each pass (a noisy
+moment of a shared machine hits all alike, and no variant always follows the same one); figures are p50/p99
+latency and checks per second (1 / mean latency), sync and async, plus Redis commands per check (INFO
+commandstats, commands run inside scripts included) and client round trips per check.
 
 The quota client sends its script calls through its Redis client's write-behind (llmproxy.core), on a
 connection the write-behind holds (llmproxy.core._line), not through ``execute_command``. The issue's baseline
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import random
 import statistics
 import subprocess
 import sys
@@ -150,35 +152,52 @@ def commands(admin: redis.Redis) -> int:
     return sum(v["calls"] for k, v in stats.items() if k not in ("cmdstat_info", "cmdstat_config|resetstat"))
 
 
-ROUNDS = 20  # variants take turns, n / ROUNDS calls at a time: a noisy moment hits every variant alike
+def passes(count: int, n: int) -> list[list[int]]:
+    """The order of the variants in each of ``n`` passes: shuffled (seeded: the same every run).
+
+    Every variant is called once per pass, so the calls compared are a few hundred microseconds apart and
+    share the machine's state: this machine drifts within tens of milliseconds by more than the differences
+    measured here (the model rows' target is 0.1 x PING, ~10 us), which blocks of calls, one variant at a
+    time, turned into noise of that size. The order is shuffled because a fixed one biased a variant by what
+    ran before it (the row after the PINGs read ~0.15 x PING slower than the same calls elsewhere)."""
+    rng = random.Random(20261204)
+    out = []
+    for _ in range(n):
+        order = list(range(count))
+        rng.shuffle(order)
+        out.append(order)
+    return out
 
 
 def measure(fns: list[Callable[[], Any]], n: int) -> list[list[float]]:
-    """Latency samples (µs) of each function, interleaved in rounds."""
+    """Latency samples (µs) of each function: ``n`` passes, each calling every function once, in an order
+    shuffled anew for each pass (see ``passes``)."""
     out: list[list[float]] = [[] for _ in fns]
     clock = time.perf_counter_ns
-    for _ in range(ROUNDS):
-        for fn, samples in zip(fns, out, strict=True):
-            for _ in range(20):
-                fn()
-            for _ in range(max(1, n // ROUNDS)):
-                t0 = clock()
-                fn()
-                samples.append((clock() - t0) / 1000)
+    for fn in fns:
+        for _ in range(20):
+            fn()
+    for order in passes(len(fns), n):
+        for j in order:
+            fn = fns[j]
+            t0 = clock()
+            fn()
+            out[j].append((clock() - t0) / 1000)
     return out
 
 
 async def ameasure(fns: list[Callable[[], Awaitable[Any]]], n: int) -> list[list[float]]:
     out: list[list[float]] = [[] for _ in fns]
     clock = time.perf_counter_ns
-    for _ in range(ROUNDS):
-        for fn, samples in zip(fns, out, strict=True):
-            for _ in range(20):
-                await fn()
-            for _ in range(max(1, n // ROUNDS)):
-                t0 = clock()
-                await fn()
-                samples.append((clock() - t0) / 1000)
+    for fn in fns:
+        for _ in range(20):
+            await fn()
+    for order in passes(len(fns), n):
+        for j in order:
+            fn = fns[j]
+            t0 = clock()
+            await fn()
+            out[j].append((clock() - t0) / 1000)
     return out
 
 
