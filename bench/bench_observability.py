@@ -1,16 +1,23 @@
 """Benchmark llmproxy-observability's middleware against the bare app and opentelemetry-instrumentation-asgi.
 
-    .venv/bin/python bench/bench_observability.py [--quick]
+    .venv/bin/python bench/bench_observability.py [--quick] [--stock-exporter] [--one-process]
 
 Every contender runs on the same SDK set-up, built by one function: a TracerProvider with a
 BatchSpanProcessor and a MeterProvider with a PeriodicExportingMetricReader, both exporting over OTLP/HTTP
-to a local receiver in a process of its own (so decoding costs this process nothing), exemplars off for both.
+to a local receiver in a process of its own (so decoding costs the contenders nothing), exemplars off for
+both.
 Spans are exported by the exporter ``configure_telemetry`` builds, ``FastOTLPSpanExporter`` (the SDK's, with
 a cheaper encoder), for every contender; ``--stock-exporter`` gives every contender the SDK's own instead. The
-export thread shares the GIL with the requests, so its cost shows in every contender's figures.
+export thread shares the GIL with the requests, so its cost shows in its contender's figures.
 The ASGI app is driven directly — a minimal scope, ``receive`` and ``send`` — so the figure is the
-middleware's own cost, not a server's. Requests are interleaved contender by contender so that machine
-noise hits all alike. Contenders:
+middleware's own cost, not a server's.
+
+Each contender runs in a process of its own, as it would be deployed (one instrumentation per app): the
+contenders take turns, one process running a block of requests while the others wait, in 20 rounds in an
+order shuffled for each round, so that machine noise hits all alike. (``--one-process`` drives them all in
+this process instead, interleaved request by request, as this bench did until 2026-12-04: there every
+contender's figure also carries the others' export threads and garbage, which took the GIL from it — the
+stock contenders export 3 and 7 spans per request.) Contenders:
 - bare: the app alone (a chat completion that reports usage; and a 5-chunk stream);
 - ours: ``TelemetryMiddleware`` (SERVER span, HTTP metrics, GenAI metrics, the seed's llmproxy.* metrics);
 - stock: ``OpenTelemetryMiddleware`` as installed (SERVER span + an INTERNAL span per send/receive, HTTP
@@ -24,6 +31,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
+import random
 import subprocess
 import sys
 import time
@@ -168,6 +177,133 @@ def time_record_request(record: Callable[[], None], n: int) -> list[int]:
     return samples
 
 
+OURS = "ours (span + HTTP + GenAI + seed)"
+STOCK = "stock asgi (as installed)"
+LEAN = "stock asgi (no send/receive spans)"
+CONTENDERS = ("bare", OURS, STOCK, LEAN)
+SCENARIOS = (("chat completion (one JSON body)", 0), ("chat completion stream (5 chunks)", 5))
+ROUNDS = 20
+
+
+def contender(name: str, chunks: int, endpoint: str, stock_exporter: bool) -> tuple[ASGIApp, object, list]:
+    """One contender's app on its own providers: ``(app, telemetry or None, providers to shut down)``."""
+    app = chat_app(chunks)
+    if name == "bare":
+        return app, None, []
+    tracer_provider, meter_provider = providers(endpoint, stock_exporter)
+    owned = [tracer_provider, meter_provider]
+    if name == OURS:
+        telemetry = configure_telemetry(
+            tracer_provider=tracer_provider,
+            meter_provider=meter_provider,
+            set_global=False,
+            logs=False,
+            environ={},
+        )
+        return TelemetryMiddleware(app, telemetry=telemetry), telemetry, owned
+    exclude = ["receive", "send"] if name == LEAN else None
+    middleware = OpenTelemetryMiddleware(
+        app, tracer_provider=tracer_provider, meter_provider=meter_provider, exclude_spans=exclude
+    )
+    return middleware, None, owned
+
+
+def record_one(telemetry: object) -> Callable[[], None]:
+    """One ``LlmProxyMetrics.record_request`` call of ``telemetry``'s (ours)."""
+    metrics = telemetry.metrics  # type: ignore[attr-defined]
+    return lambda: metrics.record_request("tenant", "gpt-4o-mini", "openai", 12, 34, 0.2, True)
+
+
+def worker(name: str, chunks: int, endpoint: str, stock_exporter: bool) -> int:
+    """A contender's process: runs the blocks of requests it is asked for (``run N``), answers each with
+    the samples (ns) as one JSON line; ``record N`` times ``record_request`` (ours only)."""
+    app, telemetry, owned = contender(name, chunks, endpoint, stock_exporter)
+
+    async def serve() -> None:
+        for _ in range(500):  # warm up: caches, first series of each instrument
+            await one(app)
+        gc.collect()
+        print("ready", flush=True)
+        for line in sys.stdin:
+            command, _, count = line.partition(" ")
+            n = int(count)
+            if command == "run":
+                samples = [await one(app) for _ in range(n)]
+            else:
+                samples = time_record_request(record_one(telemetry), n)
+            print(json.dumps(samples), flush=True)
+
+    asyncio.run(serve())
+    for provider in owned:
+        provider.shutdown()  # type: ignore[attr-defined]
+    return 0
+
+
+class Contender:
+    """A contender's worker process."""
+
+    def __init__(self, name: str, chunks: int, endpoint: str, stock_exporter: bool) -> None:
+        command = [
+            sys.executable,
+            __file__,
+            "--worker",
+            name,
+            "--chunks",
+            str(chunks),
+            "--endpoint",
+            endpoint,
+        ]
+        if stock_exporter:
+            command.append("--stock-exporter")
+        self.process = subprocess.Popen(command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert self.process.stdout is not None
+        if self.process.stdout.readline().strip() != "ready":
+            raise RuntimeError(f"the {name!r} worker did not start")
+
+    def ask(self, command: str) -> list[int]:
+        assert self.process.stdin is not None
+        assert self.process.stdout is not None
+        self.process.stdin.write(command + "\n")
+        self.process.stdin.flush()
+        return list(json.loads(self.process.stdout.readline()))
+
+    def close(self) -> None:
+        assert self.process.stdin is not None
+        self.process.stdin.close()
+        self.process.wait(timeout=30)
+
+
+def race_processes(chunks: int, n: int, endpoint: str, stock_exporter: bool) -> dict[str, list[int]]:
+    """Every contender in a process of its own, taking turns in blocks (see the module's docstring)."""
+    workers = {name: Contender(name, chunks, endpoint, stock_exporter) for name in CONTENDERS}
+    times: dict[str, list[int]] = {name: [] for name in CONTENDERS}
+    rng = random.Random(20261204)
+    try:
+        for _ in range(ROUNDS):
+            order = list(CONTENDERS)
+            rng.shuffle(order)
+            for name in order:
+                times[name] += workers[name].ask(f"run {max(1, n // ROUNDS)}")
+        if chunks == 0:
+            times["record_request"] = workers[OURS].ask(f"record {n}")
+    finally:
+        for process in workers.values():
+            process.close()
+    return times
+
+
+def race_one_process(chunks: int, n: int, endpoint: str, stock_exporter: bool) -> dict[str, list[int]]:
+    """Every contender in this process, interleaved request by request (``--one-process``)."""
+    built = {name: contender(name, chunks, endpoint, stock_exporter) for name in CONTENDERS}
+    times = asyncio.run(race({name: app for name, (app, _, _) in built.items()}, n))
+    if chunks == 0:
+        times["record_request"] = time_record_request(record_one(built[OURS][1]), n)
+    for _, _, owned in built.values():
+        for provider in owned:
+            provider.shutdown()  # type: ignore[attr-defined]
+    return times
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -178,7 +314,15 @@ def main() -> int:
         action="store_true",
         help="every contender exports spans with the SDK's own OTLPSpanExporter",
     )
+    parser.add_argument(
+        "--one-process", action="store_true", help="drive every contender in this process, interleaved"
+    )
+    parser.add_argument("--worker", help=argparse.SUPPRESS)
+    parser.add_argument("--chunks", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--endpoint", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.worker:
+        return worker(args.worker, args.chunks, args.endpoint, args.stock_exporter)
     n = 2_000 if args.quick else 20_000
 
     receiver = subprocess.Popen(
@@ -187,50 +331,26 @@ def main() -> int:
     try:
         assert receiver.stdout is not None
         endpoint = receiver.stdout.readline().strip()
-        ours_tp, ours_mp = providers(endpoint, args.stock_exporter)
-        telemetry = configure_telemetry(
-            tracer_provider=ours_tp, meter_provider=ours_mp, set_global=False, logs=False, environ={}
-        )
-        stock_tp, stock_mp = providers(endpoint, args.stock_exporter)
-        lean_tp, lean_mp = providers(endpoint, args.stock_exporter)
-        verdicts = []
         exporter_name = "the SDK's OTLPSpanExporter" if args.stock_exporter else "FastOTLPSpanExporter"
-        print(f"span exporter (every contender): {exporter_name}")
-        for title, chunks in (
-            ("chat completion (one JSON body)", 0),
-            ("chat completion stream (5 chunks)", 5),
-        ):
-            app = chat_app(chunks)
-            contenders: dict[str, ASGIApp] = {
-                "bare": app,
-                "ours (span + HTTP + GenAI + seed)": TelemetryMiddleware(app, telemetry=telemetry),
-                "stock asgi (as installed)": OpenTelemetryMiddleware(
-                    app, tracer_provider=stock_tp, meter_provider=stock_mp
-                ),
-                "stock asgi (no send/receive spans)": OpenTelemetryMiddleware(
-                    app, tracer_provider=lean_tp, meter_provider=lean_mp, exclude_spans=["receive", "send"]
-                ),
-            }
-            added = report(f"{title}, {n} requests each", asyncio.run(race(contenders, n)))
-            ours = added["ours (span + HTTP + GenAI + seed)"]
-            cheapest_stock = min(
-                added["stock asgi (as installed)"], added["stock asgi (no send/receive spans)"]
-            )
+        layout = "all in one process, interleaved" if args.one_process else "each in a process of its own"
+        print(f"span exporter (every contender): {exporter_name}; contenders: {layout}")
+        race_all = race_one_process if args.one_process else race_processes
+        verdicts = []
+        record: list[int] = []
+        for title, chunks in SCENARIOS:
+            times = race_all(chunks, n, endpoint, args.stock_exporter)
+            record = times.pop("record_request", record)
+            added = report(f"{title}, {n} requests each", times)
+            ours = added[OURS]
+            cheapest_stock = min(added[STOCK], added[LEAN])
             verdicts.append(
                 f"{title}: ours {ours:.1f} us added (target <= 100: {'met' if ours <= 100 else 'MISSED'}); "
                 f"x{ours / cheapest_stock:.2f} of the cheapest stock configuration "
                 f"({'cheaper' if ours < cheapest_stock else 'NOT cheaper'})"
             )
-
-        metrics = telemetry.metrics
-        samples = time_record_request(
-            lambda: metrics.record_request("tenant", "gpt-4o-mini", "openai", 12, 34, 0.2, True), n
-        )
-        p50, p99 = p(samples, 0.5), p(samples, 0.99)
+        p50, p99 = p(record, 0.5), p(record, 0.99)
         print(f"\nLlmProxyMetrics.record_request alone: p50 {p50:.1f} us, p99 {p99:.1f} us")
         print("\n" + "\n".join(verdicts))
-        for provider in (ours_tp, ours_mp, stock_tp, stock_mp, lean_tp, lean_mp):
-            provider.shutdown()
     finally:
         assert receiver.stdin is not None
         receiver.stdin.close()
