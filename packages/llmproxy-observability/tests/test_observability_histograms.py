@@ -81,6 +81,18 @@ def test_the_cached_path_exports_what_the_public_record_does() -> None:
     public_provider.shutdown()
 
 
+def test_on_the_installed_sdk_known_sets_update_the_aggregations_in_place() -> None:
+    """The SDK's explicit-bucket aggregate reads what ``_update`` was written against (else the handles call
+    ``aggregate``, still correct, but this fails so that an SDK change is looked at)."""
+    reader = InMemoryMetricReader()
+    ours, provider = histogram_on(reader)
+    ours.record(0.05, {"a": "x"})
+    ours.record_many([0.5, 5.0], {"a": "y"})
+    assert [kept[2] for kept in ours._handles.values()] == [True, True]
+    assert points(reader)[key(a="y")][:4] == (2, 5.5, 0.5, 5.0)
+    provider.shutdown()
+
+
 def test_measurements_after_a_collection_keep_accumulating() -> None:
     reader = InMemoryMetricReader()
     ours, provider = histogram_on(reader)

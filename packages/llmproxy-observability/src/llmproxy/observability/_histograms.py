@@ -18,6 +18,12 @@ exactly equivalent, and everything else takes the public ``record``:
 - an attribute set the SDK admitted under its cardinality limit (not folded into its overflow point);
 - the same readers as when the handle was taken (after a reader is added or removed, a handle is taken anew);
 - the instrument enabled, and a finite, non-negative amount (the SDK warns about the others).
+
+Where the aggregation is the SDK's explicit-bucket histogram and its ``aggregate`` reads exactly the names
+written against (checked once, on its code object: an SDK that changes it gets ``aggregate`` called), a
+measurement updates the aggregation itself, under its lock, as ``aggregate`` would: no ``Measurement`` is
+built and no call made per aggregation (~1 µs a record, ~10 µs of a streamed request's 11 records). With
+exemplars off, ``aggregate``'s exemplar step does nothing.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from bisect import bisect_left
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -34,10 +41,12 @@ from opentelemetry.metrics import Histogram as APIHistogram
 try:
     from opentelemetry.sdk.metrics import AlwaysOffExemplarFilter
     from opentelemetry.sdk.metrics._internal._view_instrument_match import _hash_attributes
+    from opentelemetry.sdk.metrics._internal.aggregation import _ExplicitBucketHistogramAggregation
     from opentelemetry.sdk.metrics._internal.instrument import Histogram as SDKHistogram
     from opentelemetry.sdk.metrics._internal.measurement import Measurement
 except ImportError:  # pragma: no cover - an SDK whose internals moved: the public path only
     SDKHistogram = None  # type: ignore[assignment,misc]
+    _ExplicitBucketHistogramAggregation = None  # type: ignore[assignment,misc]
 
 logger = logging.getLogger("llmproxy.observability")
 
@@ -46,6 +55,48 @@ MAX_HANDLES = 4096
 _EMPTY_CONTEXT = Context()
 Key = tuple[tuple[tuple[str, Any], ...], tuple[type, ...]]
 _INFINITY = math.inf
+
+
+#: what the SDK's explicit-bucket ``aggregate`` (1.45) reads: updating an aggregation in place (``_update``)
+#: does what it does only while it reads exactly these
+_AGGREGATE_NAMES = (
+    "_lock",
+    "_value",
+    "_get_empty_bucket_counts",
+    "value",
+    "_sum",
+    "_record_min_max",
+    "min",
+    "_min",
+    "max",
+    "_max",
+    "bisect_left",
+    "_boundaries",
+    "_sample_exemplar",
+)
+
+
+def _aggregate_is_known() -> bool:
+    code = getattr(getattr(_ExplicitBucketHistogramAggregation, "aggregate", None), "__code__", None)
+    return code is not None and code.co_names == _AGGREGATE_NAMES
+
+
+_UPDATABLE = _ExplicitBucketHistogramAggregation if _aggregate_is_known() else None
+
+
+def _update(aggregation: Any, value: float) -> None:
+    """The SDK's ``_ExplicitBucketHistogramAggregation.aggregate(Measurement(value, ...), False)``, without
+    the measurement (exemplars off: its exemplar step does nothing). ``0 <= value < inf``."""
+    with aggregation._lock:
+        if aggregation._value is None:
+            aggregation._value = aggregation._get_empty_bucket_counts()
+        aggregation._sum += value
+        if aggregation._record_min_max:
+            if value < aggregation._min:
+                aggregation._min = value
+            if value > aggregation._max:
+                aggregation._max = value
+        aggregation._value[bisect_left(aggregation._boundaries, value)] += 1
 
 
 def _measurement_consumer(histogram: APIHistogram) -> Any:
@@ -80,7 +131,9 @@ class Histogram:
     def __init__(self, histogram: APIHistogram) -> None:
         self.histogram = histogram
         self._consumer = _measurement_consumer(histogram)
-        self._handles: dict[Key, tuple[object, tuple[Any, ...]]] = {}
+        #: per attribute set: the reader storages it was taken with, the aggregations, and whether all of them
+        #: can be updated in place (``_update``)
+        self._handles: dict[Key, tuple[object, tuple[Any, ...], bool]] = {}
 
     @property
     def direct(self) -> bool:
@@ -103,6 +156,10 @@ class Histogram:
         if kept is not None and kept[0] is consumer._reader_storages:
             handles = kept[1]
             if handles and histogram._is_enabled():  # type: ignore[attr-defined]
+                if kept[2]:
+                    for aggregation in handles:
+                        _update(aggregation, amount)
+                    return
                 measurement = Measurement(amount, time.time_ns(), histogram, _EMPTY_CONTEXT, None)  # type: ignore[arg-type]
                 for aggregation in handles:
                     aggregation.aggregate(measurement, False)
@@ -142,6 +199,14 @@ class Histogram:
                 self.record(amount, attributes)
             return
         handles = kept[1]
+        if kept[2]:
+            for amount in rest:
+                if not 0 <= amount < _INFINITY:
+                    self.histogram.record(amount, attributes)  # the SDK warns about it
+                    continue
+                for aggregation in handles:
+                    _update(aggregation, amount)
+            return
         now = time.time_ns()
         for amount in rest:
             if not 0 <= amount < _INFINITY:
@@ -173,7 +238,8 @@ class Histogram:
                 kept = cleaned if names is None else {k: v for k, v in cleaned.items() if k in names}
                 aggregation = match._attributes_aggregation.get(_hash_attributes(kept))
                 if aggregation is None:  # folded into the SDK's overflow point: stay on the public path
-                    self._handles[key] = (storages, ())
+                    self._handles[key] = (storages, (), False)
                     return
                 handles.append(aggregation)
-        self._handles[key] = (storages, tuple(handles))
+        in_place = _UPDATABLE is not None and all(type(a) is _UPDATABLE for a in handles)
+        self._handles[key] = (storages, tuple(handles), in_place)
