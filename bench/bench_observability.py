@@ -14,10 +14,11 @@ middleware's own cost, not a server's.
 
 Each contender runs in a process of its own, as it would be deployed (one instrumentation per app): the
 contenders take turns, one process running a block of requests while the others wait, in 20 rounds in an
-order shuffled for each round, so that machine noise hits all alike. (``--one-process`` drives them all in
-this process instead, interleaved request by request, as this bench did until 2026-12-04: there every
-contender's figure also carries the others' export threads and garbage, which took the GIL from it — the
-stock contenders export 3 and 7 spans per request.) Contenders:
+order shuffled for each round, so that machine noise hits all alike. A waiting process's export threads may
+still finish a batch meanwhile, on the machine's cores but not under the running contender's GIL.
+(``--one-process`` drives them all in this process instead, interleaved request by request, as this bench
+did until 2026-12-04: there every contender's figure also carries the others' export threads and garbage
+under its own GIL — the stock contenders export 3 and 7 spans per request.) Contenders:
 - bare: the app alone (a chat completion that reports usage; and a 5-chunk stream);
 - ours: ``TelemetryMiddleware`` (SERVER span, HTTP metrics, GenAI metrics, the seed's llmproxy.* metrics);
 - stock: ``OpenTelemetryMiddleware`` as installed (SERVER span + an INTERNAL span per send/receive, HTTP
@@ -220,7 +221,7 @@ def worker(name: str, chunks: int, endpoint: str, stock_exporter: bool) -> int:
     app, telemetry, owned = contender(name, chunks, endpoint, stock_exporter)
 
     async def serve() -> None:
-        for _ in range(500):  # warm up: caches, first series of each instrument
+        for _ in range(2000):  # warm up: caches, first series of each instrument (as race() does)
             await one(app)
         gc.collect()
         print("ready", flush=True)
@@ -265,7 +266,12 @@ class Contender:
         assert self.process.stdout is not None
         self.process.stdin.write(command + "\n")
         self.process.stdin.flush()
-        return list(json.loads(self.process.stdout.readline()))
+        reply = self.process.stdout.readline()
+        if not reply:
+            raise RuntimeError(
+                f"a worker exited (status {self.process.wait()}) instead of answering {command!r}"
+            )
+        return list(json.loads(reply))
 
     def close(self) -> None:
         assert self.process.stdin is not None
@@ -275,10 +281,12 @@ class Contender:
 
 def race_processes(chunks: int, n: int, endpoint: str, stock_exporter: bool) -> dict[str, list[int]]:
     """Every contender in a process of its own, taking turns in blocks (see the module's docstring)."""
-    workers = {name: Contender(name, chunks, endpoint, stock_exporter) for name in CONTENDERS}
+    workers: dict[str, Contender] = {}
     times: dict[str, list[int]] = {name: [] for name in CONTENDERS}
     rng = random.Random(20261204)
     try:
+        for name in CONTENDERS:
+            workers[name] = Contender(name, chunks, endpoint, stock_exporter)
         for _ in range(ROUNDS):
             order = list(CONTENDERS)
             rng.shuffle(order)
@@ -288,7 +296,11 @@ def race_processes(chunks: int, n: int, endpoint: str, stock_exporter: bool) -> 
             times["record_request"] = workers[OURS].ask(f"record {n}")
     finally:
         for process in workers.values():
-            process.close()
+            try:
+                process.close()
+            except Exception as exc:  # one that would not stop: the others are still closed
+                print(f"a worker did not stop: {exc!r}", file=sys.stderr)
+                process.process.kill()
     return times
 
 

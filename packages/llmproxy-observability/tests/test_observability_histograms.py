@@ -93,6 +93,27 @@ def test_on_the_installed_sdk_known_sets_update_the_aggregations_in_place() -> N
     provider.shutdown()
 
 
+def test_without_the_in_place_update_the_handles_export_the_same(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The path an SDK whose aggregate changed would take: handles calling the SDK's ``aggregate``."""
+    from llmproxy.observability import _histograms
+
+    monkeypatch.setattr(_histograms, "_UPDATABLE", None)
+    ours_reader, public_reader = InMemoryMetricReader(), InMemoryMetricReader()
+    ours, ours_provider = histogram_on(ours_reader)
+    public, public_provider = histogram_on(public_reader)
+    record_all(ours.record)
+    for attributes in SETS:
+        ours.record_many([0.005, 0.5, 5.0], attributes)
+    record_all(public.histogram.record)
+    for attributes in SETS:
+        for value in (0.005, 0.5, 5.0):
+            public.histogram.record(value, attributes)
+    assert points(ours_reader) == points(public_reader)
+    assert {kept[2] for kept in ours._handles.values()} == {False}
+    ours_provider.shutdown()
+    public_provider.shutdown()
+
+
 def test_measurements_after_a_collection_keep_accumulating() -> None:
     reader = InMemoryMetricReader()
     ours, provider = histogram_on(reader)

@@ -76,9 +76,18 @@ _AGGREGATE_NAMES = (
 )
 
 
+_AGGREGATE_LOCALS = ("self", "measurement", "should_sample_exemplar", "measurement_value")
+
+
 def _aggregate_is_known() -> bool:
-    code = getattr(getattr(_ExplicitBucketHistogramAggregation, "aggregate", None), "__code__", None)
-    return code is not None and code.co_names == _AGGREGATE_NAMES
+    """Whether the SDK's ``aggregate`` is the one ``_update`` repeats: the same names read, the same locals,
+    and the exemplar step inherited from the base class (which does nothing when not sampling)."""
+    cls = _ExplicitBucketHistogramAggregation
+    code = getattr(getattr(cls, "aggregate", None), "__code__", None)
+    if code is None or code.co_names != _AGGREGATE_NAMES or code.co_varnames != _AGGREGATE_LOCALS:
+        return False
+    sample = cls.__dict__.get("_sample_exemplar")
+    return sample is None and callable(getattr(cls, "_sample_exemplar", None))
 
 
 _UPDATABLE = _ExplicitBucketHistogramAggregation if _aggregate_is_known() else None
