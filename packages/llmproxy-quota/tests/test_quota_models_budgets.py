@@ -247,25 +247,30 @@ CALENDAR_MONTHS = [(2024, m) for m in range(1, 13)] + [
 ]  # fmt: skip
 
 
+@pytest.mark.parametrize("offset", [0, 14, -12])  # the calendar's UTC offset: its whole-hour extremes
 def test_monthly_budgets_follow_the_gregorian_calendar_and_carry_debt_across_each_month_end(
-    make: Any,
+    make: Any, offset: int
 ) -> None:
-    """At the last millisecond of each month an overrun is settled; the next month starts in its debt (the
-    script finds the window just ended by its start) and resets at the start of the month after."""
+    """At the last millisecond of each month (local to the budget's offset) an overrun is settled; the next
+    month starts in its debt (the script finds the window just ended by its start) and resets at the start
+    of the month after."""
     for year, month in CALENDAR_MONTHS:
         tenant = uuid.uuid4()
-        end, after = _month_start(year, month + 1), _month_start(year, month + 2)
+        end = _month_start(year, month + 1) - offset * 3600
+        after = _month_start(year, month + 2) - offset * 3600
         clock = ManualClock(end - 0.001)
-        client = make(configure(tenant, budgets=Budgets(month=Budget(limit_micros=10_000))),
-                      prices=StaticPrices(PRICES), clock=clock)  # fmt: skip
+        budget = Budget(limit_micros=10_000, utc_offset_hours=offset)
+        client = make(
+            configure(tenant, budgets=Budgets(month=budget)), prices=StaticPrices(PRICES), clock=clock
+        )
         admission = client.admit(ctx(tenant), TokenEstimate(0, 500, "gpt-4o"))
         assert admission.reservation is not None
         client.settle(admission.reservation, 1300, admission.reservation.cost_of(0, 1300))  # 13 000
-        (budget,) = client.spend(tenant)
-        assert (budget.usage, budget.reset_at) == (13_000, end), (year, month)
+        (spent,) = client.spend(tenant)
+        assert (spent.usage, spent.reset_at) == (13_000, end), (year, month)
         clock.set(end)
-        (budget,) = client.spend(tenant)
-        assert (budget.usage, budget.reset_at) == (3000, after), (year, month)
+        (spent,) = client.spend(tenant)
+        assert (spent.usage, spent.reset_at) == (3000, after), (year, month)
 
 
 def test_a_price_change_applies_to_requests_admitted_after_it(make: Any, tenant: uuid.UUID) -> None:
