@@ -206,24 +206,11 @@ for i = 1, n do
         new_debt = debt
       end
       if mode == 2 then new_debt = debt end
-      -- the new TAT: now + ahead + part / limit (0 <= part < limit); usage: new_debt / period rounded up
-      -- (idiv written out: a Lua call each, on every limit of every call)
-      local ahead = floor(new_debt / limit)
+      -- the new TAT: now + ahead + part / limit (0 <= part < limit)
+      local ahead = idiv(new_debt, limit)
       local part = new_debt - ahead * limit
-      if part < 0 then
-        ahead, part = ahead - 1, part + limit
-      elseif part >= limit then
-        ahead, part = ahead + 1, part - limit
-      end
       reset_in = part > 0 and ahead + 1 or ahead
-      local whole = floor(new_debt / period)
-      local over = new_debt - whole * period
-      if over < 0 then
-        whole, over = whole - 1, over + period
-      elseif over >= period then
-        whole, over = whole + 1, over - period
-      end
-      usage = over > 0 and whole + 1 or whole
+      usage = -idiv(-new_debt, period)
       if ok and cost ~= 0 then
         writes[nw + 1] = fields[i]
         writes[nw + 2] = pack(">i8i8", min(now + ahead, BOUND), part)
