@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import threading
 import time
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -207,6 +209,56 @@ def test_with_the_database_down_nothing_is_acknowledged_and_all_is_stored_once_i
         proxy.close()
 
 
+def test_with_the_database_down_the_batch_received_ahead_keeps_its_lease_too(
+    real_redis_url: str, real_database_url: str, tenant: uuid.UUID
+) -> None:
+    """An overlapped run whose store finds the database down has the next batch in hand as well: both keep
+    their leases while it retries, so a second consumer reclaims neither (each event is delivered once),
+    and all are stored once the database returns."""
+    import sqlalchemy as sa
+
+    from llmproxy.core import redis_from_url
+
+    from .conftest import unique_options
+
+    stack = Stack(
+        "redis",
+        real_redis_url,
+        real_database_url,
+        unique_options(claim_idle=0.6, backoff_max=0.1, batch_size=10, poll=0.05),
+    )
+    port = sa.make_url(real_database_url).port or 5432
+    proxy = TcpProxy(port)
+    pub = publisher(stack)
+    client = redis_from_url(real_redis_url)
+    try:
+        first = consumer(stack, url_through(real_database_url, proxy.host, proxy.port))
+        first.maintain()  # (its partitions exist before the cut)
+        proxy.cut()
+        for i in range(20):  # two batches: the first one stored (and refused), the second received ahead
+            pub.publish("x.y", "thing", str(i), tenant_id=tenant)
+        pub.flush()
+        first.start()
+        assert wait_until(lambda: first.stats.database_errors >= 2 and first.stats.received == 20)
+        second = consumer(stack, url_through(real_database_url, proxy.host, proxy.port))
+        second.start()  # it reclaims what stays idle for claim_idle (0.6 s)
+        time.sleep(3.0)
+        pending = client.xpending_range(stack.options.stream, stack.options.group, "-", "+", 100)
+        assert len(pending) == 20
+        assert {p["times_delivered"] for p in pending} == {1}, pending
+        assert second.stats.received == 0
+        proxy.restore()
+        assert wait_until(lambda: len(stored_ids(real_database_url, tenant)) == 20)
+        first.stop()
+        second.stop()
+        assert len(set(stored_ids(real_database_url, tenant))) == 20
+        assert first.stats.dead_lettered == second.stats.dead_lettered == 0
+    finally:
+        pub.close()
+        client.close()
+        proxy.close()
+
+
 def test_a_drain_over_many_batches_stores_each_event_once_in_chain_order(stack: Stack) -> None:
     """Many small batches of three tenants, each prepared (rows, hash parts) before its transaction, make
     three unbroken chains with every event once."""
@@ -235,3 +287,147 @@ def test_a_drain_over_many_batches_stores_each_event_once_in_chain_order(stack: 
             assert report.checked == 100
     finally:
         engine.dispose()
+
+
+class ThreadRecordingTransport:
+    """The stack's real transport, recording which thread makes each call, and how many receives overlapped
+    a store's transaction (open when the receive began or ended, or opened during it: ``store_opened`` and
+    ``stores_open``, kept by the engine's events)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.threads: set[int] = set()
+        self.stores_open = 0
+        self.receiving = False
+        self.opened_while_receiving = False
+        self.receives_while_storing = 0
+
+    def store_opened(self) -> None:
+        self.stores_open += 1
+        if self.receiving:
+            self.opened_while_receiving = True
+
+    def _record(self) -> None:
+        self.threads.add(threading.get_ident())
+
+    def setup(self) -> None:
+        self._record()
+        self.inner.setup()
+
+    def receive(self, count: int, wait: float) -> Any:
+        self._record()
+        overlapped = self.stores_open > 0
+        self.receiving, self.opened_while_receiving = True, False
+        try:
+            return self.inner.receive(count, wait)
+        finally:
+            self.receiving = False
+            if overlapped or self.opened_while_receiving or self.stores_open:
+                self.receives_while_storing += 1
+
+    def ack(self, items: Any) -> None:
+        self._record()
+        self.inner.ack(items)
+
+    def release(self, items: Any) -> None:
+        self._record()
+        self.inner.release(items)
+
+    def hold(self, items: Any) -> None:
+        self._record()
+        self.inner.hold(items)
+
+    def dead_letter(self, item: Any, reason: str) -> None:
+        self._record()
+        self.inner.dead_letter(item, reason)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+@pytest.mark.parametrize("overlap", [True, False], ids=["overlap", "one-after-the-other"])
+def test_run_stores_each_batch_while_it_receives_the_next_and_keeps_the_transport_on_its_own_thread(
+    stack: Stack, overlap: bool
+) -> None:
+    """``run`` with ``overlap``: the transactions run on a helper thread while the consumer's thread receives
+    the next batch (a real broker's receive waits on a socket); every transport call (receive, ack) stays on
+    the consumer's thread; 400 events in 16 batches of three tenants are each stored once, and the chains
+    verify. Without: all on one thread."""
+    import sqlalchemy as sa
+
+    from llmproxy.audit import AuditConsumer, transport_from_url, verify_chain
+    from llmproxy.core import create_engine
+
+    stack = stack.with_options(batch_size=25, poll=0.05, overlap=overlap)
+    tenants = [uuid.uuid4() for _ in range(3)]
+    pub = publisher(stack)
+    for i in range(400):
+        pub.publish("x.y", "thing", str(i), tenant_id=tenants[i % 3])
+    pub.close()
+    transport = ThreadRecordingTransport(transport_from_url(stack.transport_url, stack.options))
+    engine = create_engine(stack.database_url)
+    store_threads: set[int] = set()
+
+    def opened(_conn: Any) -> None:
+        store_threads.add(threading.get_ident())
+        transport.store_opened()
+
+    def closed(_conn: Any) -> None:
+        transport.stores_open -= 1
+
+    sa.event.listen(engine, "begin", opened)
+    sa.event.listen(engine, "commit", closed)
+    sa.event.listen(engine, "rollback", closed)
+    c = AuditConsumer(transport, engine, stack.options)  # type: ignore[arg-type]
+    c.run(max_idle_rounds=3)
+    assert c.stats.stored == 400
+    assert c.stats.duplicates == 0
+    assert transport.threads == {threading.get_ident()}
+    if overlap:
+        assert store_threads - {threading.get_ident()}, "no transaction ran on the helper thread"
+        if stack.kind != "embedded":  # (fakeredis answers in this thread, holding the GIL: overlap is luck)
+            assert transport.receives_while_storing >= 1, transport.receives_while_storing
+    else:
+        assert store_threads == {threading.get_ident()}
+        assert transport.receives_while_storing == 0
+    c.stop()
+    try:
+        for k, tenant in enumerate(tenants):
+            ids = stored_ids(stack.database_url, tenant)
+            published = len(range(k, 400, 3))
+            assert len(ids) == len(set(ids)) == published
+            with engine.connect() as conn:
+                report = verify_chain(conn, tenant)
+            assert report.ok, report
+            assert report.checked == published
+    finally:
+        engine.dispose()
+
+
+def test_an_overlapped_run_dead_letters_what_the_database_refuses_while_the_rest_flow(
+    stack: Stack, tenant: uuid.UUID
+) -> None:
+    """The refused events of a batch stored on the helper thread are failed, and dead-lettered on their N-th
+    delivery, by the consumer's thread; the rest of the batch and the batches after it are stored."""
+    if stack.kind == "embedded":
+        pytest.skip("SQLite stores NUL characters: nothing is refused")
+    stack = stack.with_options(max_deliveries=2, claim_idle=0.2, batch_size=4, poll=0.05)
+    pub = publisher(stack)
+    for i in range(6):
+        pub.publish("before", "thing", str(i), tenant_id=tenant)
+    pub.publish("nul.text", "thing", user_agent="agent\x00/1", tenant_id=tenant)
+    for i in range(9):
+        pub.publish("after", "thing", str(i), tenant_id=tenant)
+    pub.close()
+    c = consumer(stack)
+    assert c.options.overlap
+    c.start()
+    try:
+        assert wait_until(lambda: c.stats.dead_lettered == 1 and c.stats.stored == 15)
+    finally:
+        c.stop()
+    assert c.stats.failed_deliveries == 2
+    dead = dead_letters(stack.transport_url, stack.options)
+    assert [d["deliveries"] for d in dead] == [2]
+    assert "the database refused it" in str(dead[0]["reason"])
+    assert len(set(stored_ids(stack.database_url, tenant))) == 15

@@ -8,6 +8,12 @@ failed goes back for redelivery, and on its ``max_deliveries``-th failed deliver
 queue with its reason. Runs in the calling thread (``run``), in a thread of its own (``start``/``stop``),
 or as
 the ``llmproxy-audit consume`` process.
+
+``run`` overlaps the two halves of a round (``AuditOptions.overlap``): while a helper thread stores batch N
+(its transaction waits on PostgreSQL for most of its time, the GIL released), the consumer's thread receives
+and prepares batch N+1. Only the database is touched on the helper thread; what the store decided for the
+transport (acknowledge these, this one failed) is done afterwards on the consumer's thread, so a transport is
+only ever used by one thread (pika's connections are not thread-safe), and still only after the commit.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import pydantic
@@ -40,6 +47,51 @@ class _Batch:
     received: int
     good: list[tuple[Delivery, AuditEvent]]
     prepared: PreparedBatch | None
+
+
+class _Now:
+    """A store's transport actions, done as they are decided (the consumer's own thread)."""
+
+    __slots__ = ("_consumer",)
+
+    def __init__(self, consumer: AuditConsumer) -> None:
+        self._consumer = consumer
+
+    def ack(self, items: list[Delivery]) -> None:
+        self._consumer.transport.ack(items)
+
+    def failed(self, item: Delivery, reason: str) -> None:
+        self._consumer._failed(item, reason)
+
+
+class _Later:
+    """A store's transport actions, recorded on the helper thread and done in order by :meth:`apply`."""
+
+    __slots__ = ("_actions",)
+
+    def __init__(self) -> None:
+        self._actions: list[tuple[list[Delivery], str | None]] = []
+
+    def ack(self, items: list[Delivery]) -> None:
+        self._actions.append((items, None))
+
+    def failed(self, item: Delivery, reason: str) -> None:
+        self._actions.append(([item], reason))
+
+    def apply(self, consumer: AuditConsumer) -> None:
+        actions, self._actions = self._actions, []
+        for items, reason in actions:
+            if reason is None:
+                consumer.transport.ack(items)
+            else:
+                consumer._failed(items[0], reason)
+
+
+_Settlement = _Now | _Later
+
+#: How long an overlapped receive waits for the next batch (seconds): when none is there yet, the round ends
+#: (and its acknowledgements go out) instead of waiting a whole ``poll`` for it.
+_PEEK = 0.001
 
 
 @dataclass(slots=True)
@@ -118,6 +170,7 @@ class AuditConsumer:
         self._months: set[Month] = set()
         self._next_maintenance = 0.0
         self._set_up = False
+        self._now = _Now(self)
 
     # -- one round -------------------------------------------------------------------------------------------
 
@@ -165,7 +218,9 @@ class AuditConsumer:
         self.stats.batches += 1
         return batch.received
 
-    def _store_with_retry(self, batch: _Batch) -> bool:
+    def _store_with_retry(self, batch: _Batch, ahead: _Batch | None = None) -> bool:
+        """Store ``batch`` until it is stored (True) or the consumer stops (False). While the database is
+        down, the leases of its deliveries (and of ``ahead``'s, a batch received meanwhile) are renewed."""
         delay = self.options.backoff_min
         held_at = self.clock.monotonic()
         while True:
@@ -185,12 +240,18 @@ class AuditConsumer:
             if self.clock.monotonic() - held_at >= self.options.claim_idle / 3:
                 held_at = self.clock.monotonic()
                 try:
-                    self.transport.hold([item for item, _ in batch.good])
+                    leased = [item for item, _ in batch.good]
+                    if ahead is not None:
+                        leased += [item for item, _ in ahead.good]
+                    self.transport.hold(leased)
                 except Exception as exc:
                     self.stats.transport_errors += 1
                     logger.warning("could not renew the lease of held events: %s", exc)
 
-    def _store(self, batch: _Batch) -> None:
+    def _store(self, batch: _Batch, settle: _Settlement | None = None) -> None:
+        """Store a prepared batch in one transaction, or (refused) event by event; ``settle`` is told what to
+        acknowledge and what failed (default: done at once)."""
+        settle = settle or self._now
         prepared = batch.prepared
         assert prepared is not None
         self._ensure_months(prepared.months)
@@ -202,19 +263,22 @@ class AuditConsumer:
                 raise
             if _no_partition(exc) and self._months:
                 self._months.clear()  # another worker's retention dropped one: look again, then retry
-                self._store(batch)
+                self._store(batch, settle)
                 return
-            self._store_one_by_one(batch.good)
+            self._store_one_by_one(batch.good, settle)
             return
         except _UNSTORABLE:
-            self._store_one_by_one(batch.good)
+            self._store_one_by_one(batch.good, settle)
             return
-        self.transport.ack([item for item, _ in batch.good])
+        settle.ack([item for item, _ in batch.good])
         self.stats.stored += result.inserted
         self.stats.duplicates += result.duplicates
         self.stats.checkpoints += result.checkpoints
 
-    def _store_one_by_one(self, good: list[tuple[Delivery, AuditEvent]]) -> None:
+    def _store_one_by_one(
+        self, good: list[tuple[Delivery, AuditEvent]], settle: _Settlement | None = None
+    ) -> None:
+        settle = settle or self._now
         for item, event in good:
             try:
                 with self.engine.begin() as conn:
@@ -222,12 +286,12 @@ class AuditConsumer:
             except sa.exc.DBAPIError as exc:
                 if is_transient(exc):
                     raise
-                self._failed(item, "the database refused it: " + str(exc.orig).replace("\n", " ")[:1000])
+                settle.failed(item, "the database refused it: " + str(exc.orig).replace("\n", " ")[:1000])
                 continue
             except _UNSTORABLE as exc:
-                self._failed(item, f"cannot be stored: {type(exc).__name__}: {exc}"[:1000])
+                settle.failed(item, f"cannot be stored: {type(exc).__name__}: {exc}"[:1000])
                 continue
-            self.transport.ack([item])
+            settle.ack([item])
             self.stats.stored += result.inserted
             self.stats.duplicates += result.duplicates
 
@@ -277,12 +341,32 @@ class AuditConsumer:
 
     def run(self, *, max_idle_rounds: int | None = None) -> None:
         """Consume until :meth:`stop` (or SIGTERM in the CLI); with ``max_idle_rounds``, until that many
-        empty rounds."""
+        empty rounds. With ``options.overlap``, each batch is stored on a helper thread while the next one is
+        received (see the module's docstring); a batch received ahead is settled before returning."""
+        helper = ThreadPoolExecutor(1, "llmproxy-audit-store") if self.options.overlap else None
+        try:
+            self._run(helper, max_idle_rounds)
+        finally:
+            if helper is not None:
+                helper.shutdown()
+
+    def _run(self, helper: ThreadPoolExecutor | None, max_idle_rounds: int | None) -> None:
         idle = 0
         delay = self.options.backoff_min
-        while not self._stop.is_set():
+        ahead: _Batch | None = None  # received while the batch before it was stored; not settled yet
+        while ahead is not None or not self._stop.is_set():
             try:
-                settled = self.run_once()
+                self._maintain()  # (no store is running now: the helper is idle between rounds)
+                if ahead is None:
+                    batch = self._take(None)
+                else:
+                    batch, ahead = ahead, None
+                if batch is None:
+                    settled = 0
+                elif helper is None:
+                    settled = self._settle(batch)
+                else:
+                    settled, ahead = self._settle_overlapped(batch, helper)
                 delay = self.options.backoff_min
             except Exception as exc:
                 if not (is_transient(exc) or _is_redis_error(exc)):
@@ -293,8 +377,31 @@ class AuditConsumer:
                 delay = min(delay * 2, self.options.backoff_max)
                 continue
             idle = 0 if settled else idle + 1
-            if max_idle_rounds is not None and idle >= max_idle_rounds:
+            if max_idle_rounds is not None and idle >= max_idle_rounds and ahead is None:
                 return
+
+    def _settle_overlapped(self, batch: _Batch, helper: ThreadPoolExecutor) -> tuple[int, _Batch | None]:
+        """:meth:`_settle` of ``batch``, its transaction on ``helper`` while this thread receives and prepares
+        the next batch (when one is there already): (deliveries settled, the next batch or None)."""
+        if batch.prepared is None or not batch.good or self._stop.is_set():
+            return self._settle(batch), None
+        later = _Later()
+        stored = helper.submit(self._store, batch, later)
+        ahead: _Batch | None = None
+        try:
+            ahead = self._take(_PEEK)
+        finally:
+            error = stored.exception()  # waits for the transaction
+            later.apply(self)  # what it committed is acknowledged (and what it refused, failed), here
+        if error is not None:
+            if not is_transient(error):
+                raise error
+            self.stats.database_errors += 1
+            logger.warning("database unavailable, %d events kept unacknowledged: %s", len(batch.good), error)
+            if not self._store_with_retry(batch, ahead):
+                return 0, ahead  # stopping while the database is down: nothing acknowledged
+        self.stats.batches += 1
+        return batch.received, ahead
 
     def drain(self, *, wait: float = 0.05, max_rounds: int = 10_000) -> int:
         """Settle everything available now (tests, tools): rounds until one comes back empty."""

@@ -42,6 +42,9 @@ class AuditOptions(BaseModel):
     buffer_size: Annotated[int, Field(ge=1, le=10_000_000)] = 10_000
     # consumer
     batch_size: Annotated[int, Field(ge=1, le=10_000)] = 500
+    #: ``AuditConsumer.run`` stores each batch on a helper thread while it receives and prepares the next
+    #: (the database's time overlaps the consumer's own); False: one after the other.
+    overlap: bool = True
     #: Seconds a consumer waits for new events before looking for reclaimable ones again.
     poll: Annotated[float, Field(gt=0, le=60)] = 1.0
     backoff_min: Annotated[float, Field(gt=0, le=60)] = 0.1
@@ -82,6 +85,7 @@ class AuditSettings(LLMProxySettings):
     audit_max_deliveries: int = 5
     audit_claim_idle: float = 30.0
     audit_batch_size: int = 500
+    audit_overlap: bool = True
     audit_retention_months: int | None = None
     audit_checkpoint_key: SecretStr | None = None
     audit_old_checkpoint_keys: list[SecretStr] = Field(default_factory=list)
@@ -95,6 +99,7 @@ class AuditSettings(LLMProxySettings):
             "max_deliveries": self.audit_max_deliveries,
             "claim_idle": self.audit_claim_idle,
             "batch_size": self.audit_batch_size,
+            "overlap": self.audit_overlap,
             "retention_months": self.audit_retention_months,
             "checkpoint_key": self.audit_checkpoint_key,
             "old_checkpoint_keys": tuple(self.audit_old_checkpoint_keys),
