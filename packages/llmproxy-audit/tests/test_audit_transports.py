@@ -431,3 +431,29 @@ def test_an_overlapped_run_dead_letters_what_the_database_refuses_while_the_rest
     assert [d["deliveries"] for d in dead] == [2]
     assert "the database refused it" in str(dead[0]["reason"])
     assert len(set(stored_ids(stack.database_url, tenant))) == 15
+
+
+def test_run_on_an_in_memory_sqlite_database_stores_on_its_own_thread(
+    embedded_redis_url: str, tenant: uuid.UUID
+) -> None:
+    """SQLite's ``:memory:`` is a database per thread (SQLAlchemy's SingletonThreadPool): a helper thread
+    would find none of the tables, so ``run`` stores one batch after the other there, without errors."""
+    from llmproxy.audit import AuditConsumer, AuditStore, transport_from_url
+    from llmproxy.core import create_engine, upgrade
+
+    from .conftest import unique_options
+
+    engine = create_engine("sqlite://")
+    upgrade(engine)
+    stack = Stack("embedded", embedded_redis_url, "sqlite://", unique_options(batch_size=10, poll=0.05))
+    pub = publisher(stack)
+    for i in range(30):
+        pub.publish("x.y", "thing", str(i), tenant_id=tenant)
+    pub.close()
+    c = AuditConsumer(transport_from_url(stack.transport_url, stack.options), engine, stack.options)
+    assert c.options.overlap
+    c.run(max_idle_rounds=2)
+    assert c.stats.stored == 30
+    assert c.stats.database_errors == 0
+    assert len(AuditStore(engine).all(tenant)) == 30
+    c.stop()

@@ -342,8 +342,11 @@ class AuditConsumer:
     def run(self, *, max_idle_rounds: int | None = None) -> None:
         """Consume until :meth:`stop` (or SIGTERM in the CLI); with ``max_idle_rounds``, until that many
         empty rounds. With ``options.overlap``, each batch is stored on a helper thread while the next one is
-        received (see the module's docstring); a batch received ahead is settled before returning."""
-        helper = ThreadPoolExecutor(1, "llmproxy-audit-store") if self.options.overlap else None
+        received (see the module's docstring); a batch received ahead is settled before returning. (Not on
+        an engine with a database per thread, as SQLite's ``:memory:`` is: the helper would see another.)"""
+        per_thread = isinstance(self.engine.pool, sa.pool.SingletonThreadPool)
+        overlap = self.options.overlap and not per_thread
+        helper = ThreadPoolExecutor(1, "llmproxy-audit-store") if overlap else None
         try:
             self._run(helper, max_idle_rounds)
         finally:
