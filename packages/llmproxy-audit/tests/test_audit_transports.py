@@ -301,6 +301,7 @@ class ThreadRecordingTransport:
         self.receiving = False
         self.opened_while_receiving = False
         self.receives_while_storing = 0
+        self.helper_daemon: set[bool] = set()  # whether the store's thread was a daemon, as seen
 
     def store_opened(self) -> None:
         self.stores_open += 1
@@ -316,6 +317,7 @@ class ThreadRecordingTransport:
 
     def receive(self, count: int, wait: float) -> Any:
         self._record()
+        self.helper_daemon |= {t.daemon for t in threading.enumerate() if t.name == "llmproxy-audit-store"}
         overlapped = self.stores_open > 0
         self.receiving, self.opened_while_receiving = True, False
         try:
@@ -351,8 +353,9 @@ def test_run_stores_each_batch_while_it_receives_the_next_and_keeps_the_transpor
 ) -> None:
     """``run`` with ``overlap``: the transactions run on a helper thread while the consumer's thread receives
     the next batch (a real broker's receive waits on a socket); every transport call (receive, ack) stays on
-    the consumer's thread; 400 events in 16 batches of three tenants are each stored once, and the chains
-    verify. Without: all on one thread."""
+    the consumer's thread; the store's thread is a daemon (an app's exit never waits for it); 400 events in
+    16 batches of three tenants are each stored once, none left pending, and the chains verify. Without, and
+    on SQLite (a connection per thread): all on one thread."""
     import sqlalchemy as sa
 
     from llmproxy.audit import AuditConsumer, transport_from_url, verify_chain
@@ -383,13 +386,19 @@ def test_run_stores_each_batch_while_it_receives_the_next_and_keeps_the_transpor
     assert c.stats.stored == 400
     assert c.stats.duplicates == 0
     assert transport.threads == {threading.get_ident()}
-    if overlap:
+    if overlap and stack.kind != "embedded":
         assert store_threads - {threading.get_ident()}, "no transaction ran on the helper thread"
-        if stack.kind != "embedded":  # (fakeredis answers in this thread, holding the GIL: overlap is luck)
-            assert transport.receives_while_storing >= 1, transport.receives_while_storing
+        assert transport.receives_while_storing >= 1, transport.receives_while_storing
+        assert transport.helper_daemon == {True}
     else:
         assert store_threads == {threading.get_ident()}
         assert transport.receives_while_storing == 0
+    if stack.kind != "rabbitmq":  # every delivery acknowledged: none pending in the group
+        from llmproxy.core import redis_from_url
+
+        client = redis_from_url(stack.transport_url)
+        assert client.xpending(stack.options.stream, stack.options.group)["pending"] == 0
+        client.close()
     c.stop()
     try:
         for k, tenant in enumerate(tenants):
@@ -419,13 +428,20 @@ def test_an_overlapped_run_dead_letters_what_the_database_refuses_while_the_rest
     for i in range(9):
         pub.publish("after", "thing", str(i), tenant_id=tenant)
     pub.close()
-    c = consumer(stack)
+    from llmproxy.audit import AuditConsumer, transport_from_url
+    from llmproxy.core import create_engine
+
+    transport = ThreadRecordingTransport(transport_from_url(stack.transport_url, stack.options))
+    c = AuditConsumer(transport, create_engine(stack.database_url), stack.options)  # type: ignore[arg-type]
     assert c.options.overlap
     c.start()
+    assert c._thread is not None
+    consumer_thread = c._thread.ident
     try:
         assert wait_until(lambda: c.stats.dead_lettered == 1 and c.stats.stored == 15)
     finally:
         c.stop()
+    assert transport.threads == {consumer_thread}  # the release and the dead-lettering included
     assert c.stats.failed_deliveries == 2
     dead = dead_letters(stack.transport_url, stack.options)
     assert [d["deliveries"] for d in dead] == [2]

@@ -117,7 +117,8 @@ class AmqpConsumerTransport:
         self._generation += 1
         self._channel = self._conn.channel()
         _declare(self._channel, self.topology)
-        self._channel.basic_qos(prefetch_count=self.options.batch_size)
+        # (an overlapping consumer holds two batches unacknowledged: the one it stores, the one it receives)
+        self._channel.basic_qos(prefetch_count=self.options.batch_size * (2 if self.options.overlap else 1))
         self._channel.basic_consume(self.topology.queue, self._on_message)
         self._confirm = self._conn.channel()
         self._confirm.confirm_delivery()

@@ -19,10 +19,11 @@ only ever used by one thread (pika's connections are not thread-safe), and still
 from __future__ import annotations
 
 import logging
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future
+from dataclasses import dataclass, field
 
 import pydantic
 import sqlalchemy as sa
@@ -47,6 +48,9 @@ class _Batch:
     received: int
     good: list[tuple[Delivery, AuditEvent]]
     prepared: PreparedBatch | None
+    #: the positions in ``good`` settled one by one already (an attempt interrupted by a database outage
+    #: goes on from there: nothing is acknowledged twice, nor failed twice)
+    settled: set[int] = field(default_factory=set)
 
 
 class _Now:
@@ -88,6 +92,36 @@ class _Later:
 
 
 _Settlement = _Now | _Later
+
+
+class _Helper:
+    """One daemon thread running the calls given to :meth:`submit`, one at a time. (Not a
+    ``ThreadPoolExecutor``: its threads are joined when the interpreter exits, so a store waiting on a
+    paused database would hold up the exit of an app that embeds the consumer.)"""
+
+    def __init__(self) -> None:
+        self._calls: queue.SimpleQueue[tuple[Future[None], Callable[[], None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="llmproxy-audit-store", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while (call := self._calls.get()) is not None:
+            future, fn = call
+            try:
+                fn()
+            except BaseException as exc:
+                future.set_exception(exc)
+            else:
+                future.set_result(None)
+
+    def submit(self, fn: Callable[..., None], *args: object) -> Future[None]:
+        future: Future[None] = Future()
+        self._calls.put((future, lambda: fn(*args)))
+        return future
+
+    def close(self) -> None:
+        self._calls.put(None)
+
 
 #: How long an overlapped receive waits for the next batch (seconds): when none is there yet, the round ends
 #: (and its acknowledgements go out) instead of waiting a whole ``poll`` for it.
@@ -171,6 +205,7 @@ class AuditConsumer:
         self._next_maintenance = 0.0
         self._set_up = False
         self._now = _Now(self)
+        self._ahead: _Batch | None = None  # run(): received while the batch before it was stored
 
     # -- one round -------------------------------------------------------------------------------------------
 
@@ -212,46 +247,47 @@ class AuditConsumer:
         database is down."""
         if batch.good:
             if batch.prepared is None:
-                self._store_one_by_one(batch.good)
+                self._store_one_by_one(batch)
             elif not self._store_with_retry(batch):
                 return 0  # stopping while the database is down: nothing acknowledged
         self.stats.batches += 1
         return batch.received
 
-    def _store_with_retry(self, batch: _Batch, ahead: _Batch | None = None) -> bool:
+    def _store_with_retry(
+        self, batch: _Batch, ahead: _Batch | None = None, *, failed: BaseException | None = None
+    ) -> bool:
         """Store ``batch`` until it is stored (True) or the consumer stops (False). While the database is
-        down, the leases of its deliveries (and of ``ahead``'s, a batch received meanwhile) are renewed."""
+        down, the leases of its deliveries (and of ``ahead``'s, a batch received meanwhile) are renewed.
+        ``failed``: the first attempt was made already and failed so."""
         delay = self.options.backoff_min
         held_at = self.clock.monotonic()
         while True:
-            try:
-                self._store(batch)
-                return True
-            except Exception as exc:
-                if not is_transient(exc):
-                    raise
-                self.stats.database_errors += 1
-                held = len(batch.good)
-                logger.warning("database unavailable, %d events kept unacknowledged: %s", held, exc)
+            if failed is None:
+                try:
+                    self._store(batch)
+                    return True
+                except Exception as exc:
+                    if not is_transient(exc):
+                        raise
+                    failed = exc
+            self.stats.database_errors += 1
+            logger.warning("database unavailable, %d events kept unacknowledged: %s", len(batch.good), failed)
+            failed = None
             if self._stop.is_set():
                 return False
             self._sleep(delay)
             delay = min(delay * 2, self.options.backoff_max)
             if self.clock.monotonic() - held_at >= self.options.claim_idle / 3:
                 held_at = self.clock.monotonic()
-                try:
-                    leased = [item for item, _ in batch.good]
-                    if ahead is not None:
-                        leased += [item for item, _ in ahead.good]
-                    self.transport.hold(leased)
-                except Exception as exc:
-                    self.stats.transport_errors += 1
-                    logger.warning("could not renew the lease of held events: %s", exc)
+                self._renew(batch, ahead)
 
     def _store(self, batch: _Batch, settle: _Settlement | None = None) -> None:
         """Store a prepared batch in one transaction, or (refused) event by event; ``settle`` is told what to
         acknowledge and what failed (default: done at once)."""
         settle = settle or self._now
+        if batch.settled:  # an earlier attempt went event by event: the rest of the batch goes so too
+            self._store_one_by_one(batch, settle)
+            return
         prepared = batch.prepared
         assert prepared is not None
         self._ensure_months(prepared.months)
@@ -265,21 +301,21 @@ class AuditConsumer:
                 self._months.clear()  # another worker's retention dropped one: look again, then retry
                 self._store(batch, settle)
                 return
-            self._store_one_by_one(batch.good, settle)
+            self._store_one_by_one(batch, settle)
             return
         except _UNSTORABLE:
-            self._store_one_by_one(batch.good, settle)
+            self._store_one_by_one(batch, settle)
             return
         settle.ack([item for item, _ in batch.good])
         self.stats.stored += result.inserted
         self.stats.duplicates += result.duplicates
         self.stats.checkpoints += result.checkpoints
 
-    def _store_one_by_one(
-        self, good: list[tuple[Delivery, AuditEvent]], settle: _Settlement | None = None
-    ) -> None:
+    def _store_one_by_one(self, batch: _Batch, settle: _Settlement | None = None) -> None:
         settle = settle or self._now
-        for item, event in good:
+        for position, (item, event) in enumerate(batch.good):
+            if position in batch.settled:
+                continue
             try:
                 with self.engine.begin() as conn:
                     result = store_batch(conn, [event], now_ms=self._now_ms(), policy=self._policy)
@@ -287,11 +323,14 @@ class AuditConsumer:
                 if is_transient(exc):
                     raise
                 settle.failed(item, "the database refused it: " + str(exc.orig).replace("\n", " ")[:1000])
+                batch.settled.add(position)
                 continue
             except _UNSTORABLE as exc:
                 settle.failed(item, f"cannot be stored: {type(exc).__name__}: {exc}"[:1000])
+                batch.settled.add(position)
                 continue
             settle.ack([item])
+            batch.settled.add(position)
             self.stats.stored += result.inserted
             self.stats.duplicates += result.duplicates
 
@@ -342,34 +381,34 @@ class AuditConsumer:
     def run(self, *, max_idle_rounds: int | None = None) -> None:
         """Consume until :meth:`stop` (or SIGTERM in the CLI); with ``max_idle_rounds``, until that many
         empty rounds. With ``options.overlap``, each batch is stored on a helper thread while the next one is
-        received (see the module's docstring); a batch received ahead is settled before returning. (Not on
-        an engine with a database per thread, as SQLite's ``:memory:`` is: the helper would see another.)"""
-        per_thread = isinstance(self.engine.pool, sa.pool.SingletonThreadPool)
-        overlap = self.options.overlap and not per_thread
-        helper = ThreadPoolExecutor(1, "llmproxy-audit-store") if overlap else None
+        received (see the module's docstring); a batch received ahead is settled before returning, except
+        when stopping with the database down (then it is left unacknowledged, as the batch before it). Not on
+        SQLite: a connection there is per thread (``:memory:`` is even a database per thread), and an
+        embedded transport answers in this thread anyway."""
+        overlap = self.options.overlap and self.engine.dialect.name != "sqlite"
+        helper = _Helper() if overlap else None
         try:
             self._run(helper, max_idle_rounds)
         finally:
             if helper is not None:
-                helper.shutdown()
+                helper.close()
 
-    def _run(self, helper: ThreadPoolExecutor | None, max_idle_rounds: int | None) -> None:
+    def _run(self, helper: _Helper | None, max_idle_rounds: int | None) -> None:
         idle = 0
         delay = self.options.backoff_min
-        ahead: _Batch | None = None  # received while the batch before it was stored; not settled yet
-        while ahead is not None or not self._stop.is_set():
+        self._ahead = None
+        while self._ahead is not None or not self._stop.is_set():
             try:
                 self._maintain()  # (no store is running now: the helper is idle between rounds)
-                if ahead is None:
-                    batch = self._take(None)
-                else:
-                    batch, ahead = ahead, None
+                batch, self._ahead = (self._take(None), None) if self._ahead is None else (self._ahead, None)
                 if batch is None:
                     settled = 0
                 elif helper is None:
                     settled = self._settle(batch)
                 else:
-                    settled, ahead = self._settle_overlapped(batch, helper)
+                    settled = self._settle_overlapped(batch, helper)
+                    if not settled and self._stop.is_set():
+                        return  # the database is down: what was received ahead stays unacknowledged too
                 delay = self.options.backoff_min
             except Exception as exc:
                 if not (is_transient(exc) or _is_redis_error(exc)):
@@ -380,31 +419,54 @@ class AuditConsumer:
                 delay = min(delay * 2, self.options.backoff_max)
                 continue
             idle = 0 if settled else idle + 1
-            if max_idle_rounds is not None and idle >= max_idle_rounds and ahead is None:
+            if max_idle_rounds is not None and idle >= max_idle_rounds and self._ahead is None:
                 return
 
-    def _settle_overlapped(self, batch: _Batch, helper: ThreadPoolExecutor) -> tuple[int, _Batch | None]:
+    def _settle_overlapped(self, batch: _Batch, helper: _Helper) -> int:
         """:meth:`_settle` of ``batch``, its transaction on ``helper`` while this thread receives and prepares
-        the next batch (when one is there already): (deliveries settled, the next batch or None)."""
+        the next batch, when one is there already (kept in ``self._ahead``, so that whatever fails after it
+        was received, the next round settles it). The deliveries settled (0: stopping, database down)."""
         if batch.prepared is None or not batch.good or self._stop.is_set():
-            return self._settle(batch), None
+            return self._settle(batch)
         later = _Later()
         stored = helper.submit(self._store, batch, later)
-        ahead: _Batch | None = None
         try:
-            ahead = self._take(_PEEK)
-        finally:
-            error = stored.exception()  # waits for the transaction
-            later.apply(self)  # what it committed is acknowledged (and what it refused, failed), here
+            if not self._stop.is_set():
+                self._ahead = self._take(_PEEK)
+        except BaseException:
+            error = self._wait(stored, batch)
+            if error is not None:
+                logger.warning("storing a batch failed while receiving the next failed: %s", error)
+            later.apply(self)
+            raise
+        error = self._wait(stored, batch)
+        later.apply(self)  # what it committed is acknowledged (and what it refused, failed), here
         if error is not None:
             if not is_transient(error):
                 raise error
-            self.stats.database_errors += 1
-            logger.warning("database unavailable, %d events kept unacknowledged: %s", len(batch.good), error)
-            if not self._store_with_retry(batch, ahead):
-                return 0, ahead  # stopping while the database is down: nothing acknowledged
+            if not self._store_with_retry(batch, self._ahead, failed=error):
+                return 0  # stopping while the database is down: nothing acknowledged
         self.stats.batches += 1
-        return batch.received, ahead
+        return batch.received
+
+    def _wait(self, stored: Future[None], batch: _Batch) -> BaseException | None:
+        """The store's outcome (None: done). While it runs, the leases of ``batch`` and of the batch
+        received ahead are renewed every ``claim_idle / 3`` (a slow store is not a dead consumer)."""
+        while True:
+            try:
+                return stored.exception(timeout=self.options.claim_idle / 3)
+            except TimeoutError:
+                self._renew(batch, self._ahead)
+
+    def _renew(self, batch: _Batch, ahead: _Batch | None) -> None:
+        leased = [item for item, _ in batch.good]
+        if ahead is not None:
+            leased += [item for item, _ in ahead.good]
+        try:
+            self.transport.hold(leased)
+        except Exception as exc:
+            self.stats.transport_errors += 1
+            logger.warning("could not renew the lease of held events: %s", exc)
 
     def drain(self, *, wait: float = 0.05, max_rounds: int = 10_000) -> int:
         """Settle everything available now (tests, tools): rounds until one comes back empty."""
