@@ -436,7 +436,7 @@ class AuditConsumer:
         except BaseException:
             error = self._wait(stored, batch)
             if error is not None:
-                logger.warning("storing a batch failed while receiving the next failed: %s", error)
+                logger.warning("receiving the next batch failed, and so did storing this one: %s", error)
             later.apply(self)
             raise
         error = self._wait(stored, batch)
