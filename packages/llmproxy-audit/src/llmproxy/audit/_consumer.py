@@ -82,13 +82,14 @@ class _Later:
     def failed(self, item: Delivery, reason: str) -> None:
         self._actions.append(([item], reason))
 
-    def apply(self, consumer: AuditConsumer) -> None:
+    def apply(self, now: _Now) -> None:
+        """Do the recorded actions, in order, as ``now`` does them."""
         actions, self._actions = self._actions, []
         for items, reason in actions:
             if reason is None:
-                consumer.transport.ack(items)
+                now.ack(items)
             else:
-                consumer._failed(items[0], reason)
+                now.failed(items[0], reason)
 
 
 _Settlement = _Now | _Later
@@ -400,7 +401,9 @@ class AuditConsumer:
         while self._ahead is not None or not self._stop.is_set():
             try:
                 self._maintain()  # (no store is running now: the helper is idle between rounds)
-                batch, self._ahead = (self._take(None), None) if self._ahead is None else (self._ahead, None)
+                batch, self._ahead = self._ahead, None
+                if batch is None:
+                    batch = self._take(None)
                 if batch is None:
                     settled = 0
                 elif helper is None:
@@ -437,10 +440,10 @@ class AuditConsumer:
             error = self._wait(stored, batch)
             if error is not None:
                 logger.warning("receiving the next batch failed, and so did storing this one: %s", error)
-            later.apply(self)
+            later.apply(self._now)
             raise
         error = self._wait(stored, batch)
-        later.apply(self)  # what it committed is acknowledged (and what it refused, failed), here
+        later.apply(self._now)  # what it committed is acknowledged (and what it refused, failed), here
         if error is not None:
             if not is_transient(error):
                 raise error
