@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import subprocess
@@ -53,6 +54,18 @@ async def test_healthz_reports_each_backend_up(backend: Backend) -> None:
     assert body["backends"]["database"]["required"] is True
     assert body["backends"]["redis"]["status"] == "ok"
     assert response.headers["cache-control"] == "no-store"
+
+
+@pytest.mark.parametrize("freeze", [True, False])
+async def test_the_start_up_heap_is_frozen_while_serving_and_thawed_at_shutdown(
+    backend: Backend, freeze: bool
+) -> None:
+    gc.unfreeze()
+    async with client_of(create_app(settings_for(backend, gc_freeze=freeze))) as client:
+        assert (await client.get("/healthz")).status_code == 200
+        frozen = gc.get_freeze_count()
+    assert (frozen > 10_000) is freeze  # the imports, the app and its clients (0 when off)
+    assert gc.get_freeze_count() == 0
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
@@ -85,9 +86,14 @@ def create_api(
         await backends.start()
         await audit.start()
         await metering.start()
+        if settings.gc_freeze:
+            gc.collect()
+            gc.freeze()
         try:
             yield
         finally:
+            if settings.gc_freeze:
+                gc.unfreeze()  # an app in a longer-lived process (a test): its heap collectable again
             if provider is not None:
                 await provider.aclose()
             await audit.aclose()

@@ -122,6 +122,12 @@ class GatewaySettings(LLMProxySettings):
     log_format: Literal["json", "text"] = "json"
     access_log: bool = True
 
+    #: Once started, collect garbage and freeze what is alive (``gc.freeze()``; undone at shutdown), so the
+    #: full collections that follow skip the start-up heap: the imports, the app, its clients and caches. A
+    #: full collection of that heap took ~100 ms every few seconds under load (the full stack's p99) and
+    #: ~10% of the process's CPU.
+    gc_freeze: bool = True
+
     # Each concern's settings, read from its own variables when the gateway's are (the one object the app,
     # the admin API, the workers and the CLI are built from; a test may pass its own).
     #: ``LLMPROXY_OTLP_ENDPOINT``, ``_OTLP_PROTOCOL``, ``_ENVIRONMENT``, ``_PROMETHEUS``, ``_METRICS_PATH``,

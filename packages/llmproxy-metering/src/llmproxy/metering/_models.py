@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from datetime import datetime
 from typing import Annotated, Self
@@ -16,10 +17,15 @@ MAX_TOKENS = 10**12
 MAX_REQUESTS = 10**6
 
 
+#: The control characters (C0 and DEL) a name may not hold.
+CONTROL = re.compile("[\x00-\x1f\x7f]")
+
+
 def _printable(value: str) -> str:
     # Control characters are refused: the tab separates the parts of a Redis field name (see _keys.py),
-    # and NUL is refused by PostgreSQL.
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
+    # and NUL is refused by PostgreSQL. (One regex search: a Python loop over the characters cost every
+    # metered request ~10 us for its five names.)
+    if CONTROL.search(value):
         raise ValueError("must not contain control characters")
     return value
 

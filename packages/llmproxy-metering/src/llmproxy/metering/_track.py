@@ -12,7 +12,7 @@ from pydantic import ValidationError
 
 from llmproxy.core import RequestContext, Usage, current_context, current_usage, reset_usage, use_usage
 
-from ._models import EventOutsideWindow, UsageEvent
+from ._models import CONTROL, EventOutsideWindow, UsageEvent
 
 logger = logging.getLogger("llmproxy.metering")
 
@@ -30,7 +30,7 @@ def _clean(text: str | None, limit: int) -> str | None:
     # Names come from requests: keep what fits the event's bounds rather than lose the request's usage.
     if not text:
         return None
-    cleaned = "".join(ch for ch in text if ord(ch) >= 32 and ord(ch) != 127)[:limit]
+    cleaned = CONTROL.sub("", text)[:limit]
     return cleaned or None
 
 
