@@ -205,3 +205,53 @@ async def test_a_batch_s_replies_share_one_deadline_and_a_late_one_times_out(rea
     assert await line.call_many([("INCR", key), ("GET", key)]) in ([2, b"2"], [3, b"3"])
     await line.aclose()
     await client.aclose()
+
+
+async def test_an_asyncio_line_writes_itself_and_fails_and_recovers_as_redis_py_does(
+    real_redis_url: str,
+) -> None:
+    """The asyncio line writes to the connection's transport itself (not through redis-py's per-write
+    ``asyncio.wait_for``). A connection the server dropped fails the call with redis-py's ConnectionError
+    (after the client's retries), and once the server is back the next call reconnects; a connection class
+    with its own ``send_packed_command`` gets every write through it."""
+    from llmproxy.core.testing import TcpProxy, url_through
+
+    with TcpProxy(
+        redis.asyncio.Redis.from_url(real_redis_url).connection_pool.connection_kwargs["port"]
+    ) as proxy:
+        url = url_through(real_redis_url, proxy.host, proxy.port)
+        client = redis.asyncio.Redis.from_url(url, socket_timeout=1, retry_on_error=[])
+        line = AsyncDirectLine(client)
+        key = f"k-{uuid.uuid4().hex}"
+        assert await line.call(("INCR", key)) == 1
+        proxy.cut()
+
+        async def calls() -> None:
+            for _ in range(3):  # the first write may still reach the kernel's buffer; the read then fails
+                await line.call(("INCR", key))
+
+        with pytest.raises((redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)):
+            await calls()
+        proxy.restore()
+        assert await line.call(("GET", key)) in (b"1", b"2", b"3", b"4")
+        await line.aclose()
+        await client.aclose()
+
+    writes: list[int] = []
+
+    class Counting(redis.asyncio.Connection):
+        async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+            writes.append(1)
+            await super().send_packed_command(command, check_health)
+
+    client = redis.asyncio.Redis(
+        connection_pool=redis.asyncio.ConnectionPool.from_url(real_redis_url, connection_class=Counting)
+    )
+    line = AsyncDirectLine(client)
+    await line.call(("PING",))
+    before = len(writes)
+    await line.call_many([("PING",), ("PING",)])
+    await line.call(("PING",))
+    assert len(writes) - before == 2
+    await line.aclose()
+    await client.aclose()

@@ -308,11 +308,15 @@ _PLAIN_SEND: list[Any] = []
 
 
 def _plain_send() -> Any:
-    """redis-py's own ``send_packed_command`` of asyncio connections."""
+    """redis-py's own ``send_packed_command`` of asyncio connections (None where it is not found: then every
+    write goes through the connection's method)."""
     if not _PLAIN_SEND:
-        from redis.asyncio.connection import AbstractConnection
+        try:
+            from redis.asyncio.connection import AbstractConnection
 
-        _PLAIN_SEND.append(AbstractConnection.send_packed_command)
+            _PLAIN_SEND.append(AbstractConnection.send_packed_command)
+        except (ImportError, AttributeError):  # pragma: no cover - another redis-py layout
+            _PLAIN_SEND.append(None)
     return _PLAIN_SEND[0]
 
 
@@ -327,6 +331,7 @@ async def _asend(conn: Any, packed: list[bytes]) -> None:
     writer = getattr(conn, "_writer", None)
     if (
         writer is None
+        or _plain_send() is None
         or type(conn).send_packed_command is not _plain_send()
         or not conn.is_connected
         or conn.health_check_interval
