@@ -12,6 +12,7 @@ import threading
 import time
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 import redis
@@ -216,9 +217,7 @@ async def test_an_asyncio_line_writes_itself_and_fails_and_recovers_as_redis_py_
     with its own ``send_packed_command`` gets every write through it."""
     from llmproxy.core.testing import TcpProxy, url_through
 
-    with TcpProxy(
-        redis.asyncio.Redis.from_url(real_redis_url).connection_pool.connection_kwargs["port"]
-    ) as proxy:
+    with TcpProxy(urlsplit(real_redis_url).port or 6379) as proxy:
         url = url_through(real_redis_url, proxy.host, proxy.port)
         client = redis.asyncio.Redis.from_url(url, socket_timeout=1, retry_on_error=[])
         line = AsyncDirectLine(client)
