@@ -304,20 +304,17 @@ async def _read_replies(conn: Any, n: int) -> list[Any]:
     return replies
 
 
-_PLAIN_SEND: list[Any] = []
-
-
-def _plain_send() -> Any:
+def _redis_send() -> Any:
     """redis-py's own ``send_packed_command`` of asyncio connections (None where it is not found: then every
     write goes through the connection's method)."""
-    if not _PLAIN_SEND:
-        try:
-            from redis.asyncio.connection import AbstractConnection
+    try:
+        from redis.asyncio.connection import AbstractConnection
+    except ImportError:  # pragma: no cover - another redis-py layout
+        return None
+    return getattr(AbstractConnection, "send_packed_command", None)
 
-            _PLAIN_SEND.append(AbstractConnection.send_packed_command)
-        except (ImportError, AttributeError):  # pragma: no cover - another redis-py layout
-            _PLAIN_SEND.append(None)
-    return _PLAIN_SEND[0]
+
+_PLAIN_SEND = _redis_send()
 
 
 async def _asend(conn: Any, packed: list[bytes]) -> None:
@@ -331,8 +328,7 @@ async def _asend(conn: Any, packed: list[bytes]) -> None:
     writer = getattr(conn, "_writer", None)
     if (
         writer is None
-        or _plain_send() is None
-        or type(conn).send_packed_command is not _plain_send()
+        or type(conn).send_packed_command is not _PLAIN_SEND  # (never, when it was not found)
         or not conn.is_connected
         or conn.health_check_interval
         or writer.transport.is_closing()
